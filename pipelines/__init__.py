@@ -1,0 +1,1 @@
+"""Thin entry points of negforge: options -> config -> transforms -> run."""

@@ -1,0 +1,135 @@
+"""`negforge build`: ingest -> embed -> index -> mine, each stage one Beam pipeline, into RUN_DIR.
+
+Stages run in order; each writes into a staging folder that is moved into RUN_DIR only after its pipeline
+finished, and the manifest marks it finished with a fingerprint of the config it used. `--resume` reuses
+the finished stages whose fingerprints still match; `--overwrite` starts from an empty RUN_DIR.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DebugOptions
+
+from pipelines.options import make_pipeline_options
+from pipelines.run_files import clear_stage, delete_tree, list_files, promote_stage, read_json, write_json
+from schemas.build_config import BuildConfig
+from schemas.layout import STAGES, RunLayout
+from schemas.manifest import new_manifest, reusable_stages, stage_fingerprint
+
+logger = logging.getLogger(__name__)
+
+_STAGE_FUNCTIONS = {
+    "ingest": ("pipelines.stage_ingest", "run_ingest"),
+    "embed": ("pipelines.stage_embed", "run_embed"),
+    "index": ("pipelines.stage_index", "run_index"),
+    "mine": ("pipelines.stage_mine", "run_mine"),
+}
+
+
+class RunDirExistsError(FileExistsError):
+    """RUN_DIR already holds a run and neither --overwrite nor --resume was given."""
+
+
+class StrictModeError(RuntimeError):
+    """--strict was given and some input rows were dead-lettered."""
+
+
+def _stage_function(stage: str):
+    module, name = _STAGE_FUNCTIONS[stage]
+    return getattr(importlib.import_module(module), name)
+
+
+def preflight(config: BuildConfig) -> None:
+    """Every check that can fail without heavy work: inputs, model, index factory, WordNet."""
+    from pipelines.stage_ingest import validate_inputs
+    from transforms.index import validate_index_config
+    from transforms.model import model_dimension, validate_model_spec
+
+    validate_inputs(config.ingest)
+    validate_model_spec(config.embed.model)
+    validate_index_config(config.index, model_dimension(config.embed.model))
+    if config.contextual.per_pair > 0:
+        from transforms.wordnet import prepare_wordnet
+
+        prepare_wordnet()
+
+
+def prepare_run_dir(config: BuildConfig, run: RunLayout) -> dict:
+    """Create, replace or reopen RUN_DIR per --overwrite / --resume; return the manifest to continue."""
+    existing = list_files(run.run_dir)
+    if existing and not (config.overwrite or config.resume):
+        raise RunDirExistsError(
+            f"{run.run_dir} already exists and is not empty; pass --overwrite to replace it "
+            "or --resume to reuse the stages it finished"
+        )
+    if existing and config.overwrite:
+        delete_tree(run.run_dir)
+    if config.resume and FileSystems.exists(run.manifest):
+        manifest = read_json(run.manifest)
+        keep = set(reusable_stages(manifest, config))
+        manifest["stages"] = {s: v for s, v in manifest.get("stages", {}).items() if s in keep}
+        manifest["config"] = config.to_dict()
+        return manifest
+    if not FileSystems.exists(run.run_dir):
+        FileSystems.mkdirs(run.run_dir)  # fail now on a bad path, not after an hour of embedding
+    return new_manifest(config)
+
+
+def _record_stage(manifest: dict, config: BuildConfig, stage: str, stats: dict, seconds: float) -> None:
+    manifest["stages"][stage] = {
+        "finished": True,
+        "fingerprint": stage_fingerprint(config, stage),
+        "stats": stats,
+        "wall_s": round(seconds, 3),
+    }
+    manifest["timings_s"][stage] = round(seconds, 3)
+    if stage == "ingest":
+        manifest["counts"] = stats
+    elif stage == "embed":
+        manifest["model"].update({k: stats[k] for k in ("dim",) if k in stats})
+    elif stage == "mine":
+        manifest["selection"] = stats
+
+
+def _dead_lettered(stats: dict) -> int:
+    return sum(int(v) for v in stats.get("deadletter_by_reason", {}).values())
+
+
+def run_build(config: BuildConfig, beam_args: list[str] | None = None, test_pipeline_factory=None) -> dict:
+    """Run every stage not reusable from an earlier run; return the final manifest.
+
+    test_pipeline_factory: optional zero-argument callable giving a fresh TestPipeline per stage (tests).
+    """
+    beam_args = list(beam_args or [])
+    dry_run = make_pipeline_options(beam_args).view_as(DebugOptions).dry_run
+    preflight(config)
+    run = RunLayout(config.output)
+    manifest = prepare_run_dir(config, run)
+    started = time.monotonic()
+    for stage in STAGES:
+        if stage in manifest["stages"]:
+            logger.info("stage %s: reused from the earlier run (--resume)", stage)
+            continue
+        clear_stage(run, stage)
+        stage_started = time.monotonic()
+        logger.info("stage %s: running", stage)
+        out = RunLayout(run.staging_dir(stage))
+        test_pipeline = test_pipeline_factory() if test_pipeline_factory else None
+        stats = _stage_function(stage)(config, run, out, beam_args, test_pipeline=test_pipeline)
+        if dry_run:
+            logger.info("stage %s: graph built (--dry_run); nothing was run", stage)
+            continue
+        promote_stage(run, stage)
+        _record_stage(manifest, config, stage, stats or {}, time.monotonic() - stage_started)
+        manifest["wall_s"] = round(time.monotonic() - started, 3)
+        write_json(run.manifest, manifest)
+        if stage == "ingest" and config.ingest.strict and _dead_lettered(stats):
+            raise StrictModeError(
+                f"--strict: {_dead_lettered(stats)} input row(s) were dead-lettered "
+                f"({stats.get('deadletter_by_reason')}); see {run.deadletter_dir}"
+            )
+    return manifest

@@ -1,0 +1,45 @@
+"""Beam PipelineOptions from the flags negforge does not own, refusing flags Beam does not know.
+
+Beam alone warns about and drops a mistyped flag; negforge refuses it, so `--num_workes 8` cannot
+silently run on one worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+class UnknownFlagError(ValueError):
+    """A flag is neither negforge's nor Beam's."""
+
+
+def _known_beam_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    for cls in PipelineOptions.__subclasses__():
+        _add_options(cls, parser)
+    return parser
+
+
+def _add_options(cls: type, parser: argparse.ArgumentParser) -> None:
+    add = getattr(cls, "_add_argparse_args", None)
+    if add is not None:
+        try:
+            add(parser)
+        except argparse.ArgumentError:  # an option registered twice by two subclasses
+            pass
+    for sub in cls.__subclasses__():
+        _add_options(sub, parser)
+
+
+def make_pipeline_options(beam_args: list[str] | None, **overrides) -> PipelineOptions:
+    """PipelineOptions from beam_args; raises UnknownFlagError naming any flag Beam does not know."""
+    beam_args = list(beam_args or [])
+    _, unknown = _known_beam_parser().parse_known_args(beam_args)
+    if unknown:
+        raise UnknownFlagError(
+            f"unrecognised flag(s): {' '.join(unknown)}; negforge's flags are listed by `negforge build --help`, "
+            "the rest must be Beam pipeline options (e.g. --runner, --direct_num_workers, --temp_location)"
+        )
+    return PipelineOptions(beam_args, **overrides)

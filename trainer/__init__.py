@@ -1,0 +1,1 @@
+"""A small PyTorch trainer for sentence-transformers models on negforge's Parquet tiers."""

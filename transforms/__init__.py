@@ -1,0 +1,1 @@
+"""Reusable Beam PTransforms and DoFns of negforge, and the pure functions they call."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipelines.local_runner import RUNNER_PATH
 
 
 class UnknownFlagError(ValueError):
@@ -42,4 +44,8 @@ def make_pipeline_options(beam_args: list[str] | None, **overrides) -> PipelineO
             f"unrecognised flag(s): {' '.join(unknown)}; negforge's flags are listed by `negforge build --help`, "
             "the rest must be Beam pipeline options (e.g. --runner, --direct_num_workers, --temp_location)"
         )
-    return PipelineOptions(beam_args, **overrides)
+    options = PipelineOptions(beam_args, **overrides)
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None or standard.runner.lower() in ("directrunner", "direct"):
+        standard.runner = RUNNER_PATH  # DirectRunner without its Prism download (pipelines/local_runner.py)
+    return options

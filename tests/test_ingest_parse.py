@@ -1,0 +1,166 @@
+"""Ingest without Beam: byte-line reading, row parsing and the duplicate / join decisions."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from schemas.negatives import text_hash
+from transforms import parse
+from transforms.ingest import DeadMark, Kept, check_pair_docs, resolve_duplicates, settle_query
+from transforms.parse import parse_line
+from transforms.read import SourceLine, iter_source_lines
+
+RAW = b"a\r\n\r\nbc\n  \nd"  # CRLF, a blank line, a whitespace-only line, no final newline
+
+
+def _line(data: bytes | str, number: int = 2, source: str = "f.jsonl") -> SourceLine:
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    return SourceLine(source=source, line=number, offset=10 * number, data=data)
+
+
+def _json(row) -> SourceLine:
+    return _line(json.dumps(row))
+
+
+@pytest.mark.parametrize("name", ["plain.txt", "packed.txt.gz"])
+def test_lines_keep_number_and_byte_offset_and_skip_blank_lines(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(RAW) if name.endswith(".gz") else RAW)
+    lines = list(iter_source_lines(str(path)))
+    assert [(x.line, x.offset, x.data) for x in lines] == [(1, 0, b"a"), (3, 5, b"bc"), (5, 11, b"d")]
+    assert all(RAW[x.offset :].startswith(x.data) for x in lines)
+    assert [x.line for x in iter_source_lines(str(path), limit=2)] == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "reason"),
+    [
+        ("docs", b'{"_id": "d1", "text": "x"', parse.INVALID_JSON),
+        ("docs", b'["d1", "x"]', parse.INVALID_JSON),
+        ("docs", b"[" * 100_000 + b"]" * 100_000, parse.INVALID_JSON),
+        ("docs", b'{"title": "t", "text": "x"}', parse.MISSING_ID),
+        ("docs", b'{"_id": "  ", "text": "x"}', parse.MISSING_ID),
+        ("docs", b'{"_id": "d1", "title": " ", "text": ""}', parse.EMPTY_TEXT),
+        ("docs", b'{"_id": "d1", "text": 7}', parse.INVALID_FIELD),
+        ("docs", b'{"_id": "d1", "text": "caf\xe9"}', parse.UNDECODABLE_BYTES),
+        ("queries", b'{"_id": "q1"}', parse.EMPTY_TEXT),
+        ("qrels", b"q1\td1", parse.MALFORMED_ROW),
+        ("qrels", b"q1\td1\t1\textra", parse.MALFORMED_ROW),
+        ("qrels", b"q1\td1\t1.5", parse.MALFORMED_ROW),
+        ("qrels", b"\td1\t1", parse.MISSING_ID),
+        ("qrels", b"q1\td\xff\t1", parse.UNDECODABLE_BYTES),
+        ("pairs", b'{"query": "a?", "anchor": "b?", "positive": "p"}', parse.INVALID_FIELD),
+        ("pairs", b'{"positive": "p"}', parse.EMPTY_TEXT),
+        ("pairs", b'{"query": "a?", "positive": "  "}', parse.EMPTY_TEXT),
+        ("pairs", b'{"query": "a?", "positive": "p", "query_id": ""}', parse.MISSING_ID),
+    ],
+)
+def test_bad_rows_are_dead_lettered_with_their_reason_location_and_raw(kind, data, reason):
+    parsed = parse_line(kind, _line(data, number=7), max_chars=100)
+    assert parsed.records == ()
+    assert parsed.deadletter["reason"] == reason
+    assert parsed.deadletter["location"] == "line 7 (byte 70)"
+    assert parsed.deadletter["source"] == "f.jsonl"
+    assert parsed.deadletter["raw"] == data.decode("utf-8", errors="replace")
+
+
+def test_dead_lettered_rows_keep_their_id_when_it_can_be_read():
+    assert parse_line("docs", _line(b'{"_id": "d5", "text": "bad \xff"}'), 100).dead_id == "d5"
+    assert parse_line("docs", _json({"_id": "d4", "text": " "}), 100).dead_id == "d4"
+    assert parse_line("queries", _json({"_id": 12, "text": ""}), 100).dead_id == "12"
+    assert parse_line("docs", _line(b'{"_id": "d2"'), 100).dead_id is None
+
+
+def test_doc_rows_truncate_long_text_but_keep_the_identity_of_the_full_text():
+    parsed = parse_line("docs", _json({"_id": 3, "title": "T", "text": "x" * 12}), max_chars=10)
+    (doc,) = parsed.records
+    assert (doc.doc_id, doc.title, doc.text) == ("3", "T", "x" * 10)
+    assert doc.identity == text_hash("T " + "x" * 12)
+    assert [(w["reason"], w["detail"]) for w in parsed.warnings] == [("truncated", "text: 12 -> 10 chars")]
+    blank = parse_line("queries", _json({"_id": "q1", "text": " " * 10 + "late words"}), max_chars=10)
+    assert blank.deadletter["reason"] == "empty_text" and blank.dead_id == "q1"
+
+
+def test_qrels_header_only_on_line_one_and_nonpositive_scores_are_out_of_split():
+    assert parse_line("qrels", _line(b"query-id\tcorpus-id\tscore", number=1), 100).header
+    assert parse_line("qrels", _line(b"query-id\tcorpus-id\tscore", number=2), 100).deadletter["reason"] == (
+        parse.MALFORMED_ROW
+    )
+    zero = parse_line("qrels", _line(b"q1\td1\t0"), 100)
+    assert zero.out_of_split and zero.records == () and zero.deadletter is None
+    (pair,) = parse_line("qrels", _line(b" q1 \td1\t2"), 100).records
+    assert (pair.query_id, pair.doc_id, pair.score) == ("q1", "d1", 2)
+
+
+def test_pair_rows_derive_ids_from_normalised_text_and_keep_given_ids():
+    first = parse_line("pairs", _json({"query": "How do genes work?", "positive": "Genes encode."}), 100)
+    second = parse_line("pairs", _json({"anchor": "how do  GENES work?", "positive": "Other."}), 100)
+    query, doc, pair = first.records
+    assert query.query_id == "q:" + text_hash("How do genes work?") == second.records[0].query_id
+    assert doc.doc_id == "d:" + text_hash("Genes encode.") and doc.title == "" and doc.text == "Genes encode."
+    assert (pair.query_id, pair.doc_id, pair.score) == (query.query_id, doc.doc_id, 1)
+    assert not query.counted and not doc.counted and pair.ref.raw is not None
+    given = parse_line("pairs", _json({"query": "a?", "query_id": 7, "positive": "p", "positive_id": "P"}), 100)
+    assert [(r.query_id, r.doc_id) for r in given.records[2:]] == [("7", "P")]
+
+
+def _doc(doc_id: str, text: str, line: int, counted: bool = True) -> parse.DocRecord:
+    (record,) = parse_line("docs", _json({"_id": doc_id, "text": text}), 100).records
+    ref = parse.RowRef("corpus.jsonl", line, f"line {line}", f"raw {line}")
+    return parse.DocRecord(record.doc_id, "", record.text, record.identity, ref, counted)
+
+
+def test_identical_duplicates_merge_into_the_earliest_row_and_count_every_copy():
+    out = resolve_duplicates("d1", [_doc("d1", "Some  Text", 9), _doc("d1", "some text", 4)], settle_accepted=True)
+    ((key, kept),) = out.main
+    assert key == "d1" and kept.record.ref.line == 4 and [r.line for r in kept.copies] == [4, 9]
+    assert [(w["reason"], w["location"]) for w in out.warnings] == [("identical_duplicate", "line 9")]
+    assert out.ledger == [("corpus.jsonl", "accepted")] * 2 and out.deadletter == []
+
+
+def test_conflicting_duplicates_dead_letter_every_counted_row_and_mark_the_id():
+    rows = [_doc("d1", "one text", 2), _doc("d1", "another text", 5), _doc("d1", "one text", 3, counted=False)]
+    out = resolve_duplicates("d1", rows, settle_accepted=True)
+    assert out.main == [] and out.warnings == []
+    assert [(r["reason"], r["raw"]) for r in out.deadletter] == [("duplicate_id_conflicting_text", "raw 2")] + [
+        ("duplicate_id_conflicting_text", "raw 5")
+    ]
+    assert out.ledger == [("corpus.jsonl", "dead_lettered")] * 2
+    ((key, mark),) = out.dead
+    assert key == "d1" and mark.final and not mark.derived_only
+
+
+def _pair(query_id: str, doc_id: str, score: int, line: int) -> parse.PairRecord:
+    return parse.PairRecord(query_id, doc_id, score, parse.RowRef("qrels.tsv", line, f"line {line}", "raw"))
+
+
+def test_pairs_of_dead_or_unknown_docs_are_dead_lettered_with_the_right_reason():
+    pairs = [_pair("q1", "d1", 1, 2), _pair("q2", "d1", 1, 3)]
+    assert [kv[0] for kv in check_pair_docs("d1", pairs, True, []).main] == ["q1", "q2"]
+    unknown = check_pair_docs("d1", pairs, False, [])
+    assert [r["reason"] for r in unknown.deadletter] == ["unknown_doc_id"] * 2
+    assert unknown.ledger == [("qrels.tsv", "dead_lettered")] * 2
+    empty = DeadMark("empty_text", "title and text are both empty", derived_only=False, final=False)
+    assert [r["reason"] for r in check_pair_docs("d1", pairs, False, [empty]).deadletter] == ["doc_dead_lettered"] * 2
+    assert check_pair_docs("d1", pairs, True, [empty]).deadletter == []  # a good copy of the id wins
+    derived = DeadMark("duplicate_id_conflicting_text", "two texts", derived_only=True, final=True)
+    assert [r["reason"] for r in check_pair_docs("d1", pairs, True, [derived]).deadletter] == [derived.reason] * 2
+
+
+def test_settle_query_writes_queries_with_a_pair_and_splits_out_the_rest():
+    query = parse.QueryRecord("q1", "text", "h", parse.RowRef("queries.jsonl", 1, "line 1", "raw"))
+    kept = Kept(query, (query.ref, parse.RowRef("queries.jsonl", 5, "line 5", "raw")))
+    pairs = [_pair("q1", "d1", 1, 2), _pair("q1", "d2", 1, 3), _pair("q1", "d1", 1, 4), _pair("q1", "d3", 1, 5)]
+    pairs.append(_pair("q1", "d3", 2, 6))
+    out = settle_query("q1", [kept], [], pairs)
+    assert out.main == [{"query_id": "q1", "text": "text"}]
+    assert [(p["positive_id"], p["score"]) for p in out.pairs] == [("d1", 1), ("d2", 1)]
+    assert [w["location"] for w in out.warnings] == ["line 4"]
+    assert [r["reason"] for r in out.deadletter] == ["duplicate_pair_conflicting_score"] * 2
+    assert sorted(out.ledger).count(("queries.jsonl", "accepted")) == 2
+    lonely = settle_query("q1", [kept], [], [])
+    assert lonely.main == [] and lonely.ledger == [("queries.jsonl", "out_of_split")] * 2
+    assert [r["reason"] for r in settle_query("q9", [], [], pairs[:1]).deadletter] == ["unknown_query_id"]

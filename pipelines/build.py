@@ -12,9 +12,8 @@ import logging
 import time
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import TestOptions
 
-from pipelines.options import make_pipeline_options
+from pipelines.options import is_dry_run, make_pipeline_options
 from pipelines.run_files import clear_stage, delete_tree, list_files, promote_stage, read_json, write_json
 from schemas.build_config import BuildConfig
 from schemas.layout import STAGES, RunLayout
@@ -105,7 +104,7 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None, test_pipe
     test_pipeline_factory: optional zero-argument callable giving a fresh TestPipeline per stage (tests).
     """
     beam_args = list(beam_args or [])
-    dry_run = make_pipeline_options(beam_args).view_as(TestOptions).dry_run
+    dry_run = is_dry_run(make_pipeline_options(beam_args))
     preflight(config)
     run = RunLayout(config.output)
     manifest = prepare_run_dir(config, run)

@@ -49,3 +49,10 @@ def make_pipeline_options(beam_args: list[str] | None, **overrides) -> PipelineO
     if standard.runner is None or standard.runner.lower() in ("directrunner", "direct"):
         standard.runner = RUNNER_PATH  # DirectRunner without its Prism download (pipelines/local_runner.py)
     return options
+
+
+def is_dry_run(options: PipelineOptions) -> bool:
+    """True for --dry_run=true; Beam keeps the flag's raw string, so 'false' would otherwise be truthy."""
+    from apache_beam.options.pipeline_options import TestOptions
+
+    return str(options.view_as(TestOptions).dry_run).lower() in ("true", "1", "yes")

@@ -50,16 +50,27 @@ def _summary(manifest: dict, output: str) -> str:
     return "\n".join(lines)
 
 
-def main_build(argv: list[str]) -> int:
-    from pipelines.build import RunDirExistsError, StrictModeError, run_build
-    from pipelines.build_args import resolve_build_config
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or flags: reported in one line, exit code 2, no traceback."""
+    from pipelines.build import RunDirExistsError
     from pipelines.options import UnknownFlagError
+    from pipelines.stage_ingest import InputLayoutError
     from schemas.build_config import ConfigError
+    from transforms.model import ModelSpecError
+    from transforms.wordnet import WordNetMissingError
+
+    return (ConfigError, UnknownFlagError, RunDirExistsError, InputLayoutError, ModelSpecError,
+            WordNetMissingError, FileNotFoundError, NotADirectoryError)
+
+
+def main_build(argv: list[str]) -> int:
+    from pipelines.build import StrictModeError, run_build
+    from pipelines.build_args import resolve_build_config
 
     try:
         config, beam_args = resolve_build_config(argv)
         manifest = run_build(config, beam_args)
-    except (ConfigError, UnknownFlagError, RunDirExistsError, FileNotFoundError, NotADirectoryError) as err:
+    except _user_errors() as err:
         print(f"negforge build: error: {err}", file=sys.stderr)
         return 2
     except StrictModeError as err:

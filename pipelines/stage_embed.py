@@ -1,0 +1,181 @@
+"""Build stage `embed`: RUN_DIR/inputs/{docs,queries} -> RUN_DIR/embeddings/*.parquet.
+
+Docs embed their `passage` (title + " " + text) with the document prompt, queries their `text` with the
+query prompt. Output: embeddings/doc-*.parquet and embeddings/query-*.parquet in embeddings_schema(dim)
+(vector = fixed_size_list<float32>[dim], L2-normalised); vectors that come out non-finite go to
+deadletter/part-*.parquet with their reason (deadletter/embed/ once the orchestrator promotes the stage).
+Counts are computed in the pipeline and written to stats/embed.json, so they are exact on any runner.
+`--dry_run=true` builds the graph and runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
+
+from pipelines.options import make_pipeline_options
+from schemas.build_config import BuildConfig
+from schemas.inputs import DEADLETTER_SCHEMA, embeddings_schema
+from schemas.layout import RunLayout
+from schemas.negatives import text_hash
+from transforms.embed import EmbedTexts, available_cores, rows_to_embeddings_table
+from transforms.model import model_dimension
+
+logger = logging.getLogger(__name__)
+
+ROWS_PER_FILE_BATCH = 4096  # rows per Arrow table handed to the Parquet writer
+STATS_FILE = "embed.json"
+
+
+def processes_per_machine(options: PipelineOptions) -> int | None:
+    """Model copies per machine, to split its cores between them (None: one SDK process per core)."""
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
+    if "Dataflow" in runner:  # Dataflow starts one Python SDK process per vCPU
+        return None
+    if "Direct" in runner or "Prism" in runner:
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode in ("multi_processing", "multi_threading"):
+            return direct.direct_num_workers or available_cores()  # 0 means one per core
+    return 1
+
+
+def _passage_row(row: dict) -> tuple[str, str, str]:
+    return row["doc_id"], row["passage"], row["text_hash"]
+
+
+def _query_row(row: dict) -> tuple[str, str, str]:
+    return row["query_id"], row["text"], text_hash(row["text"])
+
+
+def _write_stats(counts: dict, path: str) -> None:
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(counts, sort_keys=True).encode("utf-8"))
+
+
+def _read_stats(path: str) -> dict:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+class WriteEmbeddings(beam.PTransform):
+    """Row dicts -> <prefix>-XXXXX-of-YYYYY.parquet in embeddings_schema(dim)."""
+
+    def __init__(self, prefix: str, dim: int):
+        super().__init__()
+        self._prefix = prefix
+        self._dim = dim
+
+    def expand(self, rows):
+        dim = self._dim
+        return (
+            rows
+            | "BatchRows" >> beam.BatchElements(min_batch_size=ROWS_PER_FILE_BATCH, max_batch_size=ROWS_PER_FILE_BATCH)
+            | "ToArrow" >> beam.Map(rows_to_embeddings_table, dim)
+            | "WriteParquet"
+            >> beam.io.WriteToParquetBatched(self._prefix, embeddings_schema(dim), file_name_suffix=".parquet")
+        )
+
+
+def _count(pcoll, label: str, name: str):
+    return pcoll | f"Count{label}" >> beam.combiners.Count.Globally() | f"Name{label}" >> beam.Map(lambda n: (name, n))
+
+
+def build_embed_pipeline(
+    pipeline: beam.Pipeline,
+    config: BuildConfig,
+    run: RunLayout,
+    out: RunLayout,
+    dim: int,
+    workers: int | None,
+    texts_per_call: int | None = None,
+) -> None:
+    """Compose the stage on `pipeline` (does not run it)."""
+    embed = config.embed
+    docs = (
+        pipeline
+        | "ReadDocs"
+        >> beam.io.ReadFromParquet(
+            FileSystems.join(run.inputs_table("docs"), "*.parquet"), columns=["doc_id", "passage", "text_hash"]
+        )
+        | "DocPassages" >> beam.Map(_passage_row)
+    )
+    queries = (
+        pipeline
+        | "ReadQueries"
+        >> beam.io.ReadFromParquet(
+            FileSystems.join(run.inputs_table("queries"), "*.parquet"), columns=["query_id", "text"]
+        )
+        | "QueryTexts" >> beam.Map(_query_row)
+    )
+    embed_docs = EmbedTexts(embed, "doc", dim, workers, texts_per_call).with_deadletter()
+    embed_queries = EmbedTexts(embed, "query", dim, workers, texts_per_call).with_deadletter()
+    doc_rows, doc_dead = docs | "EmbedDocs" >> embed_docs
+    query_rows, query_dead = queries | "EmbedQueries" >> embed_queries
+    _ = doc_rows | "WriteDocVectors" >> WriteEmbeddings(FileSystems.join(out.embeddings_dir, "doc"), dim)
+    _ = query_rows | "WriteQueryVectors" >> WriteEmbeddings(FileSystems.join(out.embeddings_dir, "query"), dim)
+    dead = (doc_dead, query_dead) | "AllDeadLetters" >> beam.Flatten()
+    _ = dead | "WriteDeadLetters" >> beam.io.WriteToParquet(
+        FileSystems.join(out.deadletter_dir, "part"), DEADLETTER_SCHEMA, file_name_suffix=".parquet"
+    )
+    reason_counts = (
+        dead
+        | "ReasonKeys" >> beam.Map(lambda row: (f"deadletter:{row['reason']}", 1))
+        | "CountReasons" >> beam.CombinePerKey(sum)
+    )
+    counts = (
+        _count(doc_rows, "Docs", "docs_embedded"),
+        _count(query_rows, "Queries", "queries_embedded"),
+        _count(doc_dead, "DocDeadLetters", "docs_dead_lettered"),
+        _count(query_dead, "QueryDeadLetters", "queries_dead_lettered"),
+        reason_counts,
+    )
+    _ = (
+        counts
+        | "AllCounts" >> beam.Flatten()
+        | "CountsToDict" >> beam.combiners.ToDict()
+        | "WriteStats" >> beam.Map(_write_stats, FileSystems.join(out.stats_dir, STATS_FILE))
+    )
+
+
+def run_embed(
+    config: BuildConfig,
+    run: RunLayout,
+    out: RunLayout,
+    beam_args: list[str],
+    test_pipeline=None,
+    texts_per_call: int | None = None,
+) -> dict:
+    """Embed the ingested docs and queries; returns {"docs_embedded", "queries_embedded", "dim", "model", ...}.
+
+    texts_per_call: texts per encode() call (default 16 x batch_size); a tuning knob for bench/.
+    """
+    dim = model_dimension(config.embed.model)  # config files only: fails fast on a bad --model
+    options = make_pipeline_options(beam_args)
+    workers = processes_per_machine(options)
+    for folder in (out.embeddings_dir, out.deadletter_dir, out.stats_dir):
+        if not FileSystems.exists(folder):
+            FileSystems.mkdirs(folder)
+    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+    build_embed_pipeline(pipeline, config, run, out, dim, workers, texts_per_call)
+    if str(options.view_as(TestOptions).dry_run).lower() in ("true", "1", "yes"):  # Beam keeps the raw string
+        logger.info("embed: graph built (--dry_run=true); nothing was run")
+        return {}
+    pipeline.run().wait_until_finish()
+    counts = _read_stats(FileSystems.join(out.stats_dir, STATS_FILE))
+    stats = {
+        "docs_embedded": counts.get("docs_embedded", 0),
+        "queries_embedded": counts.get("queries_embedded", 0),
+        "docs_dead_lettered": counts.get("docs_dead_lettered", 0),
+        "queries_dead_lettered": counts.get("queries_dead_lettered", 0),
+        "deadletter_by_reason": {
+            key.split(":", 1)[1]: n for key, n in sorted(counts.items()) if key.startswith("deadletter:")
+        },
+        "dim": dim,
+        "model": config.embed.model,
+    }
+    logger.info("embed stage: %s", stats)
+    return stats

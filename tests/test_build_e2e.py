@@ -1,0 +1,102 @@
+"""`negforge build` end to end through the CLI on the shipped SciFact sample (tiny model, DirectRunner)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from pipelines.cli import main
+from schemas.contracts import contract_violations
+from schemas.negatives import TIERS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO, "data", "scifact-sample")
+
+
+def _build(run_dir: str, model: str, *extra: str) -> int:
+    return main(["build", "--beir", SAMPLE, "--split", "train", "--model", model, "--output", run_dir,
+                 "--num-shards", "3", *extra])
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, tiny_model_dir):
+    run_dir = str(tmp_path_factory.mktemp("e2e") / "demo")
+    assert _build(run_dir, tiny_model_dir, "--overwrite") == 0
+    return run_dir
+
+
+def test_build_writes_every_tier_with_the_contract_schema_and_accounting(demo_run):
+    manifest = json.load(open(os.path.join(demo_run, "manifest.json")))
+    assert sorted(manifest["stages"]) == ["embed", "index", "ingest", "mine"]
+    assert all(stage["finished"] for stage in manifest["stages"].values())
+    for counts in manifest["counts"]["files"].values():
+        assert counts["read"] == counts["accepted"] + counts["dead_lettered"] + counts["out_of_split"]
+    assert manifest["counts"]["docs"] == 450 and manifest["counts"]["queries"] == 150
+    assert manifest["counts"]["pairs"] == 166
+    for tier in TIERS:
+        assert os.listdir(os.path.join(demo_run, "negatives", f"tier={tier}")), tier
+    frame = pl.read_parquet(os.path.join(demo_run, "negatives"), hive_partitioning=True)
+    rows = frame.group_by("tier").len().sort("tier")
+    per_tier = dict(zip(rows["tier"].cast(pl.String), rows["len"], strict=True))
+    assert per_tier["hard"] == 3 * 166  # default K=3 for every pair
+    assert per_tier["random"] == 166
+    assert manifest["selection"]["rows_per_tier"]["hard"] == per_tier["hard"]
+    violations = contract_violations(frame.lazy(), manifest["config"])
+    assert violations.height == 0, violations
+
+
+def test_existing_run_is_refused_then_overwritten_then_resumed(demo_run, tiny_model_dir, capsys):
+    assert _build(demo_run, tiny_model_dir) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    before = pl.read_parquet(os.path.join(demo_run, "negatives"), hive_partitioning=True)
+    assert _build(demo_run, tiny_model_dir, "--resume") == 0  # every stage reused
+    after = pl.read_parquet(os.path.join(demo_run, "negatives"), hive_partitioning=True)
+    key = ["query_id", "positive_id", "negative_id", "tier", "rank", "generator"]
+    assert before.select(key).sort(key).equals(after.select(key).sort(key))
+
+
+def test_resume_with_changed_mining_reruns_only_mining(demo_run, tiny_model_dir):
+    embeddings_before = sorted(os.listdir(os.path.join(demo_run, "embeddings")))
+    mtime = os.path.getmtime(os.path.join(demo_run, "embeddings", embeddings_before[0]))
+    assert _build(demo_run, tiny_model_dir, "--resume", "--hard", "2", "--semi-hard", "0", "--random", "0") == 0
+    assert os.path.getmtime(os.path.join(demo_run, "embeddings", embeddings_before[0])) == mtime
+    frame = pl.read_parquet(os.path.join(demo_run, "negatives"), hive_partitioning=True)
+    assert frame.filter(pl.col("tier") == "hard").height == 2 * 166
+    assert frame.filter(pl.col("tier") != "hard").height == 0
+
+
+def test_strict_exits_non_zero_on_dead_letters(tmp_path, tiny_model_dir, capsys):
+    corrupt = os.path.join(REPO, "tests", "fixtures", "ingest", "beir_corrupt")
+    code = main(["build", "--beir", corrupt, "--split", "train", "--model", tiny_model_dir,
+                 "--output", str(tmp_path / "run"), "--strict", "--hard", "1", "--semi-hard", "0", "--random", "0",
+                 "--range-max", "3"])
+    assert code == 3
+    assert "dead-lettered" in capsys.readouterr().err
+    manifest = json.load(open(tmp_path / "run" / "manifest.json"))
+    assert manifest["stages"]["ingest"]["finished"] and "embed" not in manifest["stages"]
+
+
+def test_bad_inputs_fail_before_any_work(tmp_path, capsys):
+    assert main(["build", "--beir", str(tmp_path / "nope"), "--split", "train", "--output", str(tmp_path / "r")]) == 2
+    assert "corpus.jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert main(["build", "--beir", SAMPLE, "--split", "train", "--output", str(tmp_path / "r"), "--hadr", "3"]) == 2
+    assert "--hadr" in capsys.readouterr().err
+
+
+def test_dataflow_job_builds_offline_under_dry_run(tmp_path):
+    """The README's Dataflow command, built (not submitted) with local inputs and no network."""
+    command = [
+        sys.executable, "-m", "pipelines.cli", "build", "--beir", SAMPLE, "--split", "train",
+        "--output", str(tmp_path / "run"), "--runner", "DataflowRunner", "--dry_run=True",
+        "--project", "my-project-123", "--region", "us-central1", "--temp_location", "gs://my-bucket/tmp",
+        "--setup_file", os.path.join(REPO, "setup.py"),
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not os.path.exists(tmp_path / "run" / "negatives")  # nothing ran

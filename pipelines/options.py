@@ -56,3 +56,18 @@ def is_dry_run(options: PipelineOptions) -> bool:
     from apache_beam.options.pipeline_options import TestOptions
 
     return str(options.view_as(TestOptions).dry_run).lower() in ("true", "1", "yes")
+
+
+def run_pipeline(pipeline, options: PipelineOptions) -> bool:
+    """Run the pipeline to completion; under --dry_run only build the job, returning False.
+
+    DataflowRunner honours dry_run itself (it translates the graph, stages --setup_file and submits
+    nothing), so it is called; local runners ignore dry_run, so they are not.
+    """
+    if is_dry_run(options):
+        runner = str(options.view_as(StandardOptions).runner or "").lower()
+        if "dataflow" in runner:
+            pipeline.run()
+        return False
+    pipeline.run().wait_until_finish()
+    return True

@@ -15,9 +15,9 @@ import logging
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipelines.options import make_pipeline_options
+from pipelines.options import make_pipeline_options, run_pipeline
 from schemas.build_config import BuildConfig
 from schemas.inputs import DEADLETTER_SCHEMA, embeddings_schema
 from schemas.layout import RunLayout
@@ -99,7 +99,9 @@ def build_embed_pipeline(
         pipeline
         | "ReadDocs"
         >> beam.io.ReadFromParquet(
-            FileSystems.join(run.inputs_table("docs"), "*.parquet"), columns=["doc_id", "passage", "text_hash"]
+            FileSystems.join(run.inputs_table("docs"), "*.parquet"),
+            columns=["doc_id", "passage", "text_hash"],
+            validate=False,  # written by the ingest stage, which may not have run yet under --dry_run
         )
         | "DocPassages" >> beam.Map(_passage_row)
     )
@@ -107,7 +109,7 @@ def build_embed_pipeline(
         pipeline
         | "ReadQueries"
         >> beam.io.ReadFromParquet(
-            FileSystems.join(run.inputs_table("queries"), "*.parquet"), columns=["query_id", "text"]
+            FileSystems.join(run.inputs_table("queries"), "*.parquet"), columns=["query_id", "text"], validate=False
         )
         | "QueryTexts" >> beam.Map(_query_row)
     )
@@ -161,10 +163,9 @@ def run_embed(
             FileSystems.mkdirs(folder)
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     build_embed_pipeline(pipeline, config, run, out, dim, workers, texts_per_call)
-    if str(options.view_as(TestOptions).dry_run).lower() in ("true", "1", "yes"):  # Beam keeps the raw string
+    if not run_pipeline(pipeline, options):
         logger.info("embed: graph built (--dry_run=true); nothing was run")
         return {}
-    pipeline.run().wait_until_finish()
     counts = _read_stats(FileSystems.join(out.stats_dir, STATS_FILE))
     stats = {
         "docs_embedded": counts.get("docs_embedded", 0),

@@ -20,9 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import TestOptions
 
-from pipelines.options import make_pipeline_options
+from pipelines.options import make_pipeline_options, run_pipeline
 from schemas.build_config import BuildConfig, IngestConfig
 from schemas.inputs import DEADLETTER_SCHEMA, DOCS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA, WARNINGS_SCHEMA
 from schemas.layout import RunLayout
@@ -264,11 +263,9 @@ def run_ingest(config: BuildConfig, run: RunLayout, out: RunLayout, beam_args: l
     options = make_pipeline_options(beam_args)
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     stats_path = build_ingest(pipeline, config.ingest, out)
-    if str(options.view_as(TestOptions).dry_run).lower() in ("true", "1", "yes"):  # Beam gives the raw string
+    if not run_pipeline(pipeline, options):
         logger.info("ingest: graph built (--dry_run=true); nothing was run")
         return {}
-    result = pipeline.run()
-    result.wait_until_finish()
     with FileSystems.open(stats_path) as handle:
         payload = json.loads(handle.read().decode("utf-8"))
     summary = summarise(payload, config.ingest)

@@ -1,0 +1,297 @@
+"""Building the sharded faiss index: validation, shard assignment, training sample, training, filling, files.
+
+Pure numpy/faiss functions; the Beam stage (pipelines/stage_index.py) and bench/index_scale.py call the same
+code. Every index uses inner product on L2-normalised vectors (cosine). Each shard keeps its documents
+sorted by doc_id, so faiss local ids (positions) order like doc ids and ties can be broken by position.
+Files are written through FileSystems (local and gs:// alike), each as `<path>.tmp` renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.build_config import ConfigError, IndexConfig
+from schemas.layout import RunLayout
+
+logger = logging.getLogger(__name__)
+
+METRIC = faiss.METRIC_INNER_PRODUCT  # faiss.index_factory defaults to L2; cosine needs IP on unit vectors
+_ADD_CHUNK = 65_536  # rows per faiss add() call, so adding never copies a whole shard at once
+_FACTORY_EXAMPLES = "'Flat' (exact), 'IVF1024,Flat', 'IVF1024,PQ32' or 'HNSW32'"
+
+
+@dataclass
+class DocBlock:
+    """Many documents as one Beam element: ids travel with their vectors."""
+
+    doc_ids: np.ndarray  # [n] str
+    vectors: np.ndarray  # [n, dim] float32, L2-normalised
+    text_hashes: np.ndarray  # [n] str
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def take(self, positions: np.ndarray) -> DocBlock:
+        return DocBlock(self.doc_ids[positions], self.vectors[positions], self.text_hashes[positions])
+
+
+def concat_blocks(blocks: list[DocBlock], dim: int) -> DocBlock:
+    """One block from many (an empty list gives an empty [0, dim] block)."""
+    blocks = [b for b in blocks if len(b)]
+    if not blocks:
+        return DocBlock(np.zeros(0, dtype=str), np.zeros((0, dim), np.float32), np.zeros(0, dtype=str))
+    return DocBlock(
+        np.concatenate([b.doc_ids for b in blocks]),
+        np.concatenate([b.vectors for b in blocks]).astype(np.float32, copy=False),
+        np.concatenate([b.text_hashes for b in blocks]),
+    )
+
+
+def doc_blocks_from_table(table: pa.Table, block_size: int) -> Iterator[DocBlock]:
+    """The kind == 'doc' rows of an embeddings table (schemas.inputs.embeddings_schema) in blocks of <= block_size."""
+    docs = table.filter(pc.equal(table.column("kind"), "doc"))
+    for start in range(0, docs.num_rows, block_size):
+        part = docs.slice(start, block_size)
+        vectors = part.column("vector").combine_chunks()
+        dim = vectors.type.list_size
+        flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        yield DocBlock(
+            np.asarray(part.column("id").to_pylist(), dtype=str),
+            flat.reshape(-1, dim),
+            np.asarray(part.column("text_hash").to_pylist(), dtype=str),
+        )
+
+
+def make_index(factory: str, dim: int) -> faiss.Index:
+    """An empty faiss index for `factory`, inner-product metric."""
+    return faiss.index_factory(dim, factory, METRIC)
+
+
+def _divisors_hint(dim: int) -> str:
+    divisors = [m for m in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128) if dim % m == 0]
+    return ", ".join(f"PQ{m}" for m in divisors) or f"PQ{dim}"
+
+
+def _factory_error(factory: str, dim: int, err: Exception) -> ConfigError:
+    first = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
+    if "could not parse" in str(err):
+        return ConfigError(f"unknown --index-factory {factory!r}: faiss could not parse it; use {_FACTORY_EXAMPLES}")
+    if "d % M == 0" in str(err) or "multiple of" in str(err):
+        return ConfigError(
+            f"--index-factory {factory!r} does not fit embedding dimension {dim}: the number of PQ sub-quantisers "
+            f"must divide {dim}; use e.g. {_divisors_hint(dim)}"
+        )
+    return ConfigError(
+        f"--index-factory {factory!r} is not usable with dimension {dim} ({first}); use {_FACTORY_EXAMPLES}"
+    )
+
+
+def nlist_of(index: faiss.Index) -> int:
+    """Number of IVF lists of the index (0 when it is not an IVF index)."""
+    try:
+        return int(faiss.extract_index_ivf(index).nlist)
+    except (RuntimeError, AttributeError):
+        return 0
+
+
+def validate_index_config(index: IndexConfig, dim: int) -> None:
+    """Fail before any job starts on a factory faiss cannot build for `dim`, on shard counts < 1 and more.
+
+    Raises ConfigError naming the bad value and a fix.
+    """
+    if not isinstance(dim, int | np.integer) or dim < 1:
+        raise ConfigError(f"embedding dimension must be a positive integer, got {dim!r}; check the model")
+    if index.num_shards < 1:
+        raise ConfigError(f"--num-shards must be >= 1, got {index.num_shards}; use 1 for a single shard")
+    try:
+        probe = make_index(index.index_factory, int(dim))
+    except RuntimeError as err:
+        raise _factory_error(index.index_factory, int(dim), err) from None
+    if probe.metric_type != METRIC:
+        raise ConfigError(
+            f"--index-factory {index.index_factory!r} does not support inner product; use {_FACTORY_EXAMPLES}"
+        )
+    nlist = nlist_of(probe)
+    if nlist and index.train_sample < nlist:
+        raise ConfigError(
+            f"train_sample {index.train_sample} is smaller than the {nlist} IVF lists of {index.index_factory!r}; "
+            f"raise train_sample to >= {39 * nlist} or use fewer lists"
+        )
+    if nlist and index.nprobe > nlist:
+        logger.warning(
+            "--nprobe %d exceeds the %d lists of %s; faiss probes them all", index.nprobe, nlist, index.index_factory
+        )
+
+
+def shard_of(doc_ids: np.ndarray, num_shards: int) -> np.ndarray:
+    """Stable shard of each doc id: zlib.crc32(utf-8 id) % num_shards (never Python's salted hash()). [n] int64."""
+    return np.fromiter((zlib.crc32(d.encode("utf-8")) % num_shards for d in doc_ids), np.int64, len(doc_ids))
+
+
+def split_by_shard(block: DocBlock, num_shards: int) -> Iterator[tuple[int, DocBlock]]:
+    """(shard, sub-block) for every shard that receives rows of this block."""
+    shards = shard_of(block.doc_ids, num_shards)
+    for shard in np.unique(shards):
+        yield int(shard), block.take(np.flatnonzero(shards == shard))
+
+
+def sample_priority(doc_ids: np.ndarray, seed: int) -> np.ndarray:
+    """Seeded pseudo-random priority per doc: 64-bit blake2b of (seed, id). [n] uint64.
+
+    The training sample is the train_sample docs of lowest (priority, doc_id): independent of order and runner.
+    """
+    key = str(seed).encode("utf-8")
+    digests = (hashlib.blake2b(d.encode("utf-8"), digest_size=8, key=key).digest() for d in doc_ids)
+    return np.fromiter((int.from_bytes(x, "big") for x in digests), np.uint64, len(doc_ids))
+
+
+def keep_lowest_priority(priority: np.ndarray, block: DocBlock, n: int) -> tuple[np.ndarray, DocBlock]:
+    """The n rows of lowest (priority, doc_id), in that order."""
+    order = np.lexsort((block.doc_ids, priority))[:n]
+    return priority[order], block.take(order)
+
+
+def _suggest_nlist(n: int) -> int:
+    return max(1, 2 ** int(np.log2(max(1.0, 4 * np.sqrt(n)))))
+
+
+def _skip_polysemous_training(index: faiss.Index) -> None:
+    """IVF-PQ from the factory trains polysemous codes by default (slow annealing); their Hamming filter is never
+    used here because candidates are re-scored exactly, so skip it."""
+    inner = faiss.downcast_index(index)
+    while isinstance(inner, faiss.IndexPreTransform) or "IDMap" in type(inner).__name__:
+        inner = faiss.downcast_index(inner.index)
+    if hasattr(inner, "do_polysemous_training"):
+        inner.do_polysemous_training = False
+
+
+def train_index(factory: str, dim: int, sample: DocBlock) -> bytes:
+    """The trained, empty index serialised with faiss.serialize_index (untrainable indexes: just empty)."""
+    index = make_index(factory, dim)
+    if not index.is_trained:
+        order = np.argsort(sample.doc_ids, kind="stable")  # training input order fixed by doc id
+        vectors = np.ascontiguousarray(sample.vectors[order], dtype=np.float32)  # [n, dim]
+        if len(vectors) == 0:
+            raise ConfigError(f"--index-factory {factory!r} needs training but there are no doc embeddings")
+        _skip_polysemous_training(index)
+        try:
+            index.train(vectors)
+        except RuntimeError as err:
+            reason = str(err).strip().splitlines()[-1]
+            raise ConfigError(
+                f"could not train {factory!r} on {len(vectors)} sampled vectors ({reason}); "
+                f"IVF needs at least nlist training vectors (ideally 39 x nlist) and PQ at least 256: use fewer "
+                f"lists (e.g. IVF{_suggest_nlist(len(vectors))}) or a larger corpus / train_sample"
+            ) from None
+    return faiss.serialize_index(index).tobytes()
+
+
+def sorted_shard(parts: list[DocBlock], dim: int) -> DocBlock:
+    """The parts' docs in one block sorted by doc_id, built with one allocation (no concatenate-then-sort copy)."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return concat_blocks([], dim)
+    doc_ids = np.concatenate([p.doc_ids for p in parts])  # [n] str
+    order = np.argsort(doc_ids, kind="stable")
+    destination = np.empty(len(order), np.int64)
+    destination[order] = np.arange(len(order))  # sorted position of every concatenated row
+    vectors = np.empty((len(order), dim), np.float32)  # [n, dim]
+    text_hashes = np.empty(len(order), dtype=np.result_type(*[p.text_hashes.dtype for p in parts]))
+    start = 0
+    for part in parts:
+        rows = destination[start : start + len(part)]
+        vectors[rows], text_hashes[rows] = part.vectors, part.text_hashes
+        start += len(part)
+    return DocBlock(doc_ids[order], vectors, text_hashes)
+
+
+def fill_shard(trained: bytes, block: DocBlock) -> tuple[faiss.Index, DocBlock]:
+    """Sort the shard's docs by doc_id (if not sorted yet) and add them to a copy of the trained index.
+
+    faiss ids are positions in the sorted block, so position order is doc_id order. Returns (index, sorted block).
+    """
+    index = faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8))
+    shard = block
+    if len(block) > 1 and not np.all(block.doc_ids[1:] > block.doc_ids[:-1]):
+        shard = block.take(np.argsort(block.doc_ids, kind="stable"))
+    duplicated = shard.doc_ids[1:][shard.doc_ids[1:] == shard.doc_ids[:-1]]
+    if duplicated.size:
+        raise ValueError(
+            f"doc id {str(duplicated[0])!r} has more than one embedding; the embed stage must de-duplicate ids"
+        )
+    with_ids = "IDMap" in type(index).__name__
+    for start in range(0, len(shard), _ADD_CHUNK):
+        chunk = np.ascontiguousarray(shard.vectors[start : start + _ADD_CHUNK], dtype=np.float32)  # [c, dim]
+        if with_ids:
+            index.add_with_ids(chunk, np.arange(start, start + len(chunk), dtype=np.int64))
+        else:
+            index.add(chunk)
+    return index, shard
+
+
+def write_atomic(path: str, write: Callable[[io.RawIOBase], None]) -> None:
+    """write(handle) into `<path>.tmp`, then rename it over `path`: readers never see half a file."""
+    tmp = path + ".tmp"
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        write(handle)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def write_shard(out: RunLayout, shard: int, num_shards: int, index: faiss.Index, docs: DocBlock) -> dict:
+    """Write the shard's faiss index and its exact store (.npz, uncompressed so it can be memory-mapped)."""
+    write_atomic(
+        out.shard_index(shard, num_shards), lambda h: faiss.write_index(index, faiss.PyCallbackIOWriter(h.write))
+    )
+    doc_ids = docs.doc_ids if len(docs) else np.zeros(0, dtype="<U1")
+    hashes = docs.text_hashes if len(docs) else np.zeros(0, dtype="<U1")
+    write_atomic(
+        out.shard_store(shard, num_shards),
+        lambda h: np.savez(
+            h, vectors=np.ascontiguousarray(docs.vectors, np.float32), doc_ids=doc_ids, text_hashes=hashes
+        ),
+    )
+    return {"shard": shard, "ntotal": int(index.ntotal)}
+
+
+def index_meta(index: IndexConfig, dim: int, shard_stats: list[dict], trained_on: int, seed: int) -> dict:
+    """The content of index/index.json."""
+    shards = sorted(shard_stats, key=lambda s: s["shard"])
+    return {
+        "dim": int(dim),
+        "metric": "inner_product",
+        "factory": index.index_factory,
+        "is_exact": index.is_exact,
+        "ntotal": int(sum(s["ntotal"] for s in shards)),
+        "num_shards": index.num_shards,
+        "shard_ntotal": [int(s["ntotal"]) for s in shards],
+        "nprobe": index.nprobe,
+        "trained_on": int(trained_on),
+        "train_sample": index.train_sample,
+        "seed": int(seed),
+        "shard_assignment": "zlib.crc32(utf-8 doc_id) % num_shards",
+        "faiss_version": faiss.__version__,
+    }
+
+
+def write_index_meta(out: RunLayout, meta: dict) -> None:
+    write_atomic(out.index_meta, lambda h: h.write(json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")))
+
+
+def read_index_meta(run: RunLayout) -> dict:
+    with FileSystems.open(run.index_meta) as handle:
+        return json.loads(handle.read().decode("utf-8"))

@@ -1,0 +1,244 @@
+"""Shard-invariant search over RUN_DIR/index as Beam transforms.
+
+    blocks: PCollection[QueryBlock]
+      | SearchShards(run, index, per_shard)   -> PCollection[(query_id, [shard result, ordered by shard])]
+      | SearchTopK(run, index, k)             -> PCollection[(query_id, (scores [<=k] float32, doc_ids [<=k] str))]
+
+Each block is fanned out to every shard and grouped by shard, so the worker that searches shard s loads it
+once (apache_beam.utils.shared: one copy per process, one shard per DoFn instance at a time) and never holds
+the whole index; nothing heavy is pickled into the graph. Results are grouped back per query_id; top-k
+merges break ties by (-round(score, 1e-6), doc_id), so they do not depend on the shard count.
+The search depth of a query is its payload's `k` (an int payload, a mapping with "k", or an object with
+attribute k), else the transform's k: mining can ask for more where its guards leave a query short.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
+
+from schemas.build_config import ConfigError, IndexConfig
+from schemas.layout import RunLayout
+from transforms.index import read_index_meta
+from transforms.search_api import QueryBlock, ShardQueryFn, ShardView
+from transforms.shard_search import ShardSearcher
+from transforms.topk import merge_topk
+
+logger = logging.getLogger(__name__)
+_NAMESPACE = "negforge.search"
+
+
+def query_depth(payload: Any, default: int) -> int:
+    """Search depth of one query: an int payload, payload["k"], payload.k, else default."""
+    if isinstance(payload, int | np.integer) and not isinstance(payload, bool):
+        return int(payload)
+    if isinstance(payload, Mapping) and "k" in payload:
+        return int(payload["k"])
+    depth = getattr(payload, "k", None)
+    return int(depth) if isinstance(depth, int | np.integer) else default
+
+
+def make_query_blocks(
+    query_ids: list[str], vectors: np.ndarray, payloads: list[Any] | None, block_size: int, prefix: str = "b"
+) -> list[QueryBlock]:
+    """QueryBlocks of <= block_size queries, sorted by query id (so blocks are the same on every run).
+
+    vectors: [n, dim] float32, L2-normalised; payloads: one per query, or None / [] for none.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if len(vectors) != len(query_ids) or (payloads and len(payloads) != len(query_ids)):
+        raise ValueError(f"got {len(query_ids)} query ids, {len(vectors)} vectors and {len(payloads or [])} payloads")
+    order = sorted(range(len(query_ids)), key=query_ids.__getitem__)
+    for a, b in zip(order, order[1:]):
+        if query_ids[a] == query_ids[b]:
+            raise ValueError(f"query id {str(query_ids[a])!r} appears twice; de-duplicate queries before searching")
+    blocks = []
+    for number, start in enumerate(range(0, len(order), block_size)):
+        rows = order[start : start + block_size]
+        blocks.append(
+            QueryBlock(
+                block_id=f"{prefix}{number:06d}",
+                query_ids=[query_ids[i] for i in rows],
+                vectors=np.ascontiguousarray(vectors[rows]),  # [m, dim]
+                payloads=[payloads[i] for i in rows] if payloads else [],
+            )
+        )
+    return blocks
+
+
+class ToQueryBlocks(beam.PTransform):
+    """PCollection[(query_id, vector, payload)] -> PCollection[QueryBlock], deterministically.
+
+    Queries are spread over num_groups groups by crc32(query_id); each group is sorted and cut into blocks.
+    """
+
+    def __init__(self, block_size: int, num_groups: int = 1) -> None:
+        super().__init__()
+        self._block_size, self._num_groups = block_size, num_groups
+
+    def expand(self, rows):
+        groups = self._num_groups
+        query_groups = (
+            rows
+            | "KeyByQueryGroup" >> beam.Map(lambda row: (zlib.crc32(row[0].encode("utf-8")) % groups, row))
+            | "GroupQueries" >> beam.GroupByKey()
+        )
+        return query_groups | "CutIntoBlocks" >> beam.FlatMap(_blocks_of_group, self._block_size)
+
+
+def _blocks_of_group(group_rows: tuple[int, Iterable[tuple]], block_size: int) -> list[QueryBlock]:
+    group, rows = group_rows[0], list(group_rows[1])
+    ids = [row[0] for row in rows]
+    vectors = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])  # [n, dim]
+    return make_query_blocks(ids, vectors, [row[2] for row in rows], block_size, prefix=f"g{group:04d}-")
+
+
+class TopKPerShard:
+    """Default ShardQueryFn: per query, this shard's top-depth (scores float32, doc_ids str), padding dropped."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, searcher: ShardView, block: QueryBlock) -> Iterator[tuple[str, tuple[np.ndarray, np.ndarray]]]:
+        depths = np.array(
+            [query_depth(p, self.k) for p in block.payloads] if block.payloads else [self.k] * len(block)
+        )
+        for depth in np.unique(depths):  # one search per distinct depth, so one deep query costs only itself
+            rows = np.flatnonzero(depths == depth)
+            scores, local = searcher.search(block.vectors[rows], int(depth))  # [r, depth] each
+            for row, row_scores, row_local in zip(rows, scores, local):
+                valid = row_local >= 0
+                yield block.query_ids[row], (row_scores[valid], np.asarray(searcher.doc_ids[row_local[valid]], str))
+
+
+def _fan_out(
+    block: QueryBlock, num_shards: int, groups_per_shard: int
+) -> Iterator[tuple[tuple[int, int], QueryBlock]]:
+    group = zlib.crc32(block.block_id.encode("utf-8")) % groups_per_shard
+    for shard in range(num_shards):
+        yield (shard, group), block
+
+
+class SearchShardFn(beam.DoFn):
+    """((shard, group), blocks) -> (query_id, (shard, per_shard result)); the shard is loaded on the worker."""
+
+    def __init__(self, run: RunLayout, index: IndexConfig, per_shard: ShardQueryFn) -> None:
+        self._run, self._index, self._per_shard = run, index, per_shard
+        self._handles = [Shared() for _ in range(index.num_shards)]  # one per-process slot per shard
+        self._queries = Metrics.counter(_NAMESPACE, "queries_searched_per_shard")
+        self._loads = Metrics.counter(_NAMESPACE, "shard_loads")
+        self._load_ms = Metrics.distribution(_NAMESPACE, "shard_load_ms")
+
+    def setup(self) -> None:
+        self._searcher: ShardSearcher | None = None
+
+    def _acquire(self, shard: int) -> ShardSearcher:
+        if self._searcher is not None and self._searcher.shard == shard:
+            return self._searcher
+        self._searcher = None  # release the previous shard before loading the next one
+
+        def load() -> ShardSearcher:
+            started = time.monotonic()
+            searcher = ShardSearcher.load(self._run, shard, self._index.num_shards, self._index.nprobe)
+            self._loads.inc()
+            self._load_ms.update(int(1000 * (time.monotonic() - started)))
+            return searcher
+
+        tag = (self._run.run_dir, shard, self._index.num_shards, self._index.nprobe)
+        self._searcher = self._handles[shard].acquire(load, tag=tag)
+        return self._searcher
+
+    def process(self, element):
+        (shard, _group), blocks = element
+        searcher = self._acquire(shard)
+        for block in blocks:
+            for query_id, result in self._per_shard(searcher, block):
+                yield query_id, (shard, result)
+            self._queries.inc(len(block))
+
+
+def _check_index_meta(run: RunLayout, index: IndexConfig) -> None:
+    if not FileSystems.exists(run.index_meta):
+        logger.warning("%s not found; searching %d shards as configured", run.index_meta, index.num_shards)
+        return
+    meta = read_index_meta(run)
+    if meta["num_shards"] != index.num_shards:
+        raise ConfigError(
+            f"{run.index_meta} holds {meta['num_shards']} shards but the search asks for --num-shards "
+            f"{index.num_shards}; use --num-shards {meta['num_shards']} or rebuild the index stage"
+        )
+
+
+class SearchShards(beam.PTransform):
+    """PCollection[QueryBlock] -> PCollection[(query_id, [per_shard result for shard 0..n-1])].
+
+    groups_per_shard > 1 lets several workers search one shard (each loads it once) when shards are fewer
+    than workers.
+    """
+
+    def __init__(self, run: RunLayout, index: IndexConfig, per_shard: ShardQueryFn, groups_per_shard: int = 1):
+        super().__init__()
+        if groups_per_shard < 1:
+            raise ValueError(f"groups_per_shard must be >= 1, got {groups_per_shard}")
+        self._run, self._index, self._per_shard, self._groups = run, index, per_shard, groups_per_shard
+
+    def expand(self, blocks):
+        _check_index_meta(self._run, self._index)
+        shard_to_blocks = (
+            blocks
+            | "FanOutToShards" >> beam.FlatMap(_fan_out, self._index.num_shards, self._groups)
+            | "GroupByShard" >> beam.GroupByKey()
+        )
+        query_to_shard_results = (
+            shard_to_blocks
+            | "SearchEachShard" >> beam.ParDo(SearchShardFn(self._run, self._index, self._per_shard))
+            | "GroupByQuery" >> beam.GroupByKey()
+        )
+        return query_to_shard_results | "OrderByShard" >> beam.MapTuple(
+            lambda query_id, results: (query_id, [r for _, r in sorted(results, key=lambda sr: sr[0])])
+        )
+
+
+class MergeTopKFn(beam.DoFn):
+    """(query_id, {"depth": [k], "shards": [[(scores, doc_ids) per shard]]}) -> (query_id, merged top-k)."""
+
+    def process(self, element):
+        query_id, joined = element
+        (depth,), (per_shard,) = joined["depth"], joined["shards"]
+        yield query_id, merge_topk(per_shard, depth)
+
+
+class SearchTopK(beam.PTransform):
+    """PCollection[QueryBlock] -> PCollection[(query_id, (scores float32, doc_ids str))], the global top-k.
+
+    k is the default depth; a query's payload may carry its own (see query_depth).
+    """
+
+    def __init__(self, run: RunLayout, index: IndexConfig, k: int, groups_per_shard: int = 1) -> None:
+        super().__init__()
+        self._run, self._index, self._k, self._groups = run, index, k, groups_per_shard
+
+    def expand(self, blocks):
+        k = self._k
+        query_to_depth = blocks | "QueryDepths" >> beam.FlatMap(
+            lambda b: zip(b.query_ids, [query_depth(p, k) for p in b.payloads] if b.payloads else [k] * len(b))
+        )
+        query_to_shard_topk = blocks | "SearchShards" >> SearchShards(
+            self._run, self._index, TopKPerShard(k), self._groups
+        )
+        return (
+            {"depth": query_to_depth, "shards": query_to_shard_topk}
+            | "JoinDepth" >> beam.CoGroupByKey()
+            | "MergeTopK" >> beam.ParDo(MergeTopKFn())
+        )

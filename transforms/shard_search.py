@@ -1,0 +1,199 @@
+"""One loaded index shard (search_api.ShardView): faiss finds candidates, exact stored vectors score them.
+
+Scores returned are always recomputed exactly from the shard's stored vectors (float32 inputs, float64
+products summed along the dimension, so a score depends only on the two vectors, never on batch or shard
+composition), and rows are ordered by (-round(score, 1e-6), doc_id). Shards store docs sorted by doc_id,
+so breaking ties by local position is breaking them by doc_id.
+
+- Exact shards (Flat): faiss is searched k + margin deep; if faiss's last candidate could still tie with or
+  beat the k-th exact score (within float32 error), that query is searched twice as deep, until the top k
+  is provably the exact top k, planted ties straddling k included.
+- Approximate shards (IVF, PQ, HNSW): faiss is searched `rerank` x k deep and the candidates re-scored
+  exactly, so every margin decision downstream sees exact scores (recall still depends on nprobe).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import struct
+import tempfile
+import weakref
+import zipfile
+
+import faiss
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.layout import RunLayout
+from transforms.search_api import SCORE_GRID, round_scores
+
+logger = logging.getLogger(__name__)
+
+EXACT_MARGIN = 16  # extra depth searched on exact shards so ties around k are seen (at least k // 4)
+DEFAULT_RERANK = 2  # approximate shards: candidates searched per result wanted, then re-scored exactly
+_GATHER_BYTES = 32 * 2**20  # float64 candidate vectors gathered at once while re-scoring
+_COPY_CHUNK = 16 * 2**20
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header (30 bytes)
+
+
+def _is_local(path: str) -> bool:
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
+def _copy_to_local(path: str, folder: str) -> str:
+    """Copy a (gs://) file into folder with FileSystems; returns the local path."""
+    local = os.path.join(folder, path.rstrip("/").rsplit("/", 1)[-1])
+    with FileSystems.open(path) as source, open(local, "wb") as target:
+        shutil.copyfileobj(source, target, _COPY_CHUNK)
+    return local
+
+
+def load_store(path: str) -> dict[str, np.ndarray]:
+    """Arrays of an uncompressed .npz, memory-mapped (read-only); compressed members are read into memory."""
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            raw.seek(info.header_offset)
+            fields = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))
+            raw.seek(info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1])  # + name + extra
+            version = np.lib.format.read_magic(raw)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(raw)
+            if dtype.hasobject:
+                raise ValueError(f"{path}: member {name} holds Python objects; shard stores hold plain arrays only")
+            if int(np.prod(shape)) == 0:
+                arrays[name] = np.zeros(shape, dtype)  # an empty region cannot be mapped
+            else:
+                order = "F" if fortran else "C"
+                arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=raw.tell(), shape=shape, order=order)
+    return arrays
+
+
+def _read_index(path: str) -> faiss.Index:
+    try:  # codes / inverted lists stay memory-mapped from the file where faiss supports it
+        return faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError:
+        return faiss.read_index(path)
+
+
+def is_exact_index(index: faiss.Index) -> bool:
+    """True for brute-force indexes (Flat, IDMap over Flat)."""
+    index = faiss.downcast_index(index)
+    if "IDMap" in type(index).__name__:
+        index = faiss.downcast_index(index.index)
+    return isinstance(index, faiss.IndexFlat)
+
+
+def _set_nprobe(index: faiss.Index, nprobe: int) -> None:
+    try:
+        faiss.extract_index_ivf(index).nprobe = nprobe
+    except RuntimeError:
+        pass  # not an IVF index: nothing to probe
+
+
+class ShardSearcher:
+    """One shard of RUN_DIR/index, implementing search_api.ShardView."""
+
+    def __init__(
+        self,
+        shard: int,
+        num_shards: int,
+        index: faiss.Index,
+        store: dict[str, np.ndarray],
+        rerank: int = DEFAULT_RERANK,
+        exact: bool | None = None,
+    ) -> None:
+        """exact: whether faiss's candidates are exhaustive (None: Flat indexes are; see is_exact_index)."""
+        self.shard = shard
+        self.num_shards = num_shards
+        self.index = index
+        self.doc_ids = store["doc_ids"]  # [ntotal] str, sorted
+        self.text_hashes = store["text_hashes"]  # [ntotal] str
+        self.vectors = store["vectors"]  # [ntotal, dim] float32, exact (memory-mapped)
+        self.ntotal = len(self.doc_ids)
+        self.dim = int(self.vectors.shape[1])
+        self.is_exact = is_exact_index(index) if exact is None else exact
+        self.rerank = max(1, int(rerank))
+        if index.ntotal != self.ntotal or index.d != self.dim:
+            raise ValueError(
+                f"shard {shard}: index holds {index.ntotal} x {index.d} but the store {self.ntotal} x {self.dim}; "
+                "the two files come from different builds: rebuild the index stage"
+            )
+        # float32 error bound of a dot product of unit vectors, plus one grid step (see search())
+        self._slack = self.dim * float(np.finfo(np.float32).eps) + SCORE_GRID
+
+    @classmethod
+    def load(
+        cls, run: RunLayout, shard: int, num_shards: int, nprobe: int, rerank: int = DEFAULT_RERANK
+    ) -> ShardSearcher:
+        """Load shard `shard` of `num_shards` from run.index_dir (gs:// files are copied to a local temp dir)."""
+        index_path, store_path = run.shard_index(shard, num_shards), run.shard_store(shard, num_shards)
+        workdir = None
+        if not (_is_local(index_path) and _is_local(store_path)):
+            workdir = tempfile.mkdtemp(prefix=f"negforge-shard-{shard:05d}-")
+            index_path, store_path = _copy_to_local(index_path, workdir), _copy_to_local(store_path, workdir)
+        searcher = cls(shard, num_shards, _read_index(index_path), load_store(store_path), rerank)
+        _set_nprobe(searcher.index, nprobe)
+        if workdir is not None:
+            weakref.finalize(searcher, shutil.rmtree, workdir, True)
+        logger.info("loaded shard %d/%d: %d docs, exact=%s", shard, num_shards, searcher.ntotal, searcher.is_exact)
+        return searcher
+
+    def _first_depth(self, k: int) -> int:
+        if self.is_exact:
+            return k + max(EXACT_MARGIN, k // 4)
+        return max(k * self.rerank, k + EXACT_MARGIN)
+
+    def rescore(self, queries: np.ndarray, local_idx: np.ndarray) -> np.ndarray:
+        """Exact cos(query, doc) of candidates: queries [nq, dim], local_idx [nq, m] (-1: none) -> [nq, m] float32."""
+        out = np.full(local_idx.shape, -np.inf, np.float32)
+        if local_idx.size == 0:
+            return out
+        safe = np.where(local_idx >= 0, local_idx, 0)
+        rows = max(1, _GATHER_BYTES // (8 * self.dim * local_idx.shape[1]))
+        for start in range(0, len(queries), rows):
+            stop = start + rows
+            candidates = np.asarray(self.vectors[safe[start:stop]], dtype=np.float64)  # [r, m, dim]
+            query = np.asarray(queries[start:stop], dtype=np.float64)[:, None, :]  # [r, 1, dim]
+            np.multiply(candidates, query, out=candidates)  # products of float32s are exact in float64
+            out[start:stop] = candidates.sum(axis=-1)  # pairwise sum over dim, the same for every row: deterministic
+        out[local_idx < 0] = -np.inf
+        return out
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k per query: (scores [nq, k] float32 exact, local_idx [nq, k] int64), ordered by
+        (-round(score, 1e-6), doc_id); padded with (-inf, -1) where the shard (or the probed lists) hold fewer."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)  # [nq, dim]
+        nq = len(queries)
+        scores = np.full((nq, k), -np.inf, np.float32)
+        local = np.full((nq, k), -1, np.int64)
+        if k <= 0 or nq == 0 or self.ntotal == 0:
+            return scores, local
+        pending = np.arange(nq)
+        depth = min(self.ntotal, self._first_depth(k))
+        while pending.size:
+            faiss_scores, labels = self.index.search(queries[pending], depth)  # [p, depth] each
+            exact = self.rescore(queries[pending], labels)  # [p, depth]
+            order = np.lexsort((np.where(labels >= 0, labels, self.ntotal), -round_scores(exact)), axis=-1)
+            exact = np.take_along_axis(exact, order, axis=-1)
+            labels = np.take_along_axis(labels, order, axis=-1)
+            take = min(k, depth)
+            scores[pending, :take], local[pending, :take] = exact[:, :take], labels[:, :take]
+            if not self.is_exact or depth >= self.ntotal:
+                break
+            # A doc faiss left out scored <= its last candidate in float32, so its exact score is at most that
+            # plus the float32 error; the top k is final when the k-th exact score clears that bound.
+            kth = round_scores(exact[:, take - 1])
+            unsure = kth - faiss_scores[:, -1] <= self._slack
+            pending = pending[unsure]
+            depth = min(self.ntotal, depth * 2)
+        return scores, local

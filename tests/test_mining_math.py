@@ -1,0 +1,163 @@
+"""Pure mining maths: guards, windows, tier priority, sampling, coverage, the random tier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from schemas.build_config import ConfigError, MiningConfig
+from transforms import mining_math as mm
+
+
+def _positives(scores, ids=("p1",), hashes=("hp1",), dim=4) -> mm.Positives:
+    vectors = np.eye(dim, dtype=np.float32)[: len(ids)]
+    return mm.Positives(np.array(ids), np.array(hashes), vectors, np.asarray(scores, dtype=np.float64))
+
+
+def _code(name: str) -> int:
+    return mm.GUARDS.index(name) + 1
+
+
+def test_each_guard_drops_its_planted_candidate_and_counts_the_first_reason():
+    pos = _positives([0.80, 0.60], ids=("p1", "p2"), hashes=("h1", "h2"))
+    mining = MiningConfig(relative_margin=0.05, absolute_margin=0.02, max_score=0.55, near_copy_threshold=0.98)
+    ids = np.array(["p2", "copy", "near", "rel", "abs", "cap", "ok"])
+    hashes = np.array(["h2", "h1", "x", "x", "x", "x", "x"])
+    # floor = 0.60: relative threshold 0.57, absolute: drop s + 0.02 > 0.60, max_score 0.55
+    scores = np.array([0.60, 0.30, 0.30, 0.58, 0.585, 0.56, 0.50])
+    sims = np.full((7, 2), 0.5)
+    sims[2, 1] = 0.99  # near-copy of the second positive
+    sims[0, 1] = 1.0  # the judged positive itself would also be a near-copy: counted once, as judged_positive
+    reasons = mm.guard_reasons(ids, hashes, scores, sims, pos, mining)
+    expected = ["judged_positive", "text_copy", "near_copy", "relative_margin", "relative_margin", "max_score"]
+    assert reasons.tolist() == [_code(n) for n in expected] + [mm.KEEP]
+    # 0.585 fails both margins; with the relative margin off it is the absolute margin that drops it
+    no_rel = MiningConfig(relative_margin=None, absolute_margin=0.02)
+    assert mm.guard_reasons(ids[4:5], hashes[4:5], scores[4:5], sims[4:5], pos, no_rel).tolist() == [
+        _code("absolute_margin")
+    ]
+
+
+def test_guards_can_be_switched_off():
+    pos = _positives([0.9], hashes=("h1",))
+    mining = MiningConfig(relative_margin=None, text_copy_guard=False, near_copy_guard=False)
+    reasons = mm.guard_reasons(np.array(["copy"]), np.array(["h1"]), np.array([0.1]), np.array([[1.0]]), pos, mining)
+    assert reasons.tolist() == [mm.KEEP]
+
+
+def test_relative_margin_subtracts_the_magnitude_for_negative_positive_scores():
+    pos = _positives([-0.20])
+    mining = MiningConfig(relative_margin=0.5)  # threshold = -0.2 - 0.1 = -0.3
+    reasons = mm.guard_reasons(np.array(["a", "b"]), np.array(["x", "y"]), np.array([-0.25, -0.35]),
+                               np.zeros((2, 1)), pos, mining)
+    assert reasons.tolist() == [_code("relative_margin"), mm.KEEP]
+
+
+def test_margin_uses_the_lowest_positive_score():
+    pos = _positives([0.9, 0.5], ids=("p1", "p2"), hashes=("h1", "h2"))
+    mining = MiningConfig(relative_margin=0.0, near_copy_guard=False)
+    reasons = mm.guard_reasons(np.array(["a", "b"]), np.array(["x", "y"]), np.array([0.6, 0.4]),
+                               np.zeros((2, 2)), pos, mining)
+    assert reasons.tolist() == [_code("relative_margin"), mm.KEEP]
+
+
+def test_sampling_top_uniform_and_simans():
+    mining = MiningConfig(simans_a=200.0, simans_b=-0.1)
+    scores = np.linspace(0.9, 0.1, 9)
+    assert mm.sample_positions(3, "top", np.random.default_rng(0), scores, 0.8, mining).tolist() == [0, 1, 2]
+    assert mm.sample_positions(20, "uniform", np.random.default_rng(0), scores, 0.8, mining).tolist() == list(range(9))
+    uni = [mm.sample_positions(3, "uniform", np.random.default_rng(s), scores, 0.8, mining) for s in range(300)]
+    assert all(len(set(u.tolist())) == 3 and list(u) == sorted(u) for u in uni)
+    assert np.bincount(np.concatenate(uni), minlength=9).min() > 50  # every position is reachable
+    again = mm.sample_positions(3, "uniform", np.random.default_rng(7), scores, 0.8, mining)
+    assert again.tolist() == uni[7].tolist()
+    # SimANS peaks at s_neg = target + b = 0.7 (position 2 of the linspace)
+    sim = [mm.sample_positions(1, "simans", np.random.default_rng(s), scores, 0.8, mining)[0] for s in range(300)]
+    counts = np.bincount(sim, minlength=9)
+    assert counts.argmax() == 2 and counts[2] > counts[0] and counts[8] == 0
+
+
+def _rngs(seed=0):
+    return {t: np.random.default_rng([seed, i]) for i, t in enumerate(("hard", "semi_hard", "random"))}
+
+
+def test_hard_window_counts_survivors_and_semi_hard_takes_what_hard_left():
+    # floor 0.8; band [0.5, 0.7]; survivors at positions 1,2,4,5,6,7
+    scores = np.array([0.85, 0.72, 0.69, 0.68, 0.66, 0.60, 0.55, 0.50, 0.30])
+    reasons = np.array([1, 0, 0, 4, 0, 0, 0, 0, 0], dtype=np.int8)
+    mining = MiningConfig(hard=2, semi_hard=2, range_min=1, range_max=10, semi_hard_band=(0.1, 0.3))
+    pick = mm.pick_mined(scores, reasons, 0.8, False, mining, _rngs())
+    assert pick.hard.tolist() == [2, 4]  # survivors 1 skipped by range_min; next two survivors
+    assert pick.semi_hard.tolist() == [5, 6]  # 1 is above the band (0.72 > 0.7), 2 and 4 went to hard
+    assert not pick.needs_deeper
+
+
+def test_short_queries_ask_for_a_deeper_search_unless_exhausted():
+    scores = np.array([0.9, 0.8, 0.75])
+    reasons = np.array([0, 1, 0], dtype=np.int8)
+    mining = MiningConfig(hard=3, semi_hard=0)
+    short = mm.pick_mined(scores, reasons, 0.95, False, mining, _rngs())
+    assert short.hard.tolist() == [0, 2] and short.hard_short and short.needs_deeper
+    done = mm.pick_mined(scores, reasons, 0.95, True, mining, _rngs())
+    assert not done.needs_deeper
+    # the band: not reached while the list still ends above floor - HIGH, reached once it goes below
+    band = MiningConfig(hard=0, semi_hard=1, semi_hard_band=(0.1, 0.3))
+    assert mm.pick_mined(np.array([0.9, 0.85]), np.zeros(2, np.int8), 0.9, False, band, _rngs()).band_short
+    passed = mm.pick_mined(np.array([0.9, 0.5]), np.zeros(2, np.int8), 0.9, False, band, _rngs())
+    assert not passed.band_short and len(passed.semi_hard) == 0
+
+
+def test_uniform_window_needs_the_whole_window():
+    mining = MiningConfig(hard=2, range_max=5, sampling="uniform", semi_hard=0)
+    assert mm.hard_need(mining) == 5
+    assert mm.hard_need(MiningConfig(hard=2, range_min=3, range_max=5, semi_hard=0)) == 5
+    assert mm.semi_hard_need(MiningConfig(sampling="simans")) == 100
+
+
+def test_depth_rounds_reach_max_depth():
+    mining = MiningConfig(range_max=30, max_depth=2000)
+    assert mm.initial_depth(mining, 2) == 32
+    assert mm.max_deeper_rounds(mining) == 4  # 31 -> 124 -> 496 -> 1984 -> 2000 (capped)
+    depth = mm.initial_depth(mining, 1)
+    for _ in range(mm.max_deeper_rounds(mining)):
+        depth = mm.next_depth(depth, mining)
+    assert depth == 2000
+
+
+def test_pick_random_is_uniform_excludes_and_is_deterministic():
+    sizes = np.array([30, 10])
+    ids = [np.array([f"a{i}" for i in range(30)]), np.array([f"b{i}" for i in range(10)])]
+    ok = [np.ones(30, bool), np.ones(10, bool)]
+    ok[0][0] = False
+    first = mm.pick_random(sizes, ok, ids, 3, {"a1"}, np.random.default_rng(5))
+    assert first == mm.pick_random(sizes, ok, ids, 3, {"a1"}, np.random.default_rng(5))
+    chosen = [ids[s][i] for s, i in first]
+    assert len(set(chosen)) == 3
+    counts = {"a": 0, "b": 0}
+    for seed in range(400):  # each shard's draws are a uniform random permutation of the shard
+        rng = np.random.default_rng(seed)
+        perms = [rng.permutation(30), rng.permutation(10)]
+        p_ids, p_ok = [ids[s][perms[s]] for s in (0, 1)], [ok[s][perms[s]] for s in (0, 1)]
+        for s, i in mm.pick_random(sizes, p_ok, p_ids, 1, {"a1"}, rng):
+            assert p_ids[s][i] not in ("a0", "a1")
+            counts[p_ids[s][i][0]] += 1
+    assert 0.6 < counts["a"] / 400 < 0.85  # shard a holds 28 of 38 surviving docs (0.74)
+    # shards run dry: never more than the surviving documents
+    assert len(mm.pick_random(sizes, ok, ids, 100, set(), np.random.default_rng(0))) == 39
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"hard": 5, "range_min": 0, "range_max": 3}, "fewer than --hard 5"),
+        ({"hard": -1}, "--hard must be >= 0"),
+        ({"random": -2}, "--random must be >= 0"),
+        ({"semi_hard_band": (0.3, 0.1)}, "semi_hard_band"),
+        ({"range_min": 5, "range_max": 5}, "range_min must be < range_max"),
+        ({"sampling": "random"}, "sampling must be one of"),
+        ({"max_depth": 10, "range_max": 30}, "max_depth must be >= range_max"),
+    ],
+)
+def test_bad_mining_config_fails_before_any_job(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        MiningConfig(**kwargs)

@@ -1,0 +1,79 @@
+"""TrainConfig validation, presets and the flag > TOML > preset > default precedence."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.train import main_train
+from schemas.build_config import ConfigError
+from schemas.train_config import TrainConfig
+from trainer.presets import PRESETS, parse_temperature, parse_tiers, read_train_toml, resolve_train_config
+
+
+def test_defaults_match_sentence_transformers_recipe():
+    config = resolve_train_config()
+    assert (config.temperature, config.tiers, config.file_negatives, config.memory_bank) == (0.05, ("hard",), 3, 0)
+    assert (config.epochs, config.batch_size, config.lr, config.preset) == (1, 32, 2e-5, None)
+
+
+def test_precedence_flag_over_toml_over_preset_over_default(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text('[train]\npreset = "full"\nlr = 1e-3\nbatch-size = 8\nmemory_bank = 64\n')
+    config = resolve_train_config({"batch_size": 16, "seed": 5}, read_train_toml(str(path)))
+    assert config.preset == "full"  # from the TOML file
+    assert config.batch_size == 16 and config.seed == 5  # flags
+    assert config.lr == 1e-3 and config.memory_bank == 64  # TOML over the preset's 512
+    assert config.tiers == PRESETS["full"]["tiers"] and config.curriculum == "fixed"  # preset
+    assert config.epochs == 1  # default
+    flagged = resolve_train_config({"preset": "hard", "tiers": "hard:2,random:1"}, read_train_toml(str(path)))
+    assert flagged.preset == "hard" and flagged.memory_bank == 64  # preset flag beats TOML preset; TOML beats preset
+    assert flagged.tiers == ("hard", "random") and flagged.tier_weights == (2.0, 1.0)
+
+
+def test_presets_resolve_to_valid_configs():
+    baseline = resolve_train_config(preset="baseline")
+    assert baseline.file_negatives == 0 and baseline.tiers == () and baseline.memory_bank == 512
+    assert resolve_train_config(preset="hard").tiers == ("hard",)
+    full = resolve_train_config(preset="full")
+    assert set(full.tiers) == {"random", "semi_hard", "hard", "contextual"} and full.curriculum == "fixed"
+
+
+def test_parsers():
+    assert parse_tiers("hard,semi_hard") == {"tiers": ("hard", "semi_hard"), "tier_weights": (1.0, 1.0)}
+    assert parse_tiers({"hard": 0.7, "random": 0.3}) == {"tiers": ("hard", "random"), "tier_weights": (0.7, 0.3)}
+    assert parse_tiers("none") == {"tiers": (), "tier_weights": ()}
+    assert parse_temperature("0.1:0.05:cosine") == {"temperature": 0.1, "temperature_end": 0.05,
+                                                    "temperature_schedule": "cosine"}
+    assert parse_temperature(0.07)["temperature_schedule"] == "fixed"
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"tiers": "hardest"}, "unknown tier"),
+        ({"tiers": "hard:0"}, "must be > 0"),
+        ({"temperature": "0.1:0.05:zigzag"}, "temperature_schedule"),
+        ({"temperature": 0}, "temperature must be > 0"),
+        ({"file_negatives": 2, "tiers": "none"}, "needs --tiers"),
+        ({"dev_fraction": 1.5}, "dev-fraction"),
+        ({"learning_rate": 1e-5}, "unknown training setting 'learning_rate'"),
+        ({"preset": "extreme"}, "unknown preset 'extreme'"),
+    ],
+)
+def test_bad_settings_name_the_value(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_train_config(settings)
+
+
+def test_config_is_frozen():
+    with pytest.raises(AttributeError):
+        TrainConfig().lr = 1.0  # type: ignore[misc]
+
+
+def test_cli_refuses_unknown_flags_and_bad_values(tmp_path, capsys):
+    assert main_train([str(tmp_path), "--output", str(tmp_path / "m"), "--learning-rate", "1"]) == 2
+    assert "unrecognized arguments: --learning-rate" in capsys.readouterr().err
+    assert main_train([str(tmp_path), "--output", str(tmp_path / "m"), "--curriculum", "fixed"]) == 2
+    assert "random or semi_hard" in capsys.readouterr().err
+    assert main_train([str(tmp_path), "--output", str(tmp_path / "m"), "--config", str(tmp_path / "no.toml")]) == 2
+    assert "no.toml not found" in capsys.readouterr().err

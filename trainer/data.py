@@ -1,0 +1,319 @@
+"""Training data from a RUN_DIR or an exported triplet / n-tuple Parquet file, the seeded dev split,
+duplicate-free batches, and the per-epoch draw of file negatives by tier weights.
+
+Read with Polars directly (no Beam: the trainer also runs on a GPU box). RUN_DIR paths mirror
+schemas/layout.RunLayout, which imports Beam and so cannot be used here.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+import zlib
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import polars as pl
+
+from schemas.negatives import text_hash
+
+logger = logging.getLogger(__name__)
+
+PAD_TIER = "pad"  # a corpus document drawn when an example's tiers cannot fill its file negatives
+
+
+@dataclass(frozen=True)
+class Negative:
+    doc_id: str
+    text: str
+    key: str  # text hash of the normalised text: what "the same text" means in a batch
+
+
+@dataclass(frozen=True)
+class Example:
+    """One (query, positive) pair with its candidate file negatives per tier."""
+
+    query_id: str
+    anchor: str
+    positive_id: str
+    positive: str
+    negatives: dict[str, tuple[Negative, ...]] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset((text_hash(self.anchor), text_hash(self.positive)))
+
+
+@dataclass
+class TrainingData:
+    examples: list[Example]
+    positives_of: dict[str, frozenset[str]]  # query_id -> every judged positive doc id
+    corpus: dict[str, str]  # doc_id -> text (padding and dev evaluation)
+    queries: dict[str, str]
+    source: dict  # path, kind, manifest summary
+
+    def tier_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for example in self.examples:
+            for tier, pool in example.negatives.items():
+                counts[tier] = counts.get(tier, 0) + len(pool)
+        return dict(sorted(counts.items()))
+
+
+@dataclass(frozen=True)
+class DevSet:
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def _read_parts(folder: str, columns: list[str]) -> pl.DataFrame:
+    if "://" in folder:
+        return pl.read_parquet(f"{folder.rstrip('/')}/*.parquet", columns=columns, hive_partitioning=False)
+    files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no *.parquet parts; is this a finished RUN_DIR (`negforge build`)?")
+    return pl.read_parquet(files, columns=columns, hive_partitioning=False)
+
+
+def _available_tiers(run_dir: str) -> list[str]:
+    return sorted(p.split("tier=", 1)[1] for p in glob.glob(os.path.join(run_dir, "negatives", "tier=*")))
+
+
+def _read_negatives(run_dir: str, tiers: tuple[str, ...]) -> pl.DataFrame:
+    frames = []
+    for tier in tiers:
+        folder = os.path.join(run_dir, "negatives", f"tier={tier}")
+        if "://" not in run_dir and not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"tier {tier!r} is not in {run_dir} (tiers there: {', '.join(_available_tiers(run_dir)) or 'none'}); "
+                "pick --tiers from those, or build it (e.g. `negforge build ... --contextual 3`)"
+            )
+        columns = ["query_id", "positive_id", "negative_id", "negative", "negative_text_hash", "tier"]
+        frames.append(_read_parts(folder, columns).with_columns(pl.col("tier").cast(pl.Utf8)))
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _pools(rows: pl.DataFrame, key_columns: tuple[str, str]) -> dict[tuple[str, str], dict[str, tuple[Negative, ...]]]:
+    """(query key, positive key) -> tier -> negatives, de-duplicated by id and sorted by id."""
+    pools: dict[tuple[str, str], dict[str, dict[str, Negative]]] = {}
+    if rows.is_empty():
+        return {}
+    columns = [*key_columns, "tier", "negative_id", "negative", "key"]
+    for q, p, tier, neg_id, text, key in rows.select(columns).iter_rows():
+        pools.setdefault((q, p), {}).setdefault(tier, {})[neg_id] = Negative(neg_id, text, key)
+    return {pair: {t: tuple(v[k] for k in sorted(v)) for t, v in by_tier.items()} for pair, by_tier in pools.items()}
+
+
+def load_run_dir(run_dir: str, tiers: tuple[str, ...]) -> TrainingData:
+    """Examples = inputs/pairs joined with query and doc texts; file negatives from negatives/tier=<t>."""
+    docs = _read_parts(os.path.join(run_dir, "inputs", "docs"), ["doc_id", "passage"])
+    queries_df = _read_parts(os.path.join(run_dir, "inputs", "queries"), ["query_id", "text"])
+    pairs = _read_parts(os.path.join(run_dir, "inputs", "pairs"), ["query_id", "positive_id"]).unique()
+    corpus = dict(zip(docs["doc_id"].to_list(), docs["passage"].to_list()))
+    queries = dict(zip(queries_df["query_id"].to_list(), queries_df["text"].to_list()))
+    negatives = _read_negatives(run_dir, tiers)
+    pools = _pools(negatives.rename({"negative_text_hash": "key"}), ("query_id", "positive_id")) if tiers else {}
+    positives_of: dict[str, set[str]] = {}
+    examples, skipped = [], 0
+    for query_id, positive_id in sorted(pairs.iter_rows()):
+        positives_of.setdefault(query_id, set()).add(positive_id)
+        if query_id not in queries or positive_id not in corpus:
+            skipped += 1
+            continue
+        pool = pools.get((query_id, positive_id), {})
+        examples.append(Example(query_id, queries[query_id], positive_id, corpus[positive_id], pool))
+    if skipped:
+        logger.warning("%d pairs name a query or doc missing from %s/inputs; skipped", skipped, run_dir)
+    manifest_path = os.path.join(run_dir, "manifest.json")
+    manifest = {}
+    if os.path.exists(manifest_path):
+        with open(manifest_path) as handle:
+            manifest = json.load(handle)
+    source = {"path": run_dir, "kind": "run_dir", "tiers": list(tiers), "manifest": _manifest_summary(manifest)}
+    return TrainingData(examples, {q: frozenset(p) for q, p in positives_of.items()}, corpus, queries, source)
+
+
+def _manifest_summary(manifest: dict) -> dict:
+    keep = ("schema_version", "seed", "model", "preset", "config", "stages_finished", "git_sha")
+    return {k: manifest[k] for k in keep if k in manifest}
+
+
+def _negative_columns(columns: list[str]) -> list[str]:
+    if "negative" in columns:
+        return ["negative"]
+    numbered = [c for c in columns if re.fullmatch(r"negative_\d+", c)]
+    return sorted(numbered, key=lambda c: int(c.rsplit("_", 1)[1]))
+
+
+def load_export(path: str) -> TrainingData:
+    """An exported triplet (anchor, positive, negative[, tier]) or n-tuple (negative_1..n) Parquet file.
+
+    Ids are text hashes ('q:<hash>', 'd:<hash>'); a query's judged positives are every positive sharing its
+    anchor text (CONTRACT.md, pair files). Negatives without a tier column go to the tier 'exported'.
+    """
+    frame = pl.read_parquet(path)
+    neg_columns = _negative_columns(frame.columns)
+    if "anchor" not in frame.columns or "positive" not in frame.columns or not neg_columns:
+        raise ValueError(
+            f"{path} has columns {frame.columns}; an export needs anchor, positive and negative or negative_1..n "
+            "(`negforge export RUN_DIR --format triplet|n-tuple`)"
+        )
+    labelled = "tier" in frame.columns and neg_columns == ["negative"]
+    tier = pl.col("tier").cast(pl.Utf8) if labelled else pl.lit("exported")
+    long = pl.concat(
+        [frame.select("anchor", "positive", pl.col(c).alias("negative"), tier.alias("tier")) for c in neg_columns]
+    ).drop_nulls("negative")
+    hashed = pl.col("negative").map_elements(text_hash, return_dtype=pl.Utf8)
+    long = long.with_columns(key=hashed, negative_id=pl.lit("d:") + hashed)
+    pools = _pools(long, ("anchor", "positive"))
+    positives_of: dict[str, set[str]] = {}
+    corpus: dict[str, str] = {}
+    examples = []
+    for anchor, positive in sorted(set(frame.select("anchor", "positive").iter_rows())):
+        query_id, positive_id = f"q:{text_hash(anchor)}", f"d:{text_hash(positive)}"
+        positives_of.setdefault(query_id, set()).add(positive_id)
+        corpus[positive_id] = positive
+        examples.append(Example(query_id, anchor, positive_id, positive, pools.get((anchor, positive), {})))
+    for pool in pools.values():
+        corpus.update({n.doc_id: n.text for negs in pool.values() for n in negs})
+    queries = {e.query_id: e.anchor for e in examples}
+    source = {"path": path, "kind": "export", "tiers": sorted(long["tier"].unique().to_list())}
+    return TrainingData(examples, {q: frozenset(p) for q, p in positives_of.items()}, corpus, queries, source)
+
+
+def load_training_data(source: str, tiers: tuple[str, ...]) -> TrainingData:
+    """A RUN_DIR folder, or an exported *.parquet file."""
+    if source.endswith(".parquet"):
+        return load_export(source)
+    return load_run_dir(source, tiers)
+
+
+def split_dev(data: TrainingData, fraction: float, seed: int) -> tuple[TrainingData, DevSet | None]:
+    """Hold out round(fraction * n_queries) queries, the first by (crc32(seed:query_id), query_id).
+
+    Their rows leave training; the dev set keeps the whole corpus and their judged positives as qrels."""
+    query_ids = sorted({e.query_id for e in data.examples})
+    count = min(round(fraction * len(query_ids)), len(query_ids) - 1) if fraction > 0 else 0
+    if count <= 0:
+        return data, None
+    ranked = sorted(query_ids, key=lambda q: (zlib.crc32(f"{seed}:{q}".encode()), q))
+    dev_ids = set(ranked[:count])
+    train = replace(data, examples=[e for e in data.examples if e.query_id not in dev_ids])
+    qrels = {q: {d: 1 for d in sorted(data.positives_of[q])} for q in sorted(dev_ids)}
+    dev = DevSet(corpus=data.corpus, queries={q: data.queries[q] for q in sorted(dev_ids)}, qrels=qrels)
+    return train, dev
+
+
+def no_duplicate_batches(examples: list[Example], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Seeded shuffle, then batches in which no anchor or positive text appears twice (sentence-transformers'
+    NO_DUPLICATES rule): an example that clashes waits for a later batch. Every example appears exactly once."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(examples)).tolist()
+    keys = [e.keys for e in examples]
+    remaining = dict.fromkeys(order)
+    batches = []
+    while remaining:
+        batch, seen = [], set()
+        for index in remaining:
+            if keys[index].isdisjoint(seen):
+                batch.append(index)
+                seen |= keys[index]
+                if len(batch) == batch_size:
+                    break
+        for index in batch:
+            del remaining[index]
+        batches.append(batch)
+    return batches
+
+
+@dataclass
+class Batch:
+    """Texts and ids of one micro-batch; negatives are row-major: row i owns negatives[i*n:(i+1)*n]."""
+
+    anchors: list[str]
+    positives: list[str]
+    positive_ids: list[str]
+    negatives: list[str]
+    negative_ids: list[str]
+    negative_tiers: list[str]
+    query_positives: list[frozenset[str]]
+    reused: int = 0  # negatives whose text was already in the batch (no fresh candidate was left)
+    padded: int = 0  # negatives drawn from the corpus because the example's tiers ran short
+
+
+def _pick_tier(pools: dict[str, list[Negative]], weights: dict[str, float], taken: set[str], rng) -> str | None:
+    """A tier drawn by weight among those with a candidate not yet in the batch (else among non-empty ones)."""
+    fresh = [t for t, pool in pools.items() if any(n.key not in taken for n in pool)]
+    live = fresh or [t for t, pool in pools.items() if pool]
+    if not live:
+        return None
+    w = np.array([weights[t] for t in live], dtype=np.float64)
+    return live[int(rng.choice(len(live), p=w / w.sum()))]
+
+
+def draw_file_negatives(
+    example: Example, count: int, weights: dict[str, float], rng, taken: set[str], data: TrainingData
+) -> tuple[list[tuple[str, Negative]], int, int]:
+    """`count` (tier, negative) for one example: tier by weight, then uniform within the tier, preferring texts
+    not yet in the batch; the corpus pads a short example (never with one of the query's positives).
+    Returns (draws, reused, padded) and adds the drawn keys to `taken`."""
+    pools = {t: list(example.negatives.get(t, ())) for t, w in weights.items() if w > 0}
+    draws, reused = [], 0
+    while len(draws) < count:
+        tier = _pick_tier(pools, weights, taken, rng)
+        if tier is None:
+            break
+        pool = pools[tier]
+        fresh = [i for i, n in enumerate(pool) if n.key not in taken]
+        index = fresh[int(rng.integers(len(fresh)))] if fresh else int(rng.integers(len(pool)))
+        reused += not fresh
+        negative = pool.pop(index)
+        draws.append((tier, negative))
+        taken.add(negative.key)
+    padded = count - len(draws)
+    draws += [(PAD_TIER, n) for n in _corpus_padding(example, padded, rng, taken, data)]
+    return draws, reused, padded
+
+
+def _corpus_padding(example: Example, count: int, rng, taken: set[str], data: TrainingData) -> list[Negative]:
+    if count <= 0:
+        return []
+    doc_ids = sorted(data.corpus)
+    excluded = data.positives_of.get(example.query_id, frozenset()) | {example.positive_id}
+    out: list[Negative] = []
+    for _ in range(50 * count):
+        doc_id = doc_ids[int(rng.integers(len(doc_ids)))]
+        key = text_hash(data.corpus[doc_id])
+        if doc_id not in excluded and key not in taken:
+            out.append(Negative(doc_id, data.corpus[doc_id], key))
+            taken.add(key)
+            if len(out) == count:
+                break
+    if len(out) < count:
+        raise ValueError(f"cannot pad query {example.query_id} to {count} negatives: the corpus is too small")
+    return out
+
+
+def collate_batch(
+    examples: list[Example], data: TrainingData, count: int, weights: dict[str, float], seed: int, epoch: int
+) -> Batch:
+    """Draw each example's file negatives with rng([seed, epoch, crc32(query_id, positive_id)]) and assemble."""
+    taken = {key for e in examples for key in e.keys}
+    batch = Batch([], [], [], [], [], [], [])
+    for example in examples:
+        rng = np.random.default_rng([seed, epoch, zlib.crc32(f"{example.query_id}\t{example.positive_id}".encode())])
+        draws, reused, padded = draw_file_negatives(example, count, weights, rng, taken, data) if count else ([], 0, 0)
+        batch.anchors.append(example.anchor)
+        batch.positives.append(example.positive)
+        batch.positive_ids.append(example.positive_id)
+        batch.query_positives.append(data.positives_of.get(example.query_id, frozenset({example.positive_id})))
+        for tier, negative in draws:
+            batch.negatives.append(negative.text)
+            batch.negative_ids.append(negative.doc_id)
+            batch.negative_tiers.append(tier)
+        batch.reused += reused
+        batch.padded += padded
+    return batch

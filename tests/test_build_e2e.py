@@ -57,9 +57,12 @@ def test_existing_run_is_refused_then_overwritten_then_resumed(demo_run, tiny_mo
     assert _build(demo_run, tiny_model_dir) == 2
     assert "--overwrite" in capsys.readouterr().err
     before = pl.read_parquet(os.path.join(demo_run, "negatives"), hive_partitioning=True)
+    assert _build(demo_run, tiny_model_dir, "--overwrite") == 0  # what a second `make run` does
+    rebuilt = pl.read_parquet(os.path.join(demo_run, "negatives"), hive_partitioning=True)
+    key = ["query_id", "positive_id", "negative_id", "tier", "rank", "generator"]
+    assert before.select(key).sort(key).equals(rebuilt.select(key).sort(key))  # same seed, same rows
     assert _build(demo_run, tiny_model_dir, "--resume") == 0  # every stage reused
     after = pl.read_parquet(os.path.join(demo_run, "negatives"), hive_partitioning=True)
-    key = ["query_id", "positive_id", "negative_id", "tier", "rank", "generator"]
     assert before.select(key).sort(key).equals(after.select(key).sort(key))
 
 

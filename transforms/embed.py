@@ -106,7 +106,8 @@ class SentenceTransformerModelHandler(ModelHandler[str, np.ndarray, Any]):
         torch.set_num_threads(threads)
         loader = self._model_loader or load_sentence_transformer
         model = loader(self._spec, device="cpu", max_seq_length=self._max_seq_length)
-        logger.info("embedding %ss with %s on %d torch threads", self._kind, self._spec, threads)
+        plural = {"doc": "docs", "query": "queries"}.get(self._kind, self._kind)
+        logger.info("embedding %s with %s on %d torch threads", plural, self._spec, threads)
         return model
 
     def run_inference(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from schemas.contracts import VIOLATION_COLUMNS
+
 SHOWN_ROWS = 50  # rows of violations / suspects shown in report.md (the CSV files hold all)
 
 
@@ -71,17 +73,7 @@ def _tiers_section(report: dict) -> list[str]:
 def _violations_section(report: dict) -> list[str]:
     violations = report["violations"]
     status = "**clean**" if violations["total"] == 0 else f"**{violations['total']} violation(s)**"
-    columns = [
-        "tier",
-        "violation",
-        "query_id",
-        "positive_id",
-        "negative_id",
-        "rank",
-        "score_positive",
-        "score_negative",
-        "similarity_to_positive",
-    ]
+    columns = list(VIOLATION_COLUMNS)
     return [
         f"## Contract (schemas/contracts.py): {status}\n",
         table(violations["counts"], ["tier", "violation", "rows"]),

@@ -16,7 +16,7 @@ from schemas.contracts import (
     IS_JUDGED,
     annotate_judged,
     breaches,
-    query_min_positive,
+    margin_breaches,
     resolved_section,
     rounded,
 )
@@ -38,18 +38,12 @@ SUSPECT_COLUMNS = (
 def suspect_rules(config: dict) -> dict[str, pl.Expr]:
     """reason -> boolean expression over a frame annotated with annotate_judged()."""
     mining = resolved_section(config, "mining")
-    score, floor = rounded("score_negative"), query_min_positive()
     rules = {
         "judged_positive": pl.col(IS_JUDGED),
         "text_copy_of_positive": pl.col(COPIES_JUDGED),
-        "at_or_above_positive": ~breaches(rounded("score_positive"), score),
+        "at_or_above_positive": ~breaches(rounded("score_positive"), rounded("score_negative")),
     }
-    if mining["relative_margin"] is not None:
-        rules["above_relative_margin"] = breaches(score, floor - floor.abs() * mining["relative_margin"])
-    if mining["absolute_margin"] is not None:
-        rules["above_absolute_margin"] = breaches(score + mining["absolute_margin"], floor)
-    if mining["max_score"] is not None:
-        rules["above_max_score"] = breaches(score, mining["max_score"])
+    rules.update({f"above_{guard}": rule for guard, rule in margin_breaches(mining).items()})
     return rules
 
 

@@ -74,22 +74,28 @@ def _per_pair_count() -> pl.Expr:
     return pl.len().over(["tier", "query_id", "positive_id"])
 
 
-def _guard_contract(mining: dict) -> dict[str, pl.Expr]:
-    """Rules every mined tier obeys: guards and margins (CONTRACT.md table, columns 2-4)."""
-    score = rounded("score_negative")
-    floor = query_min_positive()
-    rules: dict[str, pl.Expr] = {"judged_positive": pl.col(IS_JUDGED)}
-    if mining["text_copy_guard"]:
-        rules["text_copy_of_positive"] = pl.col(COPIES_JUDGED)
-    if mining["near_copy_guard"]:
-        similarity = rounded("similarity_to_positive")
-        rules["near_copy"] = similarity.is_not_null() & breaches(similarity, mining["near_copy_threshold"])
+def margin_breaches(mining: dict) -> dict[str, pl.Expr]:
+    """relative_margin / absolute_margin / max_score -> rows above that guard (only the guards that are set)."""
+    score, floor = rounded("score_negative"), query_min_positive()
+    rules: dict[str, pl.Expr] = {}
     if mining["relative_margin"] is not None:
         rules["relative_margin"] = breaches(score, floor - floor.abs() * mining["relative_margin"])
     if mining["absolute_margin"] is not None:
         rules["absolute_margin"] = breaches(score + mining["absolute_margin"], floor)
     if mining["max_score"] is not None:
         rules["max_score"] = breaches(score, mining["max_score"])
+    return rules
+
+
+def _guard_contract(mining: dict) -> dict[str, pl.Expr]:
+    """Rules every mined tier obeys: guards and margins (CONTRACT.md table, columns 2-4)."""
+    rules: dict[str, pl.Expr] = {"judged_positive": pl.col(IS_JUDGED)}
+    if mining["text_copy_guard"]:
+        rules["text_copy_of_positive"] = pl.col(COPIES_JUDGED)
+    if mining["near_copy_guard"]:
+        similarity = rounded("similarity_to_positive")
+        rules["near_copy"] = similarity.is_not_null() & breaches(similarity, mining["near_copy_threshold"])
+    rules.update(margin_breaches(mining))
     return rules
 
 

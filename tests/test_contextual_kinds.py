@@ -208,9 +208,7 @@ def test_synonyms_skip_spelling_and_containment_variants(resources):
 
 def test_no_do_support_across_a_sentence_or_title_break(resources):
     assert negation_candidates("Obesity and diabetes. Links between them were weak.", rng(), resources, 9) == [
-        Candidate(
-            "Obesity and diabetes. Links between them were not weak.", "were weak -> were not weak", "negation"
-        )
+        Candidate("Obesity and diabetes. Links between them were not weak.", "were weak -> were not weak", "negation")
     ]
     assert entities_in("A PCR-based assay of IL-6-induced STAT3") == ["STAT3"]
 

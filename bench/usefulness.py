@@ -127,17 +127,20 @@ def mine(beir_dir: str, run_dir: str, model: str = "bundled", quick: bool = Fals
     return run_build(config, beam_args)
 
 
-def evaluate(model_dir: str, beir_dir: str, split: str, max_seq_length: int | None = None) -> dict:
-    """nDCG@10, MRR@10, Recall@100 of a model on a BEIR split (trainer/evaluate.py)."""
-    from trainer.evaluate import evaluate_retrieval
+def evaluate(model_dir: str, beir_dir: str, max_seq_length: int | None = None, dev=None) -> dict:
+    """nDCG@10, MRR@10, Recall@100 of a model on the BEIR test split and, when given, the dev set held out
+    of train (trainer/evaluate.py). Both rank the whole BEIR corpus, encoded once for the two."""
+    from trainer.evaluate import evaluate_retrieval_splits
     from trainer.loop import load_base_model, resolve_device
     from transforms.beir import load_beir
 
-    data = load_beir(beir_dir, split)
+    test = load_beir(beir_dir, "test")
     model = load_base_model(model_dir, resolve_device("auto"), max_seq_length)
     model.eval()
-    metrics = evaluate_retrieval(model, data.corpus, data.queries, data.qrels, batch_size=64, name=split)
-    return {**metrics, "queries": len(data.queries), "docs": len(data.corpus)}
+    splits = {"test": (test.queries, test.qrels)} | ({"dev": (dev.queries, dev.qrels)} if dev else {})
+    metrics = evaluate_retrieval_splits(model, test.corpus, splits, batch_size=64)
+    counts = {"test": len(test.queries)} | ({"dev": len(dev.queries)} if dev else {})
+    return {name: {**values, "queries": counts[name], "docs": len(test.corpus)} for name, values in metrics.items()}
 
 
 def budget_config(overrides: dict, quick: bool):
@@ -171,7 +174,7 @@ def run_scheme(scheme: str, args, results_dir: str, beir_dir: str) -> dict:
     started = time.perf_counter()
     result = {"scheme": scheme, "name": name, "description": description, "quick": args.quick}
     if scheme == "a":
-        result["test"] = evaluate("bundled", beir_dir, "test", EVAL_MAX_SEQ_LENGTH)
+        result["test"] = evaluate("bundled", beir_dir, EVAL_MAX_SEQ_LENGTH)["test"]
         result["train_minutes"] = 0.0
         result["reproduces_reference"] = abs(result["test"]["ndcg@10"] - REFERENCE_NDCG) <= REFERENCE_TOLERANCE
         result["wall_minutes"] = round((time.perf_counter() - started) / 60, 3)
@@ -186,24 +189,24 @@ def run_scheme(scheme: str, args, results_dir: str, beir_dir: str) -> dict:
     else:
         mine(beir_dir, run_dir, quick=args.quick)
     result["mine_minutes"] = round((time.perf_counter() - mine_started) / 60, 3)
-    from trainer.loop import train_from_source
+    from trainer.loop import load_source, train
 
-    config = budget_config(settings, args.quick)
+    config, data, dev = load_source(budget_config(settings, args.quick), run_dir)
     model_dir = os.path.join(args.workdir, "models", scheme)
-    summary = train_from_source(config, run_dir, model_dir)
+    summary = train(config, data, model_dir, dev=None)  # dev is scored below, sharing test's corpus pass
     result.update(
         overrides=overrides,
         train_config=config.to_dict(),
         run_dir=run_dir,
         model_dir=model_dir,
-        dev=summary.get("dev"),
         train_minutes=round(summary["train_seconds"] / 60, 3),
         train_summary={
             k: summary[k]
             for k in ("optimizer_steps", "first_loss", "last_loss", "padded_negatives", "reused_negatives")
         },
     )
-    result["test"] = evaluate(model_dir, beir_dir, "test", EVAL_MAX_SEQ_LENGTH)
+    scores = evaluate(model_dir, beir_dir, EVAL_MAX_SEQ_LENGTH, dev)
+    result["dev"], result["test"] = scores["dev"], scores["test"]
     result["wall_minutes"] = round((time.perf_counter() - started) / 60, 3)
     return result
 

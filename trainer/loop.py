@@ -232,8 +232,10 @@ def train(
     return summary
 
 
-def train_from_source(config: TrainConfig, source: str, output_dir: str, progress: bool | None = None) -> dict:
-    """Load a RUN_DIR or an export, hold out the dev split, train and save; returns the summary."""
+def load_source(config: TrainConfig, source: str):
+    """Load a RUN_DIR or an export and hold out the dev split: (config, train data, dev set or None).
+
+    The config comes back changed only for an export without a tier column (one tier, 'exported')."""
     from dataclasses import replace
 
     from trainer.data import load_training_data, split_dev
@@ -248,4 +250,10 @@ def train_from_source(config: TrainConfig, source: str, output_dir: str, progres
     data, dev = split_dev(data, config.dev_fraction, config.seed)
     logger.info("training on %d examples (%d dev queries) from %s", len(data.examples),
                 len(dev.queries) if dev else 0, source)
+    return config, data, dev
+
+
+def train_from_source(config: TrainConfig, source: str, output_dir: str, progress: bool | None = None) -> dict:
+    """Load a RUN_DIR or an export, hold out the dev split, train and save; returns the summary."""
+    config, data, dev = load_source(config, source)
     return train(config, data, output_dir, dev, progress)

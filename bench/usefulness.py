@@ -11,7 +11,8 @@ lr 2e-5, max_seq_length 256, 3 file negatives per example where a scheme uses fi
   e  hsr_ctx:         (d) + contextual (0.4 / 0.25 / 0.15 / 0.2)
   f  best_bank_curr:  the better of (d) / (e) on the dev split, + memory bank 512 + fixed curriculum
   g  refresh:         (f)'s scheme again from the base model, on negatives re-mined with (f)'s model
-                      (`--model MODEL_DIR`), so the training budget stays that of every other scheme
+                      (`--model MODEL_DIR`; only the tiers f samples), so the training budget stays that of
+                      every other scheme
 Mining runs once on train (`negforge build` through pipelines.build.run_build, all tiers: hard 3,
 semi_hard 3, random 3, contextual 3) and is reused by b-f (resumable: `--resume`). Each trained scheme
 holds out a seeded 10 % of train queries as dev (choosing (f)) and is evaluated on test once.
@@ -112,7 +113,7 @@ def write_slice(
     return out_dir
 
 
-def mine(beir_dir: str, run_dir: str, model: str = "bundled", quick: bool = False) -> dict:
+def mine(beir_dir: str, run_dir: str, model: str = "bundled", quick: bool = False, extra: tuple = ()) -> dict:
     """Mine train negatives into run_dir with `negforge build` (reusing finished stages); returns the manifest.
 
     The one place the benchmark touches Beam: switch this function to change how mining runs."""
@@ -120,7 +121,7 @@ def mine(beir_dir: str, run_dir: str, model: str = "bundled", quick: bool = Fals
     from pipelines.build_args import resolve_build_config
 
     argv = ["--beir", beir_dir, "--split", "train", "--output", run_dir, "--model", model, *MINING_FLAGS]
-    argv += ["--num-shards", "1" if quick else "4"]
+    argv += ["--num-shards", "1" if quick else "4", *extra]  # a later flag wins over MINING_FLAGS
     if os.path.exists(os.path.join(run_dir, "manifest.json")):
         argv.append("--resume")
     config, beam_args = resolve_build_config(argv)
@@ -185,7 +186,12 @@ def run_scheme(scheme: str, args, results_dir: str, beir_dir: str) -> dict:
     mine_started = time.perf_counter()
     if scheme == "g":
         run_dir = os.path.join(args.workdir, "run_train_refresh")
-        mine(beir_dir, run_dir, model=os.path.abspath(os.path.join(args.workdir, "models", "f")), quick=args.quick)
+        # re-mine only the tiers f samples from: contextual negatives are generated from the positives, not
+        # retrieved, and cost most of the mining time, so they are regenerated only when f uses them
+        uses_contextual = "contextual" in str(overrides.get("tiers", ""))
+        refresh_model = os.path.abspath(os.path.join(args.workdir, "models", "f"))
+        extra = () if uses_contextual else ("--contextual", "0")
+        mine(beir_dir, run_dir, model=refresh_model, quick=args.quick, extra=extra)
     else:
         mine(beir_dir, run_dir, quick=args.quick)
     result["mine_minutes"] = round((time.perf_counter() - mine_started) / 60, 3)

@@ -107,3 +107,25 @@ def test_dataflow_job_builds_offline_under_dry_run(tmp_path):
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not os.path.exists(tmp_path / "run" / "negatives")  # nothing ran
+
+
+def test_refresh_round_re_mines_with_the_fine_tuned_model(demo_run, tiny_model_dir, tmp_path):
+    """ANCE-style round two: train on round one's negatives, then `build --model MODEL_DIR` mines again."""
+    model_dir = str(tmp_path / "round1-model")
+    assert main(["train", demo_run, "--output", model_dir, "--base-model", tiny_model_dir, "--preset", "hard",
+                 "--batch-size", "8", "--max-steps", "2", "--max-seq-length", "32", "--dev-fraction", "0"]) == 0
+    refreshed = str(tmp_path / "round2")
+    assert _build(refreshed, model_dir, "--hard", "3", "--semi-hard", "0", "--random", "0") == 0
+    manifest = json.load(open(os.path.join(refreshed, "manifest.json")))
+    assert manifest["config"]["embed"]["model"] == model_dir
+    key = ["query_id", "positive_id", "negative_id"]
+    first = pl.read_parquet(os.path.join(demo_run, "negatives"), hive_partitioning=True)
+    second = pl.read_parquet(os.path.join(refreshed, "negatives"), hive_partitioning=True)
+    assert set(second["tier"].cast(pl.String).unique()) == {"hard"}
+    assert contract_violations(second.lazy(), manifest["config"]).height == 0
+    first_hard = first.filter(pl.col("tier") == "hard").select(key)
+    # the trained model ranks the corpus differently: the re-mined hard negatives are not round one's
+    assert not second.select(key).sort(key).equals(first_hard.sort(key))
+    # and its scores are the trained model's: no judged positive of a query comes back as its negative
+    positives = first.select("query_id", pl.col("positive_id").alias("negative_id")).unique()
+    assert second.join(positives, on=["query_id", "negative_id"]).height == 0

@@ -40,6 +40,7 @@ lint: setup
 
 bench-quick: setup
 	for b in embed_throughput index_scale mine_vs_st contextual audit_scale; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	$(BIN)/python -m bench.usefulness --quick
 
 clean:
 	rm -rf runs .pytest_cache

@@ -215,7 +215,7 @@ def train(
     bank = MemoryBank(config.memory_bank, dim, device) if config.memory_bank else None
     run = _Run(model, data, config, device, total, TierCurriculum(config), bank, optimizer, scheduler)
     started = time.perf_counter()
-    with open(os.path.join(output_dir, "train_log.jsonl"), "w") as log, tqdm(
+    with open(os.path.join(output_dir, "train_log.jsonl"), "w", buffering=1) as log, tqdm(
         total=total, disable=(None if progress is None else not progress), desc="train"
     ) as bar:
         for epoch, batches in enumerate(schedule):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import glob
-import importlib.util
 import os
 
 import numpy as np
 import polars as pl
 import pytest
+from planted_run import read_rows, write_run
 
 from pipelines.stage_mine import run_mine
 from schemas.build_config import BuildConfig, ContextualConfig, EmbedConfig, IndexConfig, IngestConfig, MiningConfig
@@ -26,23 +26,14 @@ QUERIES = {"q1": "does aspirin cause bleeding", "q2": "statins and cholesterol"}
 PAIRS = [("q1", "d1"), ("q2", "d2"), ("q2", "d6")]
 
 
-def _stage_helpers():
-    path = os.path.join(os.path.dirname(__file__), "test_mining_stage.py")
-    spec = importlib.util.spec_from_file_location("_mining_stage_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_contextual_rows_are_written_with_the_mined_tiers(tmp_path, tiny_model_dir):
     from sentence_transformers import SentenceTransformer
 
-    helpers = _stage_helpers()
     model = SentenceTransformer(tiny_model_dir, device="cpu")
     doc_vecs = dict(zip(DOCS, model.encode(list(DOCS.values()), normalize_embeddings=True).astype(np.float32)))
     query_vecs = dict(zip(QUERIES, model.encode(list(QUERIES.values()), normalize_embeddings=True)))
-    run = helpers.write_run(str(tmp_path / "run"), DOCS, QUERIES, PAIRS, doc_vecs, query_vecs, num_shards=2)
+    run = write_run(str(tmp_path / "run"), DOCS, QUERIES, PAIRS, doc_vecs, query_vecs, num_shards=2)
     config = BuildConfig(
         output=run.run_dir,
         ingest=IngestConfig(beir_dir="unused", split="train"),
@@ -54,7 +45,7 @@ def test_contextual_rows_are_written_with_the_mined_tiers(tmp_path, tiny_model_d
     out = RunLayout(str(tmp_path / "out"))
     stats = run_mine(config, run, out, [])
 
-    rows = helpers.read_rows(out)
+    rows = read_rows(out)
     context = rows.filter(pl.col("tier") == "contextual")
     assert context.height >= 1 and stats["rows_per_tier"]["contextual"] == context.height
     assert context["rank"].is_null().all() and context["negative_id"].str.starts_with("ctx:").all()

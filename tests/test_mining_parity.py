@@ -10,11 +10,9 @@ group must agree; negforge takes the smallest doc id.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
+from planted_run import read_rows, write_run
 
 from pipelines.stage_mine import run_mine
 from schemas.build_config import BuildConfig, IndexConfig, IngestConfig, MiningConfig
@@ -28,15 +26,6 @@ WORDS = (
     "bacteria sleep diet exercise stroke insulin obesity tumour receptor signal pathway enzyme membrane neuron "
     "muscle bone liver kidney lung skin infection vaccine antibody"
 ).split()
-
-
-def _stage_helpers():
-    """write_run / read_rows from the stage tests (test modules are not importable as a package)."""
-    path = os.path.join(os.path.dirname(__file__), "test_mining_stage.py")
-    spec = importlib.util.spec_from_file_location("_mining_stage_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def corpus_and_pairs():
@@ -98,8 +87,7 @@ def fixture_with_tie(tiny_model_dir):
 
 
 def mine_with_negforge(tmp_path, docs, queries, pairs, doc_vecs, query_vecs, max_pos):
-    helpers = _stage_helpers()
-    run = helpers.write_run(str(tmp_path / "run"), docs, queries, pairs, doc_vecs, query_vecs, num_shards=2)
+    run = write_run(str(tmp_path / "run"), docs, queries, pairs, doc_vecs, query_vecs, num_shards=2)
     range_max = 10 * K + max_pos  # sentence-transformers' automatic range_max with a margin
     mining = MiningConfig(hard=K, semi_hard=0, random=0, range_max=range_max, max_depth=range_max + max_pos,
                           relative_margin=0.05, sampling="top", text_copy_guard=False, near_copy_guard=False)
@@ -107,7 +95,7 @@ def mine_with_negforge(tmp_path, docs, queries, pairs, doc_vecs, query_vecs, max
                          index=IndexConfig(num_shards=2), mining=mining)
     out = RunLayout(str(tmp_path / "out"))
     stats = run_mine(config, run, out, [])
-    return helpers.read_rows(out), stats
+    return read_rows(out), stats
 
 
 def mine_with_sentence_transformers(model, docs, queries, pairs, doc_vecs, query_vecs):

@@ -140,8 +140,9 @@ def evaluate(model_dir: str, beir_dir: str, max_seq_length: int | None = None, d
     model.eval()
     splits = {"test": (test.queries, test.qrels)} | ({"dev": (dev.queries, dev.qrels)} if dev else {})
     metrics = evaluate_retrieval_splits(model, test.corpus, splits, batch_size=64)
-    counts = {"test": len(test.queries)} | ({"dev": len(dev.queries)} if dev else {})
-    return {name: {**values, "queries": counts[name], "docs": len(test.corpus)} for name, values in metrics.items()}
+    return {
+        name: {**values, "queries": len(splits[name][0]), "docs": len(test.corpus)} for name, values in metrics.items()
+    }
 
 
 def budget_config(overrides: dict, quick: bool):

@@ -12,7 +12,7 @@ import torch
 from sentence_transformers.util import cos_sim
 
 from pipelines.eval import main_eval
-from trainer.evaluate import evaluate_retrieval
+from trainer.evaluate import evaluate_retrieval, evaluate_retrieval_splits
 
 CORPUS = {f"d{i}": f"document number {i}" for i in range(12)}
 QUERIES = {"q1": "first question", "q2": "second question", "q3": "third question"}
@@ -66,6 +66,33 @@ def test_planted_misses_are_ranked_by_score_then_doc_id():
     assert metrics["recall@100"] == 1.0
     none_found = evaluate_retrieval(PlantedModel(slots), CORPUS, {"q3": "third question"}, QRELS)
     assert none_found["mrr@10"] == pytest.approx(1 / 4)  # all tie at 0: d0, d1, d10, d11
+
+
+class CountingModel(PlantedModel):
+    """Counts the documents it encodes, to prove a shared corpus is encoded once."""
+
+    def __init__(self, vectors: dict[str, int], dim: int = 16):
+        super().__init__(vectors, dim)
+        self.documents_encoded = 0
+
+    def encode_document(self, texts, **kwargs):
+        self.documents_encoded += len(texts)
+        return self.encode(texts, **kwargs)
+
+
+def test_splits_share_one_corpus_encoding_and_score_as_separate_calls():
+    slots = {text: i for i, text in enumerate(CORPUS.values())}
+    slots |= {"first question": 0, "second question": 7, "third question": 11}  # q1 misses, q2, q3 hit
+    splits = {
+        "dev": ({"q1": "first question"}, QRELS),
+        "test": ({"q2": "second question", "q3": "third question"}, QRELS),
+    }
+    model = CountingModel(slots)
+    shared = evaluate_retrieval_splits(model, CORPUS, splits, batch_size=4)
+    assert model.documents_encoded == len(CORPUS)  # once, not once per split
+    for name, (queries, qrels) in splits.items():
+        assert shared[name] == evaluate_retrieval(PlantedModel(slots), CORPUS, queries, qrels, batch_size=4)
+    assert shared["dev"]["mrr@10"] == pytest.approx(1 / 6) and shared["test"]["mrr@10"] == 1.0
 
 
 def test_nothing_to_score_is_an_error():

@@ -14,7 +14,7 @@ import logging
 import sys
 
 from schemas.build_config import ConfigError
-from schemas.train_config import CURRICULA, DEVICES
+from schemas.train_config import CURRICULA, DEVICES, LOSS_PARTITIONS
 from trainer.presets import PRESETS, read_train_toml, resolve_train_config
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--warmup-ratio", type=float)
     parser.add_argument("--temperature", metavar="T|T0:T1[:linear|cosine]", help="0.05 = scale 20 (default)")
+    parser.add_argument(
+        "--loss-directions", metavar="D,...",
+        help="query_to_doc (default) plus doc_to_query (symmetric) and/or query_to_query",
+    )
+    parser.add_argument("--loss-partition", choices=LOSS_PARTITIONS, help="joint (default) | per_direction")
     parser.add_argument("--memory-bank", type=int, metavar="N", help="queue of N past doc embeddings; 0 = off")
     parser.add_argument("--tiers", metavar="TIER[:W],...", help="e.g. hard,semi_hard or hard:0.6,random:0.4; none")
     parser.add_argument("--curriculum", choices=CURRICULA)

@@ -17,6 +17,8 @@ HARDNESS_ORDER = ("random", "semi_hard", "hard", "contextual", "exported")  # ea
 CURRICULA = ("none", "fixed", "adaptive")
 TEMPERATURE_SCHEDULES = ("fixed", "linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+LOSS_DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query")  # sentence-transformers 6's names
+LOSS_PARTITIONS = ("joint", "per_direction")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -45,6 +47,8 @@ class TrainConfig:
     temperature: float = 0.05  # T0; sentence-transformers' scale 20
     temperature_end: float | None = None  # T1 for an annealed temperature
     temperature_schedule: str = "fixed"  # fixed | linear | cosine (from temperature to temperature_end)
+    loss_directions: tuple[str, ...] = ("query_to_doc",)  # + doc_to_query (symmetric), query_to_query
+    loss_partition: str = "joint"  # joint | per_direction (one softmax, or one per direction averaged)
     memory_bank: int = 0  # cross-batch queue of past document embeddings (XBM / MoCo); 0 = off
     tiers: tuple[str, ...] = ("hard",)
     tier_weights: tuple[float, ...] = (1.0,)  # target mixing weights, same order as tiers
@@ -73,6 +77,7 @@ class TrainConfig:
         _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _require(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         self._check_temperature()
+        self._check_loss()
         _require(self.memory_bank >= 0, f"--memory-bank must be >= 0 (0 turns it off), got {self.memory_bank}")
         self._check_tiers()
         _require(self.file_negatives >= 0, f"--file-negatives must be >= 0, got {self.file_negatives}")
@@ -107,6 +112,24 @@ class TrainConfig:
         _require(
             self.temperature_end is None or self.temperature_end > 0,
             f"temperature_end must be > 0, got {self.temperature_end}",
+        )
+
+    def _check_loss(self) -> None:
+        directions = tuple(self.loss_directions)
+        unknown = sorted(set(directions) - set(LOSS_DIRECTIONS))
+        _require(
+            not unknown and directions[:1] == ("query_to_doc",) and len(set(directions)) == len(directions),
+            f"--loss-directions must start with query_to_doc and name each of {', '.join(LOSS_DIRECTIONS)} at most "
+            f"once, got {list(directions)}; e.g. --loss-directions query_to_doc,doc_to_query (symmetric)",
+        )
+        _require(
+            self.loss_partition in LOSS_PARTITIONS,
+            f"--loss-partition must be one of {', '.join(LOSS_PARTITIONS)}, got {self.loss_partition!r}",
+        )
+        _require(
+            not (self.loss_partition == "per_direction" and "query_to_query" in directions),
+            "--loss-partition per_direction needs the positive in every direction's softmax and query_to_query "
+            "never holds it; use --loss-partition joint with query_to_query",
         )
 
     def _check_tiers(self) -> None:

@@ -58,11 +58,26 @@ def test_parsers():
         ({"dev_fraction": 1.5}, "dev-fraction"),
         ({"learning_rate": 1e-5}, "unknown training setting 'learning_rate'"),
         ({"preset": "extreme"}, "unknown preset 'extreme'"),
+        ({"loss_directions": "doc_to_query"}, "start with query_to_doc"),
+        ({"loss_directions": "query_to_doc,doc_to_doc"}, "loss-directions"),
+        ({"loss_directions": "query_to_doc,query_to_query", "loss_partition": "per_direction"},
+         "use --loss-partition joint"),
+        ({"loss_partition": "split"}, "loss-partition must be one of"),
     ],
 )
 def test_bad_settings_name_the_value(settings, message):
     with pytest.raises(ConfigError, match=message):
         resolve_train_config(settings)
+
+
+def test_loss_directions_from_flags_and_toml(tmp_path):
+    flagged = resolve_train_config({"loss_directions": "query_to_doc, doc_to_query",
+                                    "loss_partition": "per_direction"})
+    assert flagged.loss_directions == ("query_to_doc", "doc_to_query") and flagged.loss_partition == "per_direction"
+    path = tmp_path / "train.toml"
+    path.write_text('[train]\nloss-directions = ["query_to_doc", "query_to_query"]\n')
+    assert resolve_train_config({}, read_train_toml(str(path))).loss_directions == ("query_to_doc", "query_to_query")
+    assert resolve_train_config().loss_directions == ("query_to_doc",)  # sentence-transformers' MNRL by default
 
 
 def test_config_is_frozen():
@@ -77,3 +92,5 @@ def test_cli_refuses_unknown_flags_and_bad_values(tmp_path, capsys):
     assert "random or semi_hard" in capsys.readouterr().err
     assert main_train([str(tmp_path), "--output", str(tmp_path / "m"), "--config", str(tmp_path / "no.toml")]) == 2
     assert "no.toml not found" in capsys.readouterr().err
+    assert main_train([str(tmp_path), "--output", str(tmp_path / "m"), "--loss-directions", "doc_to_query"]) == 2
+    assert "start with query_to_doc" in capsys.readouterr().err

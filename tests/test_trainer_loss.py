@@ -90,6 +90,83 @@ def test_default_equals_sentence_transformers_mnrl():
     )
 
 
+def oracle_directional_loss(q, p, negs, temperature, mask, directions, partition, same_query):
+    """Per-row float64 loop over the extra directions: log-partitions per direction, joint or averaged."""
+    batch = q.shape[0]
+    docs = [p[j] for j in range(batch)] + [negs[i, k] for i in range(batch) for k in range(negs.shape[1])]
+
+    def cos(a, b):
+        return torch.dot(a, b) / (a.norm() * b.norm()) / temperature
+
+    total = 0.0
+    for i in range(batch):
+        groups = [[cos(q[i], d) for c, d in enumerate(docs) if c == i or not mask[i][c]]]
+        if "doc_to_query" in directions:  # p_i against every query that may take it as a negative
+            groups.append([cos(q[j], p[i]) for j in range(batch) if j == i or not mask[j][i]])
+        if "query_to_query" in directions:
+            groups.append([cos(q[i], q[j]) for j in range(batch) if j != i and not same_query[i][j]])
+        if partition == "joint":
+            log_z = torch.logsumexp(torch.stack([x for g in groups for x in g]), 0)
+        else:
+            log_z = sum(torch.logsumexp(torch.stack(g), 0) for g in groups) / len(groups)
+        total = total + log_z - cos(q[i], p[i])
+    return total / batch
+
+
+@pytest.mark.parametrize(
+    "directions, partition",
+    [(("query_to_doc", "doc_to_query"), "per_direction"), (("query_to_doc", "doc_to_query"), "joint"),
+     (("query_to_doc", "query_to_query"), "joint"), (("query_to_doc", "doc_to_query", "query_to_query"), "joint")],
+)
+def test_extra_directions_match_float64_oracle(directions, partition):
+    q, p, negs, _ = _inputs(seed=7, batch=4, n=2, bank=0)
+    q[3] = q[1]  # rows 1 and 3 hold the same query: never each other's query_to_query negative
+    ids = ["p0", "p1", "p2", "p3"] + ["n00", "n01", "p2", "n11", "n20", "n21", "n30", "n31"]
+    mask = build_candidate_mask([frozenset({"p0", "p2"}), frozenset({"p1", "p3"}), frozenset({"p2"}),
+                                 frozenset({"p3", "p1"})], ids)
+    same = [[q[i].equal(q[j]) for j in range(4)] for i in range(4)]
+    want, want_grads = _grads(
+        lambda a, b, c: oracle_directional_loss(a, b, c, 0.07, mask, directions, partition, same), (q, p, negs)
+    )
+    got, grads = _grads(
+        lambda a, b, c: compute_loss_from_embeddings(
+            a, b, c, temperature=0.07, candidate_mask=torch.from_numpy(mask), directions=directions,
+            partition=partition, same_query=torch.tensor(same)),
+        (q, p, negs),
+    )
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    for g, w in zip(grads, want_grads):
+        assert torch.allclose(g, w, rtol=1e-9, atol=1e-12)
+    plain = compute_loss_from_embeddings(q, p, negs, temperature=0.07, candidate_mask=torch.from_numpy(mask))
+    assert got.item() != pytest.approx(plain.item())  # the extra direction is really in the loss
+
+
+@pytest.mark.parametrize(
+    "directions, partition",
+    [(("query_to_doc", "doc_to_query"), "per_direction"),
+     (("query_to_doc", "doc_to_query", "query_to_query"), "joint")],
+)
+def test_directions_equal_sentence_transformers_mnrl(directions, partition):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    q, p, negs, _ = _inputs(seed=11, batch=5, n=2, bank=0)
+    reference = MultipleNegativesRankingLoss(model=None, directions=directions, partition_mode=partition)
+    want = reference.compute_loss_from_embeddings([q, p] + [negs[:, k] for k in range(2)], None)
+    got = compute_loss_from_embeddings(q, p, negs, directions=directions, partition=partition)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+
+
+def test_bad_directions_are_refused():
+    q, p, _, _ = _inputs(bank=0)
+    for directions in [("doc_to_query",), ("query_to_doc", "doc_to_doc"), ("query_to_doc", "query_to_doc")]:
+        with pytest.raises(ValueError, match="query_to_doc"):
+            compute_loss_from_embeddings(q, p, directions=directions)
+    with pytest.raises(ValueError, match="per_direction"):
+        compute_loss_from_embeddings(q, p, directions=("query_to_doc", "doc_to_query"), partition="split")
+    with pytest.raises(ValueError, match="joint"):
+        compute_loss_from_embeddings(q, p, directions=("query_to_doc", "query_to_query"), partition="per_direction")
+
+
 def test_masking_a_candidate_equals_removing_it():
     q, p, negs, _ = _inputs(seed=5, batch=3, n=1, bank=0)
     mask = np.zeros((3, 6), dtype=bool)

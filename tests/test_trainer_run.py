@@ -216,3 +216,22 @@ def test_gradient_accumulation_and_annealed_temperature_in_the_log(run_dir, tiny
     temperatures = [r["temperature"] for r in log]
     assert temperatures[0] == pytest.approx(0.1) and temperatures == sorted(temperatures, reverse=True)
     assert temperatures[-1] < 0.1
+
+
+def test_loss_directions_reach_the_training_loss(run_dir, tiny_model_dir, tmp_path):
+    data = load_run_dir(run_dir, ("hard",))
+    first_losses = {}
+    for name, directions, partition in [("plain", ("query_to_doc",), "joint"),
+                                        ("symmetric", ("query_to_doc", "doc_to_query"), "per_direction"),
+                                        ("gte", ("query_to_doc", "doc_to_query", "query_to_query"), "joint")]:
+        config = _tiny_config(tiny_model_dir, epochs=1, tiers=("hard",), tier_weights=(1.0,), curriculum="none",
+                              memory_bank=8, loss_directions=directions, loss_partition=partition)
+        train(config, data, str(tmp_path / name), progress=False)
+        log = [json.loads(line) for line in open(tmp_path / name / "train_log.jsonl")]
+        assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in log)
+        first_losses[name] = log[0]["loss"]
+        saved = json.load(open(tmp_path / name / "train_config.json"))["config"]
+        assert (tuple(saved["loss_directions"]), saved["loss_partition"]) == (directions, partition)
+    # same seed, same first batch: only the loss differs (the joint softmax over more negatives is larger)
+    assert first_losses["gte"] > first_losses["plain"]
+    assert first_losses["symmetric"] != pytest.approx(first_losses["plain"], rel=1e-4)

@@ -92,7 +92,13 @@ def _micro_step(model, batch: Batch, bank: MemoryBank | None, temperature: float
     bank_embeddings = bank.embeddings() if bank is not None and len(bank) else None
     candidate_ids = batch.positive_ids + batch.negative_ids + (bank.ids() if bank_embeddings is not None else [])
     mask = torch.from_numpy(build_candidate_mask(batch.query_positives, candidate_ids)).to(device)
-    loss = compute_loss_from_embeddings(q, p, negs, bank_embeddings, temperature=temperature, candidate_mask=mask)
+    same_query = None
+    if "query_to_query" in config.loss_directions:  # rows holding the same query text are no negatives of each other
+        same_query = torch.tensor([[a == b for b in batch.anchors] for a in batch.anchors], device=device)
+    loss = compute_loss_from_embeddings(
+        q, p, negs, bank_embeddings, temperature=temperature, candidate_mask=mask,
+        directions=config.loss_directions, partition=config.loss_partition, same_query=same_query,
+    )
     (loss / config.grad_accum).backward()
     margins = tier_margins(q, p, negs, batch.negative_tiers)
     if bank is not None:

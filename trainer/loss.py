@@ -7,6 +7,14 @@ equals sentence-transformers' MultipleNegativesRankingLoss (scale 20, cosine sim
 Candidate layout for query i (columns of the logit matrix, in this order):
     [ positives of the batch (B) | file negatives of every row, row-major (B * n) | memory bank (M) ]
 Column i is query i's own positive; every other column is a negative unless the mask removes it.
+
+Extra directions (sentence-transformers 6's `directions`, GTE's "improved contrastive loss"):
+    doc_to_query:   positive j against every query of the batch (the symmetric loss all-MiniLM-L6-v2 was
+                    pre-trained with); query i is no negative of p_j when p_j is a judged positive of i.
+    query_to_query: query i against the other queries of the batch (itself and same-text rows excluded).
+partition "joint" puts every direction's negatives in one softmax per row; "per_direction" averages
+one log-partition per direction (ST's MultipleNegativesSymmetricRankingLoss is doc_to_query, per_direction;
+like ST, per_direction is refused with query_to_query, whose softmax never holds the positive).
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from schemas.train_config import LOSS_DIRECTIONS, LOSS_PARTITIONS
+
 
 def compute_loss_from_embeddings(
     q: Tensor,
@@ -28,6 +38,9 @@ def compute_loss_from_embeddings(
     *,
     temperature: float = 0.05,
     candidate_mask: Tensor | None = None,
+    directions: Sequence[str] = ("query_to_doc",),
+    partition: str = "joint",
+    same_query: Tensor | None = None,
 ) -> Tensor:
     """Mean InfoNCE loss over the batch.
 
@@ -35,12 +48,16 @@ def compute_loss_from_embeddings(
     memory_bank: [M, d] or None (treated as constants: no gradient flows into it);
     candidate_mask: [B, B + B*n + M] bool, True = not a negative for that query (e.g. another judged
     positive of the same query); the own-positive column i is never masked.
+    directions: query_to_doc (always) plus optionally doc_to_query and query_to_query (module docstring);
+    partition: joint | per_direction; same_query: [B, B] bool, True where rows i and j hold the same
+    query (query_to_query never uses those as negatives; the diagonal is always excluded).
     Similarities are cosines; logits are cosine / temperature.
     """
     if q.shape != p.shape or q.dim() != 2:
         raise ValueError(f"q and p must both be [batch, dim], got {tuple(q.shape)} and {tuple(p.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_loss_directions(directions, partition)
     batch, dim = q.shape
     candidates = [p]
     if file_negs is not None and file_negs.numel() > 0:
@@ -50,15 +67,47 @@ def compute_loss_from_embeddings(
     if memory_bank is not None and memory_bank.numel() > 0:
         candidates.append(memory_bank.detach().to(q.dtype))  # [M, d], no gradient into the queue
     docs = torch.cat(candidates, dim=0)  # [C, d]
-    logits = F.normalize(q, dim=-1) @ F.normalize(docs, dim=-1).T / temperature  # [B, C]
+    qn = F.normalize(q, dim=-1)
+    logits = qn @ F.normalize(docs, dim=-1).T / temperature  # [B, C]
+    own = torch.eye(batch, dtype=torch.bool, device=q.device)
     if candidate_mask is not None:
         if candidate_mask.shape != logits.shape:
             raise ValueError(f"candidate_mask must be {tuple(logits.shape)}, got {tuple(candidate_mask.shape)}")
-        own = torch.zeros_like(candidate_mask)
-        own[torch.arange(batch), torch.arange(batch)] = True
-        logits = logits.masked_fill(candidate_mask & ~own, float("-inf"))
-    labels = torch.arange(batch, device=q.device)
-    return F.cross_entropy(logits, labels)
+        own_columns = torch.zeros_like(candidate_mask)
+        own_columns[:, :batch] = own
+        logits = logits.masked_fill(candidate_mask & ~own_columns, float("-inf"))
+    if tuple(directions) == ("query_to_doc",):
+        return F.cross_entropy(logits, torch.arange(batch, device=q.device))
+    positive = logits[:, :batch].diagonal()  # [B] s(q_i, p_i) / T
+    blocks = [logits]
+    if "doc_to_query" in directions:
+        # row j: positive p_j against every query; query i is masked where p_j is one of i's judged positives
+        blocks.append(logits[:, :batch].T)
+    if "query_to_query" in directions:
+        hidden = own if same_query is None else (same_query.to(torch.bool) | own)
+        blocks.append((qn @ qn.T / temperature).masked_fill(hidden, float("-inf")))
+    if partition == "joint":
+        log_z = torch.logsumexp(torch.cat(blocks, dim=1), dim=1)
+    else:
+        log_z = torch.stack([torch.logsumexp(block, dim=1) for block in blocks]).mean(0)
+    return (log_z - positive).mean()
+
+
+def check_loss_directions(directions: Sequence[str], partition: str) -> None:
+    """query_to_doc first and once, the others known and unrepeated; the partition known."""
+    unknown = sorted(set(directions) - set(LOSS_DIRECTIONS))
+    if unknown or not directions or directions[0] != "query_to_doc" or len(set(directions)) != len(directions):
+        raise ValueError(
+            f"loss directions must start with query_to_doc and name each of {', '.join(LOSS_DIRECTIONS)} "
+            f"at most once, got {tuple(directions)}"
+        )
+    if partition not in LOSS_PARTITIONS:
+        raise ValueError(f"loss partition must be one of {', '.join(LOSS_PARTITIONS)}, got {partition!r}")
+    if partition == "per_direction" and "query_to_query" in directions:
+        raise ValueError(
+            "partition per_direction needs the positive in every direction's softmax; query_to_query never holds "
+            "it (its loss alone could go negative), so use partition joint with query_to_query"
+        )
 
 
 def build_candidate_mask(query_positives: Sequence[frozenset[str]], candidate_ids: Sequence[str]) -> np.ndarray:

@@ -90,6 +90,8 @@ def _normalised(values: Mapping[str, Any], origin: str) -> dict[str, Any]:
             out.update(parse_tiers(value))
         elif key == "temperature" and isinstance(value, str):
             out.update(parse_temperature(value))
+        elif key == "loss_directions" and isinstance(value, str):
+            out[key] = tuple(part.strip() for part in value.split(",") if part.strip())
         elif key in TRAIN_FIELDS:
             out[key] = tuple(value) if isinstance(value, list) else value
         else:

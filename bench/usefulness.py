@@ -157,34 +157,40 @@ def budget_config(overrides: dict, quick: bool):
     return resolve_train_config({**budget, **overrides})
 
 
+def _finished(parents: str, results_dir: str, why: str) -> dict[str, dict]:
+    """The result files of the schemes a later scheme builds on; stops with a hint when one is missing."""
+    results = {}
+    for parent in parents:
+        path = os.path.join(results_dir, f"{parent}.json")
+        if not os.path.exists(path):
+            raise SystemExit(f"{why}; run --schemes {','.join(parents)} first ({path})")
+        results[parent] = json.load(open(path))
+    return results
+
+
+def _best_on_dev(results: dict[str, dict]) -> tuple[str, dict[str, float]]:
+    """The scheme with the highest dev nDCG@10 (ties: the earlier letter) and every candidate's dev score."""
+    dev = {scheme: result["dev"]["ndcg@10"] for scheme, result in results.items()}
+    return max(sorted(dev), key=lambda s: dev[s]), dev
+
+
+def _settings(overrides: dict) -> dict:
+    return {k: v for k, v in overrides.items() if k not in ("parent", "parent_dev")}
+
+
 def scheme_overrides(scheme: str, results_dir: str) -> dict:
-    """Training settings of a scheme; f and g read the dev results of the schemes they build on."""
+    """Training settings of a scheme; f, g and h read the results of the schemes they build on."""
     if SCHEMES[scheme][2] is not None:
         return dict(SCHEMES[scheme][2])
     if scheme == "f":
-        dev = {}
-        for parent in ("d", "e"):
-            path = os.path.join(results_dir, f"{parent}.json")
-            if not os.path.exists(path):
-                raise SystemExit(f"scheme f picks the better of d and e on dev; run --schemes d,e first ({path})")
-            dev[parent] = json.load(open(path))["dev"]["ndcg@10"]
-        best = max(sorted(dev), key=lambda s: dev[s])
+        best, dev = _best_on_dev(_finished("de", results_dir, "scheme f picks the better of d and e on dev"))
         return {**SCHEMES[best][2], "memory_bank": 512, "curriculum": "fixed", "parent": best, "parent_dev": dev}
     if scheme == "h":
-        dev = {}
-        for parent in "cdefg":
-            path = os.path.join(results_dir, f"{parent}.json")
-            if not os.path.exists(path):
-                raise SystemExit(f"scheme h starts from the best of c-g on dev; run --schemes c,d,e,f,g first ({path})")
-            dev[parent] = json.load(open(path))["dev"]["ndcg@10"]
-        best = max(sorted(dev), key=lambda s: dev[s])
-        parent = json.load(open(os.path.join(results_dir, f"{best}.json")))["overrides"]
-        settings = {k: v for k, v in parent.items() if k not in ("parent", "parent_dev")}
-        return {**settings, **SYMMETRIC_LOSS, "parent": best, "parent_dev": dev}
-    path = os.path.join(results_dir, "f.json")
-    if not os.path.exists(path):
-        raise SystemExit(f"scheme g refreshes f's negatives with f's model; run --schemes f first ({path})")
-    return {**json.load(open(path))["overrides"], "parent": "f"}
+        results = _finished("cdefg", results_dir, "scheme h starts from the best of c-g on dev")
+        best, dev = _best_on_dev(results)
+        return {**_settings(results[best]["overrides"]), **SYMMETRIC_LOSS, "parent": best, "parent_dev": dev}
+    f = _finished("f", results_dir, "scheme g refreshes f's negatives with f's model")["f"]
+    return {**_settings(f["overrides"]), "parent": "f"}
 
 
 def run_scheme(scheme: str, args, results_dir: str, beir_dir: str) -> dict:

@@ -150,6 +150,28 @@ def evaluate(model_dir: str, beir_dir: str, max_seq_length: int | None = None, d
     }
 
 
+def mean_tier_weights(model_dir: str) -> dict[str, float]:
+    """Each tier's weight averaged over the optimizer steps of MODEL_DIR/train_log.jsonl (what the curriculum gave)."""
+    with open(os.path.join(model_dir, "train_log.jsonl")) as handle:
+        steps = [json.loads(line)["tier_weights"] for line in handle if line.strip()]
+    tiers = sorted({tier for weights in steps for tier in weights})
+    return {tier: round(sum(w.get(tier, 0.0) for w in steps) / max(1, len(steps)), 4) for tier in tiers}
+
+
+def hard_overlap(round_one: str, round_two: str) -> dict:
+    """How many of round two's hard rows (query, positive, negative) round one had mined too."""
+    import polars as pl
+
+    from audit.load import scan_negatives
+
+    keys = ["query_id", "positive_id", "negative_id"]
+    first, second = (scan_negatives(run).filter(pl.col("tier") == "hard").select(keys).collect()
+                     for run in (round_one, round_two))
+    shared = second.join(first, on=keys, how="semi").height
+    return {"round_two_hard_rows": second.height, "also_in_round_one": shared,
+            "fraction": round(shared / max(1, second.height), 4)}
+
+
 def budget_config(overrides: dict, quick: bool):
     from trainer.presets import resolve_train_config
 
@@ -204,7 +226,7 @@ def run_scheme(scheme: str, args, results_dir: str, beir_dir: str) -> dict:
         result["wall_minutes"] = round((time.perf_counter() - started) / 60, 3)
         return result
     overrides = scheme_overrides(scheme, results_dir)
-    settings = {k: v for k, v in overrides.items() if k not in ("parent", "parent_dev")}
+    settings = _settings(overrides)
     run_dir = os.path.join(args.workdir, "run_train")
     mine_started = time.perf_counter()
     if scheme == "g" or overrides.get("parent") == "g":  # h on g's negatives reuses g's finished mining run
@@ -234,6 +256,9 @@ def run_scheme(scheme: str, args, results_dir: str, beir_dir: str) -> dict:
             for k in ("optimizer_steps", "first_loss", "last_loss", "padded_negatives", "reused_negatives")
         },
     )
+    result["mean_tier_weights"] = mean_tier_weights(model_dir)
+    if scheme == "g":
+        result["refresh_hard_overlap"] = hard_overlap(os.path.join(args.workdir, "run_train"), run_dir)
     scores = evaluate(model_dir, beir_dir, EVAL_MAX_SEQ_LENGTH, dev)
     result["dev"], result["test"] = scores["dev"], scores["test"]
     result["wall_minutes"] = round((time.perf_counter() - started) / 60, 3)

@@ -7,6 +7,7 @@ This module imports neither apache_beam nor faiss: the trainer also runs on a GP
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 from schemas.build_config import ConfigError
@@ -19,6 +20,25 @@ TEMPERATURE_SCHEDULES = ("fixed", "linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 LOSS_DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query")  # sentence-transformers 6's names
 LOSS_PARTITIONS = ("joint", "per_direction")
+
+
+def loss_setting_problem(directions: Sequence[str], partition: str) -> str | None:
+    """What is wrong with a loss directions / partition pair, or None; shared by TrainConfig and the loss."""
+    directions = tuple(directions)
+    unknown = sorted(set(directions) - set(LOSS_DIRECTIONS))
+    if unknown or directions[:1] != ("query_to_doc",) or len(set(directions)) != len(directions):
+        return (
+            f"--loss-directions must start with query_to_doc and name each of {', '.join(LOSS_DIRECTIONS)} at most "
+            f"once, got {list(directions)}; e.g. --loss-directions query_to_doc,doc_to_query (symmetric)"
+        )
+    if partition not in LOSS_PARTITIONS:
+        return f"--loss-partition must be one of {', '.join(LOSS_PARTITIONS)}, got {partition!r}"
+    if partition == "per_direction" and "query_to_query" in directions:
+        return (
+            "--loss-partition per_direction needs the positive in every direction's softmax and query_to_query "
+            "never holds it; use --loss-partition joint with query_to_query"
+        )
+    return None
 
 
 def _require(condition: bool, message: str) -> None:
@@ -115,22 +135,8 @@ class TrainConfig:
         )
 
     def _check_loss(self) -> None:
-        directions = tuple(self.loss_directions)
-        unknown = sorted(set(directions) - set(LOSS_DIRECTIONS))
-        _require(
-            not unknown and directions[:1] == ("query_to_doc",) and len(set(directions)) == len(directions),
-            f"--loss-directions must start with query_to_doc and name each of {', '.join(LOSS_DIRECTIONS)} at most "
-            f"once, got {list(directions)}; e.g. --loss-directions query_to_doc,doc_to_query (symmetric)",
-        )
-        _require(
-            self.loss_partition in LOSS_PARTITIONS,
-            f"--loss-partition must be one of {', '.join(LOSS_PARTITIONS)}, got {self.loss_partition!r}",
-        )
-        _require(
-            not (self.loss_partition == "per_direction" and "query_to_query" in directions),
-            "--loss-partition per_direction needs the positive in every direction's softmax and query_to_query "
-            "never holds it; use --loss-partition joint with query_to_query",
-        )
+        problem = loss_setting_problem(self.loss_directions, self.loss_partition)
+        _require(problem is None, problem or "")
 
     def _check_tiers(self) -> None:
         unknown = sorted(set(self.tiers) - set(TRAIN_TIERS))

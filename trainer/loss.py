@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from schemas.train_config import LOSS_DIRECTIONS, LOSS_PARTITIONS
+from schemas.train_config import loss_setting_problem
 
 
 def compute_loss_from_embeddings(
@@ -57,7 +57,9 @@ def compute_loss_from_embeddings(
         raise ValueError(f"q and p must both be [batch, dim], got {tuple(q.shape)} and {tuple(p.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    check_loss_directions(directions, partition)
+    problem = loss_setting_problem(directions, partition)
+    if problem is not None:
+        raise ValueError(problem)
     batch, dim = q.shape
     candidates = [p]
     if file_negs is not None and file_negs.numel() > 0:
@@ -76,8 +78,6 @@ def compute_loss_from_embeddings(
         own_columns = torch.zeros_like(candidate_mask)
         own_columns[:, :batch] = own
         logits = logits.masked_fill(candidate_mask & ~own_columns, float("-inf"))
-    if tuple(directions) == ("query_to_doc",):
-        return F.cross_entropy(logits, torch.arange(batch, device=q.device))
     positive = logits[:, :batch].diagonal()  # [B] s(q_i, p_i) / T
     blocks = [logits]
     if "doc_to_query" in directions:
@@ -91,23 +91,6 @@ def compute_loss_from_embeddings(
     else:
         log_z = torch.stack([torch.logsumexp(block, dim=1) for block in blocks]).mean(0)
     return (log_z - positive).mean()
-
-
-def check_loss_directions(directions: Sequence[str], partition: str) -> None:
-    """query_to_doc first and once, the others known and unrepeated; the partition known."""
-    unknown = sorted(set(directions) - set(LOSS_DIRECTIONS))
-    if unknown or not directions or directions[0] != "query_to_doc" or len(set(directions)) != len(directions):
-        raise ValueError(
-            f"loss directions must start with query_to_doc and name each of {', '.join(LOSS_DIRECTIONS)} "
-            f"at most once, got {tuple(directions)}"
-        )
-    if partition not in LOSS_PARTITIONS:
-        raise ValueError(f"loss partition must be one of {', '.join(LOSS_PARTITIONS)}, got {partition!r}")
-    if partition == "per_direction" and "query_to_query" in directions:
-        raise ValueError(
-            "partition per_direction needs the positive in every direction's softmax; query_to_query never holds "
-            "it (its loss alone could go negative), so use partition joint with query_to_query"
-        )
 
 
 def build_candidate_mask(query_positives: Sequence[frozenset[str]], candidate_ids: Sequence[str]) -> np.ndarray:

@@ -96,3 +96,50 @@ def test_another_positive_of_the_query_is_masked_wherever_it_appears():
     assert mask[0, 1]  # row 0 (q0) must not treat row 1's positive d1 as a negative
     assert not mask[0, 0] and not mask[1, 1] and not mask[1, 0]
     assert mask.sum() == 1
+
+
+def _quadratic_reference(examples, batch_size, seed, epoch):
+    """The former algorithm: fill each batch by scanning every remaining example in shuffled order."""
+    import numpy as np
+
+    order = np.random.default_rng([seed, epoch]).permutation(len(examples)).tolist()
+    remaining, batches = dict.fromkeys(order), []
+    while remaining:
+        batch, seen = [], set()
+        for index in remaining:
+            if examples[index].keys.isdisjoint(seen):
+                batch.append(index)
+                seen |= examples[index].keys
+                if len(batch) == batch_size:
+                    break
+        for index in batch:
+            del remaining[index]
+        batches.append(batch)
+    return batches
+
+
+def _many(count: int, queries: int) -> list[Example]:
+    """count pairs over `queries` query texts and count // 2 positive texts: many clashes."""
+    return [Example(f"q{i % queries}", f"query {i % queries}", f"d{i // 2}", f"passage {i // 2}")
+            for i in range(count)]
+
+
+def test_linear_batching_gives_the_batches_of_the_quadratic_scan():
+    for count, queries in ((50, 7), (300, 40), (200, 200)):
+        examples = _many(count, queries)
+        for seed in (0, 5):
+            assert no_duplicate_batches(examples, 16, seed, 1) == _quadratic_reference(examples, 16, seed, 1)
+
+
+def test_batching_is_linear_in_the_examples():
+    import time
+
+    timings = {}
+    for count in (20_000, 80_000):
+        examples = [Example(f"q{i}", f"query {i}", f"d{i}", f"passage {i}") for i in range(count)]
+        examples += _many(200, 20)  # a few clashing rows
+        started = time.perf_counter()
+        batches = no_duplicate_batches(examples, 32, seed=1, epoch=0)
+        timings[count] = time.perf_counter() - started
+        assert sum(len(b) for b in batches) == len(examples)
+    assert timings[80_000] < 8 * timings[20_000] + 0.5  # 4x the examples: ~4x the time, not ~16x

@@ -1,8 +1,10 @@
 """Training data from a RUN_DIR or an exported triplet / n-tuple Parquet file, the seeded dev split,
 duplicate-free batches, and the per-epoch draw of file negatives by tier weights.
 
-Read with Polars directly (no Beam: the trainer also runs on a GPU box). RUN_DIR paths mirror
-schemas/layout.RunLayout, which imports Beam and so cannot be used here.
+Read with pyarrow alone (no Beam, faiss or Polars: the trainer also runs on a bare GPU box). RUN_DIR paths
+mirror schemas/layout.RunLayout, which imports Beam and so cannot be used here. `load_beir_negatives` reads
+a BEIR folder plus a compact negatives Parquet file (`compact_negatives` writes it), the form the GPU
+benchmark carries.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import zlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from schemas.negatives import text_hash
 
@@ -54,6 +57,13 @@ class TrainingData:
     corpus: dict[str, str]  # doc_id -> text (padding and dev evaluation)
     queries: dict[str, str]
     source: dict  # path, kind, manifest summary
+    _doc_ids: list[str] | None = field(default=None, repr=False, compare=False)
+
+    def doc_ids(self) -> list[str]:
+        """The corpus ids, sorted once per TrainingData (padding draws from them for every short example)."""
+        if self._doc_ids is None or len(self._doc_ids) != len(self.corpus):
+            self._doc_ids = sorted(self.corpus)
+        return self._doc_ids
 
     def tier_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -70,21 +80,32 @@ class DevSet:
     qrels: dict[str, dict[str, int]]
 
 
-def _read_parts(folder: str, columns: list[str]) -> pl.DataFrame:
+def _read_parts(folder: str, columns: list[str]) -> dict[str, list]:
+    """The columns of every *.parquet part in folder, as Python lists (dictionary columns decoded)."""
     if "://" in folder:
-        return pl.read_parquet(f"{folder.rstrip('/')}/*.parquet", columns=columns, hive_partitioning=False)
-    files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
-    if not files:
-        raise FileNotFoundError(f"{folder} holds no *.parquet parts; is this a finished RUN_DIR (`negforge build`)?")
-    return pl.read_parquet(files, columns=columns, hive_partitioning=False)
+        import pyarrow.dataset as ds
+
+        table = ds.dataset(folder, format="parquet").to_table(columns=columns)
+    else:
+        files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
+        if not files:
+            raise FileNotFoundError(
+                f"{folder} holds no *.parquet parts; is this a finished RUN_DIR (`negforge build`)?"
+            )
+        table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+    return {c: table.column(c).to_pylist() for c in columns}
 
 
 def _available_tiers(run_dir: str) -> list[str]:
     return sorted(p.split("tier=", 1)[1] for p in glob.glob(os.path.join(run_dir, "negatives", "tier=*")))
 
 
-def _read_negatives(run_dir: str, tiers: tuple[str, ...]) -> pl.DataFrame:
-    frames = []
+NEGATIVE_COLUMNS = ["query_id", "positive_id", "negative_id", "negative", "negative_text_hash", "tier"]
+
+
+def _read_negatives(run_dir: str, tiers: tuple[str, ...]) -> list[tuple]:
+    """(query_id, positive_id, tier, negative_id, negative, key) rows of the given tiers."""
+    rows: list[tuple] = []
     for tier in tiers:
         folder = os.path.join(run_dir, "negatives", f"tier={tier}")
         if "://" not in run_dir and not os.path.isdir(folder):
@@ -92,18 +113,17 @@ def _read_negatives(run_dir: str, tiers: tuple[str, ...]) -> pl.DataFrame:
                 f"tier {tier!r} is not in {run_dir} (tiers there: {', '.join(_available_tiers(run_dir)) or 'none'}); "
                 "pick --tiers from those, or build it (e.g. `negforge build ... --contextual 3`)"
             )
-        columns = ["query_id", "positive_id", "negative_id", "negative", "negative_text_hash", "tier"]
-        frames.append(_read_parts(folder, columns).with_columns(pl.col("tier").cast(pl.Utf8)))
-    return pl.concat(frames) if frames else pl.DataFrame()
+        part = _read_parts(folder, NEGATIVE_COLUMNS)
+        rows += zip(part["query_id"], part["positive_id"], [tier] * len(part["query_id"]), part["negative_id"],
+                    part["negative"], part["negative_text_hash"])
+    return rows
 
 
-def _pools(rows: pl.DataFrame, key_columns: tuple[str, str]) -> dict[tuple[str, str], dict[str, tuple[Negative, ...]]]:
-    """(query key, positive key) -> tier -> negatives, de-duplicated by id and sorted by id."""
+def _pools(rows) -> dict[tuple[str, str], dict[str, tuple[Negative, ...]]]:
+    """(query key, positive key, tier, negative id, text, text key) rows -> (query key, positive key) -> tier
+    -> negatives, de-duplicated by id and sorted by id."""
     pools: dict[tuple[str, str], dict[str, dict[str, Negative]]] = {}
-    if rows.is_empty():
-        return {}
-    columns = [*key_columns, "tier", "negative_id", "negative", "key"]
-    for q, p, tier, neg_id, text, key in rows.select(columns).iter_rows():
+    for q, p, tier, neg_id, text, key in rows:
         pools.setdefault((q, p), {}).setdefault(tier, {})[neg_id] = Negative(neg_id, text, key)
     return {pair: {t: tuple(v[k] for k in sorted(v)) for t, v in by_tier.items()} for pair, by_tier in pools.items()}
 
@@ -112,14 +132,13 @@ def load_run_dir(run_dir: str, tiers: tuple[str, ...]) -> TrainingData:
     """Examples = inputs/pairs joined with query and doc texts; file negatives from negatives/tier=<t>."""
     docs = _read_parts(os.path.join(run_dir, "inputs", "docs"), ["doc_id", "passage"])
     queries_df = _read_parts(os.path.join(run_dir, "inputs", "queries"), ["query_id", "text"])
-    pairs = _read_parts(os.path.join(run_dir, "inputs", "pairs"), ["query_id", "positive_id"]).unique()
-    corpus = dict(zip(docs["doc_id"].to_list(), docs["passage"].to_list()))
-    queries = dict(zip(queries_df["query_id"].to_list(), queries_df["text"].to_list()))
-    negatives = _read_negatives(run_dir, tiers)
-    pools = _pools(negatives.rename({"negative_text_hash": "key"}), ("query_id", "positive_id")) if tiers else {}
+    pairs_df = _read_parts(os.path.join(run_dir, "inputs", "pairs"), ["query_id", "positive_id"])
+    corpus = dict(zip(docs["doc_id"], docs["passage"]))
+    queries = dict(zip(queries_df["query_id"], queries_df["text"]))
+    pools = _pools(_read_negatives(run_dir, tiers)) if tiers else {}
     positives_of: dict[str, set[str]] = {}
     examples, skipped = [], 0
-    for query_id, positive_id in sorted(pairs.iter_rows()):
+    for query_id, positive_id in sorted(set(zip(pairs_df["query_id"], pairs_df["positive_id"]))):
         positives_of.setdefault(query_id, set()).add(positive_id)
         if query_id not in queries or positive_id not in corpus:
             skipped += 1
@@ -155,25 +174,28 @@ def load_export(path: str) -> TrainingData:
     Ids are text hashes ('q:<hash>', 'd:<hash>'); a query's judged positives are every positive sharing its
     anchor text (CONTRACT.md, pair files). Negatives without a tier column go to the tier 'exported'.
     """
-    frame = pl.read_parquet(path)
-    neg_columns = _negative_columns(frame.columns)
-    if "anchor" not in frame.columns or "positive" not in frame.columns or not neg_columns:
+    table = pq.read_table(path)
+    neg_columns = _negative_columns(table.column_names)
+    if "anchor" not in table.column_names or "positive" not in table.column_names or not neg_columns:
         raise ValueError(
-            f"{path} has columns {frame.columns}; an export needs anchor, positive and negative or negative_1..n "
-            "(`negforge export RUN_DIR --format triplet|n-tuple`)"
+            f"{path} has columns {table.column_names}; an export needs anchor, positive and negative or "
+            "negative_1..n (`negforge export RUN_DIR --format triplet|n-tuple`)"
         )
-    labelled = "tier" in frame.columns and neg_columns == ["negative"]
-    tier = pl.col("tier").cast(pl.Utf8) if labelled else pl.lit("exported")
-    long = pl.concat(
-        [frame.select("anchor", "positive", pl.col(c).alias("negative"), tier.alias("tier")) for c in neg_columns]
-    ).drop_nulls("negative")
-    hashed = pl.col("negative").map_elements(text_hash, return_dtype=pl.Utf8)
-    long = long.with_columns(key=hashed, negative_id=pl.lit("d:") + hashed)
-    pools = _pools(long, ("anchor", "positive"))
+    labelled = "tier" in table.column_names and neg_columns == ["negative"]
+    anchors, positives = table.column("anchor").to_pylist(), table.column("positive").to_pylist()
+    tiers = [str(t) for t in table.column("tier").to_pylist()] if labelled else ["exported"] * len(anchors)
+    rows, tier_names = [], set()
+    for column in neg_columns:
+        for anchor, positive, negative, tier in zip(anchors, positives, table.column(column).to_pylist(), tiers):
+            if negative is not None:
+                key = text_hash(negative)
+                rows.append((anchor, positive, tier, f"d:{key}", negative, key))
+                tier_names.add(tier)
+    pools = _pools(rows)
     positives_of: dict[str, set[str]] = {}
     corpus: dict[str, str] = {}
     examples = []
-    for anchor, positive in sorted(set(frame.select("anchor", "positive").iter_rows())):
+    for anchor, positive in sorted(set(zip(anchors, positives))):
         query_id, positive_id = f"q:{text_hash(anchor)}", f"d:{text_hash(positive)}"
         positives_of.setdefault(query_id, set()).add(positive_id)
         corpus[positive_id] = positive
@@ -181,8 +203,84 @@ def load_export(path: str) -> TrainingData:
     for pool in pools.values():
         corpus.update({n.doc_id: n.text for negs in pool.values() for n in negs})
     queries = {e.query_id: e.anchor for e in examples}
-    source = {"path": path, "kind": "export", "tiers": sorted(long["tier"].unique().to_list())}
+    source = {"path": path, "kind": "export", "tiers": sorted(tier_names)}
     return TrainingData(examples, {q: frozenset(p) for q, p in positives_of.items()}, corpus, queries, source)
+
+
+COMPACT_COLUMNS = ["query_id", "positive_id", "negative_id", "tier", "rank", "negative"]
+
+
+def compact_negatives(run_dir: str, out_path: str, tiers: tuple[str, ...]) -> int:
+    """One small Parquet file of RUN_DIR's negatives for `load_beir_negatives`: ids, tier and rank, and the
+    text only where the negative is no corpus document (contextual edits). Returns the row count."""
+    docs = set(_read_parts(os.path.join(run_dir, "inputs", "docs"), ["doc_id"])["doc_id"])
+    columns: dict[str, list] = {c: [] for c in COMPACT_COLUMNS}
+    for tier in tiers:
+        part = _read_parts(os.path.join(run_dir, "negatives", f"tier={tier}"),
+                           ["query_id", "positive_id", "negative_id", "rank", "negative"])
+        for q, p, n, rank, text in zip(*(part[c] for c in ("query_id", "positive_id", "negative_id", "rank",
+                                                            "negative"))):
+            for column, value in zip(COMPACT_COLUMNS, (q, p, n, tier, rank, None if n in docs else text)):
+                columns[column].append(value)
+    table = pa.table({c: columns[c] for c in COMPACT_COLUMNS},
+                     schema=pa.schema([(c, pa.int32() if c == "rank" else pa.string()) for c in COMPACT_COLUMNS]))
+    pq.write_table(table, out_path, compression="zstd")
+    return table.num_rows
+
+
+def read_beir(beir_dir: str, split: str) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
+    """(corpus, queries, qrels) of a BEIR folder; corpus.jsonl may be gzipped (corpus.jsonl.gz). Passages are
+    'title. text' when a title exists (schemas.inputs.passage_of: how negforge's RUN_DIR builds them)."""
+    import gzip
+
+    from schemas.inputs import passage_of
+
+    corpus_path = os.path.join(beir_dir, "corpus.jsonl")
+    opener = gzip.open if not os.path.exists(corpus_path) else open
+    corpus_path = corpus_path if os.path.exists(corpus_path) else corpus_path + ".gz"
+    corpus, queries, qrels = {}, {}, {}
+    with opener(corpus_path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                corpus[str(record["_id"])] = passage_of(record.get("title") or "", record.get("text") or "")
+    with open(os.path.join(beir_dir, "qrels", f"{split}.tsv"), encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            parts = line.rstrip("\n").split("\t")
+            if number == 0 and not parts[-1].lstrip("-").isdigit():
+                continue  # header
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    with open(os.path.join(beir_dir, "queries.jsonl"), encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                if str(record["_id"]) in qrels:
+                    queries[str(record["_id"])] = record["text"]
+    return corpus, queries, qrels
+
+
+def load_beir_negatives(beir_dir: str, negatives_path: str | None, tiers: tuple[str, ...],
+                        split: str = "train") -> TrainingData:
+    """Examples = the BEIR split's (query, positive > 0) pairs; file negatives from a `compact_negatives` file
+    (texts from the corpus unless the row carries its own). The same pairs as `negforge build --split`."""
+    corpus, queries, qrels = read_beir(beir_dir, split)
+    rows = []
+    if negatives_path and tiers:
+        table = pq.read_table(negatives_path, columns=["query_id", "positive_id", "negative_id", "tier", "negative"])
+        wanted = set(tiers)
+        for q, p, n, tier, text in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+            if tier in wanted:
+                text = text if text is not None else corpus[n]
+                rows.append((q, p, tier, n, text, text_hash(text)))
+        missing = sorted(wanted - {r[2] for r in rows})
+        if missing:
+            raise FileNotFoundError(f"tiers {missing} have no rows in {negatives_path}")
+    pools = _pools(rows)
+    positives_of = {q: frozenset(d for d, s in docs.items() if s > 0) for q, docs in qrels.items()}
+    examples = [Example(q, queries[q], d, corpus[d], pools.get((q, d), {}))
+                for q in sorted(positives_of) for d in sorted(positives_of[q]) if q in queries and d in corpus]
+    source = {"path": beir_dir, "kind": "beir", "negatives": negatives_path, "tiers": list(tiers)}
+    return TrainingData(examples, positives_of, corpus, queries, source)
 
 
 def load_training_data(source: str, tiers: tuple[str, ...]) -> TrainingData:
@@ -210,22 +308,39 @@ def split_dev(data: TrainingData, fraction: float, seed: int) -> tuple[TrainingD
 
 def no_duplicate_batches(examples: list[Example], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Seeded shuffle, then batches in which no anchor or positive text appears twice (sentence-transformers'
-    NO_DUPLICATES rule): an example that clashes waits for a later batch. Every example appears exactly once."""
+    NO_DUPLICATES rule): an example that clashes waits for a later batch. Every example appears exactly once.
+
+    First fit in shuffled order: each example joins the earliest batch that is not full and holds none of its
+    texts (the same batches as filling batch 1 from the queue, then batch 2 from what is left, ...). Full
+    batches are skipped through a union-find pointer, so an example looks only at open batches that clash with
+    it and then the one it joins: linear in the examples plus the clashes (a text's rows clash only with each
+    other), where the scan of every remaining example per batch was quadratic."""
     order = np.random.default_rng([seed, epoch]).permutation(len(examples)).tolist()
-    keys = [e.keys for e in examples]
-    remaining = dict.fromkeys(order)
-    batches = []
-    while remaining:
-        batch, seen = [], set()
-        for index in remaining:
-            if keys[index].isdisjoint(seen):
-                batch.append(index)
-                seen |= keys[index]
-                if len(batch) == batch_size:
-                    break
-        for index in batch:
-            del remaining[index]
-        batches.append(batch)
+    batches: list[list[int]] = []
+    batch_keys: list[set[str]] = []
+    next_open: list[int] = []  # union-find: next_open[b] leads to the first batch >= b that is not full
+
+    def first_open(b: int) -> int:
+        root = b
+        while root < len(next_open) and next_open[root] != root:
+            root = next_open[root]
+        while b < len(next_open) and next_open[b] != b:  # path compression
+            next_open[b], b = root, next_open[b]
+        return root
+
+    for index in order:
+        keys = examples[index].keys
+        b = first_open(0)
+        while b < len(batches) and not batch_keys[b].isdisjoint(keys):
+            b = first_open(b + 1)
+        if b == len(batches):
+            batches.append([])
+            batch_keys.append(set())
+            next_open.append(b)
+        batches[b].append(index)
+        batch_keys[b] |= keys
+        if len(batches[b]) == batch_size:
+            next_open[b] = b + 1
     return batches
 
 
@@ -281,7 +396,7 @@ def draw_file_negatives(
 def _corpus_padding(example: Example, count: int, rng, taken: set[str], data: TrainingData) -> list[Negative]:
     if count <= 0:
         return []
-    doc_ids = sorted(data.corpus)
+    doc_ids = data.doc_ids()
     excluded = data.positives_of.get(example.query_id, frozenset()) | {example.positive_id}
     out: list[Negative] = []
     for _ in range(50 * count):

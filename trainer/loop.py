@@ -52,6 +52,8 @@ def load_base_model(spec: str, device: torch.device, max_seq_length: int | None 
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(resolve_model_path(spec), device=str(device))
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        model.float()  # a model carried in fp16 (half the bytes) trains and scores in fp32
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     return model

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tiers", metavar="TIER[:W],...", help="e.g. hard,semi_hard or hard:0.6,random:0.4; none")
     parser.add_argument("--curriculum", choices=CURRICULA)
     parser.add_argument("--file-negatives", type=int, metavar="N", help="file negatives per example (same for all)")
+    parser.add_argument("--refresh-every", type=int, metavar="N",
+                        help="every N optimizer steps, re-score each query's mined candidates with the model being "
+                             "trained and redraw hard/semi_hard behind the relative-margin guard; 0 = off")
     parser.add_argument("--grad-accum", type=int, metavar="N")
     parser.add_argument("--max-seq-length", type=int, metavar="N")
     parser.add_argument("--seed", type=int)

@@ -81,6 +81,8 @@ class TrainConfig:
     adaptive_every: int = 10  # optimizer steps between shifts
     adaptive_ema: float = 0.9  # EMA decay of per-tier margins
     adaptive_floor: float = 0.1  # easy tiers keep at least this weight (mix in easy negatives)
+    refresh_every: int = 0  # optimizer steps between in-training refreshes of hard/semi_hard; 0 = off
+    refresh_relative_margin: float = 0.05  # refresh guard: a candidate must score < (1 - m) * cos(query, positive)
     max_seq_length: int | None = None  # None: the model's own
     seed: int = 13
     dev_fraction: float = 0.0  # seeded share of train queries held out of training and evaluated
@@ -106,6 +108,14 @@ class TrainConfig:
             f"--file-negatives {self.file_negatives} needs --tiers (e.g. --tiers hard); or --file-negatives 0",
         )
         self._check_curriculum()
+        _require(self.refresh_every >= 0, f"--refresh-every must be >= 0 (0 turns it off), got {self.refresh_every}")
+        _require(0.0 <= self.refresh_relative_margin < 1.0,
+                 f"refresh_relative_margin must be in [0, 1), got {self.refresh_relative_margin}")
+        _require(
+            self.refresh_every == 0 or any(t in ("hard", "semi_hard") for t in self.tiers),
+            f"--refresh-every {self.refresh_every} redraws the hard and semi_hard tiers, but tiers are "
+            f"{list(self.tiers)}; add hard or semi_hard, or --refresh-every 0",
+        )
         _require(
             self.max_seq_length is None or self.max_seq_length >= 8,
             f"max_seq_length must be >= 8 tokens, got {self.max_seq_length}",

@@ -139,6 +139,7 @@ class _Run:
     losses: list = field(default_factory=list)
     reused: int = 0
     padded: int = 0
+    refreshes: list = field(default_factory=list)
 
     def epoch(self, epoch: int, batches: list[list[int]], log, bar) -> None:
         config, window = self.config, []
@@ -166,6 +167,9 @@ class _Run:
                       "padded_negatives": batch.padded}
             if move is not None:
                 record["curriculum_move"] = {"from": move[0], "to": move[1]}
+            every = config.refresh_every
+            if every and self.step % every == 0 and self.step < self.total:
+                record["refresh"] = self._refresh()
             log.write(json.dumps(record) + "\n")
             self.losses.append(record["loss"])
             bar.update(1)
@@ -173,6 +177,18 @@ class _Run:
             window = []
             if self.step >= self.total:
                 return
+
+    def _refresh(self) -> dict:
+        from dataclasses import replace
+
+        from trainer.refresh import refresh_examples
+
+        started = time.perf_counter()
+        examples, counts = refresh_examples(self.model, self.data, self.config.refresh_relative_margin,
+                                            self.config.eval_batch_size)
+        self.data = replace(self.data, examples=examples)  # same order: the epoch's batches index into it
+        self.refreshes.append({"step": self.step, **counts})
+        return {**counts, "seconds": round(time.perf_counter() - started, 3)}
 
     def _optimizer_step(self) -> float:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
@@ -189,7 +205,8 @@ class _Run:
                 "mean_loss_first_10pct": sum(losses[:tenth]) / tenth,
                 "mean_loss_last_10pct": sum(losses[-tenth:]) / tenth, "train_seconds": round(seconds, 3),
                 "reused_negatives": self.reused, "padded_negatives": self.padded,
-                "curriculum_moves": self.curriculum.moves, "final_tier_weights": self.curriculum.weights(1.0),
+                "curriculum_moves": self.curriculum.moves, "refreshes": self.refreshes,
+                "final_tier_weights": self.curriculum.weights(1.0),
                 "device": str(self.device), "preset": self.config.preset}
 
 
@@ -202,6 +219,15 @@ def train(
     config: TrainConfig, data: TrainingData, output_dir: str, dev: DevSet | None = None, progress: bool | None = None
 ) -> dict:
     """Fine-tune config.base_model on `data`, save it to output_dir, evaluate on `dev`; returns the summary."""
+    return train_model(config, data, output_dir, dev, progress)[1]
+
+
+def train_model(
+    config: TrainConfig, data: TrainingData, output_dir: str, dev: DevSet | None = None,
+    progress: bool | None = None, save_model: bool = True,
+) -> tuple[object, dict]:
+    """train(), returning (the trained model in eval mode, the summary); save_model=False keeps the logs in
+    output_dir but not the weights (the benchmark scores the model in memory)."""
     if not data.examples:
         raise ValueError(f"no training examples in {data.source.get('path')}; check the RUN_DIR and --dev-fraction")
     os.makedirs(output_dir, exist_ok=True)  # fail on a bad path before any work
@@ -231,13 +257,14 @@ def train(
                 run.epoch(epoch, batches, log, bar)
     summary = run.summary(time.perf_counter() - started)
     model.eval()
-    model.save(output_dir)
+    if save_model:
+        model.save(output_dir)
     if dev is not None:
         from trainer.evaluate import evaluate_retrieval
 
         summary["dev"] = evaluate_retrieval(model, dev.corpus, dev.queries, dev.qrels, config.eval_batch_size, "dev")
     _write_json(os.path.join(output_dir, "train_summary.json"), summary)
-    return summary
+    return model, summary
 
 
 def load_source(config: TrainConfig, source: str):
@@ -248,7 +275,13 @@ def load_source(config: TrainConfig, source: str):
 
     from trainer.data import load_training_data, split_dev
 
-    data = load_training_data(source, config.tiers)
+    tiers = config.tiers
+    if config.refresh_every and not source.endswith(".parquet") and "://" not in source:
+        from trainer.data import _available_tiers  # the refresh pool: every mined tier the RUN_DIR has
+
+        mined = [t for t in ("hard", "semi_hard", "random") if t in _available_tiers(source)]
+        tiers = tuple(dict.fromkeys([*tiers, *mined]))
+    data = load_training_data(source, tiers)
     if data.source["kind"] == "export" and data.source["tiers"] == ["exported"] and config.file_negatives:
         logger.warning("%s has no tier column: its negatives form one tier, 'exported' (was %s)", source, config.tiers)
         config = replace(config, tiers=("exported",), tier_weights=(1.0,), curriculum="none")

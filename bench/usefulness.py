@@ -1,102 +1,131 @@
-"""Are negforge's negatives useful? Fine-tune all-MiniLM-L6-v2 on SciFact train under one budget per scheme.
+"""Are negforge's negatives useful? One honest table: every scheme, several seeds, one run of one commit.
 
-    .venv/bin/python -m bench.usefulness [--schemes a,b,...] [--quick] [--workdir DIR] [--beir DIR]
+    python -m bench.usefulness [--device cuda] [--seeds 1,2,3] [--schemes a,b] [--groups core,recipes,...]
+        [--negatives FILE.parquet | --run-dir RUN_DIR] [--model SPEC] [--beir DIR] [--quick]
+        [--time-budget SECONDS] [--results-dir DIR]
 
-(run from the repository root, as a module). Schemes, all with the same budget (1 epoch, batch 32,
-lr 2e-5, max_seq_length 256, 3 file negatives per example where a scheme uses file negatives, seed 13):
-  a  base:            the bundled model, untrained (must reproduce nDCG@10 0.645 +- 0.005 on test)
-  b  in_batch:        in-batch negatives only
-  c  st_recipe:       hard tier (k = 3, relative margin 0.05, top): sentence-transformers' recipe
-  d  hsr:             hard + semi_hard + random (0.5 / 0.3 / 0.2)
-  e  hsr_ctx:         (d) + contextual (0.4 / 0.25 / 0.15 / 0.2)
-  f  best_bank_curr:  the better of (d) / (e) on the dev split, + memory bank 512 + fixed curriculum
-  g  refresh:         (f)'s scheme again from the base model, on negatives re-mined with (f)'s model
-                      (`--model MODEL_DIR`; only the tiers f samples), so the training budget stays that of
-                      every other scheme
-  h  symmetric:       a lever towards the 0.70 goal, not one of the issue's schemes: the best of c-g on the
-                      dev split + the symmetric loss (doc_to_query, per direction: the objective
-                      all-MiniLM-L6-v2 was pre-trained with); on g's refreshed negatives when g wins
-Mining runs once on train (`negforge build` through pipelines.build.run_build, all tiers: hard 3,
-semi_hard 3, random 3, contextual 3) and is reused by b-f (resumable: `--resume`). Each trained scheme
-holds out a seeded 10 % of train queries as dev (choosing (f)) and is evaluated on test once.
-Resumable per scheme: bench/results/usefulness/<scheme>.json; finished schemes are skipped. The table
-(nDCG@10, MRR@10, Recall@100, train minutes) goes to bench/results/usefulness.md and .json.
-`--quick`: a seeded slice of SciFact (40 train + 20 test queries, ~300 docs), 3 optimizer steps of batch 8,
-max_seq_length 64, results under bench/results/usefulness-quick*: proves the machinery, measures nothing.
-Every scheme is scored at max_seq_length 256 (the base model's), whatever length it was trained at.
+Fine-tunes all-MiniLM-L6-v2 on SciFact train (every train pair, no dev hold-out: the same pairs for every
+row) and scores SciFact test (nDCG@10, MRR@10, Recall@100 over the whole corpus, max_seq_length 256).
+Budget for every trained row: batch 32, lr 2e-5, warmup 10 %, max_seq_length 256, 3 negatives per pair
+where a row uses negatives, MNRL / InfoNCE at temperature 0.05 (scale 20), 1 epoch (3 where the name says
+3ep). Rows, in the order they run (most important first; `--groups` picks):
+  core     base                  the bundled model, untrained (seed-independent: one row)
+           st_inbatch            sentence-transformers' trainer, in-batch negatives only
+           st_mined              sentence-transformers' `mine_hard_negatives` (k=3, relative margin 0.05, top,
+                                 whole corpus) + its trainer: ST's own pipeline, the anchor
+           nf_hard_st            negforge `hard` tier (ranks 1-3) fed to ST's trainer as n-tuples
+           nf_hard               negforge `hard` tier through negforge's trainer
+  recipes  nf_hsr_st             negforge hard #1 + semi_hard #1 + random #1 through ST's trainer
+           nf_hsr                hard:0.5, semi_hard:0.3, random:0.2 through negforge's trainer
+           nf_hard_ctx           hard:0.67, contextual:0.33 through negforge's trainer
+           nf_inbatch            negforge's trainer, in-batch only (the trainers' parity check)
+  long     st_mined_3ep, nf_hard_st_3ep, nf_hard_3ep      the same at 3 epochs
+  levers   nf_hard_3ep_refresh   nf_hard_3ep + in-training refresh twice per epoch (trainer/refresh.py)
+           nf_hard_3ep_t03       nf_hard_3ep at temperature 0.03 (scale 33)
+           nf_hsr_bank_curr_3ep  nf_hsr at 3 epochs + memory bank 512 + fixed curriculum
+           nf_hard_ctx_3ep       nf_hard_ctx at 3 epochs
+Training data: SciFact train pairs from the BEIR folder; negforge's negatives from a compact Parquet file
+(`--negatives`, trainer.data.compact_negatives), made from `--run-dir RUN_DIR`, or mined here with
+`negforge build` (hard 3, semi_hard 3, random 3, contextual 3, relative margin 0.05: the only Beam step).
+The training/eval part imports only torch, sentence-transformers, pyarrow (and `datasets` for ST's
+trainer): a GPU box needs neither Beam, faiss nor Polars (bench/usefulness_device.sh).
+
+Resumable per (scheme, seed): every finished row is written at once to <results>/usefulness.json (rows)
+and usefulness.md (mean +- sd per scheme); a rerun of the same commit and settings skips the rows there.
+`--time-budget S` starts no row after S seconds (the table stays consistent when a device call is capped).
+`--quick`: a seeded slice of SciFact (40 train + 20 test queries, ~300 docs), 2 optimizer steps of batch 4,
+max_seq_length 32, one scheme of each row kind (QUICK_SCHEMES; --schemes for others), results
+usefulness-quick.*: proves the machinery, measures nothing. With --negatives
+or --run-dir, --quick keeps the given BEIR folder (it must be the slice those negatives were mined on).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 
 SCIFACT = "/work/shared/data/scifact"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_NDCG, REFERENCE_TOLERANCE = 0.645, 0.005
-EVAL_MAX_SEQ_LENGTH = 256  # every scheme is scored at the base model's length (a saved model keeps its training one)
-MINING_FLAGS = [
-    "--hard",
-    "3",
-    "--semi-hard",
-    "3",
-    "--random",
-    "3",
-    "--contextual",
-    "3",
-    "--relative-margin",
-    "0.05",
-    "--sampling",
-    "top",
-    "--seed",
-    "13",
-]
-BUDGET = {"epochs": 1, "batch_size": 32, "lr": 2e-5, "max_seq_length": 256, "seed": 13, "dev_fraction": 0.1}
-QUICK_BUDGET = {"batch_size": 8, "max_seq_length": 64, "max_steps": 3, "dev_fraction": 0.2}
-SCHEMES = {
-    "a": ("base", "bundled all-MiniLM-L6-v2, not trained", None),
-    "b": ("in_batch", "in-batch negatives only", {"tiers": "none", "file_negatives": 0}),
-    "c": (
-        "st_recipe",
-        "hard tier, k=3, relative margin 0.05 (sentence-transformers' recipe)",
-        {"tiers": "hard", "file_negatives": 3},
-    ),
-    "d": ("hsr", "hard + semi-hard + random", {"tiers": "hard:0.5,semi_hard:0.3,random:0.2", "file_negatives": 3}),
-    "e": (
-        "hsr_ctx",
-        "hard + semi-hard + random + contextual",
-        {"tiers": "hard:0.4,semi_hard:0.25,random:0.15,contextual:0.2", "file_negatives": 3},
-    ),
-    "f": ("best_bank_curr", "best of d/e on dev + memory bank 512 + fixed curriculum", None),
-    "g": ("refresh", "f re-run on negatives re-mined with f's model", None),
-    "h": ("symmetric", "best of c-g on dev + symmetric loss (doc_to_query, per direction)", None),
+MINING_FLAGS = ["--hard", "3", "--semi-hard", "3", "--random", "3", "--contextual", "3",
+                "--relative-margin", "0.05", "--sampling", "top", "--seed", "13"]
+BUDGET = {"batch_size": 32, "lr": 2e-5, "warmup_ratio": 0.1, "max_seq_length": 256, "temperature": 0.05,
+          "file_negatives": 3}
+QUICK_BUDGET = {"batch_size": 4, "max_seq_length": 32, "max_steps": 2}
+ST_MINING = {"num_negatives": 3, "relative_margin": 0.05, "sampling_strategy": "top"}
+HSR = "hard:0.5,semi_hard:0.3,random:0.2"
+HARD_CTX = "hard:0.67,contextual:0.33"
+# name -> (group, trainer, negatives, settings); trainer: none | st | negforge
+SCHEMES: dict[str, tuple[str, str, str, dict]] = {
+    "base": ("core", "none", "none", {}),
+    "st_inbatch": ("core", "st", "none", {"epochs": 1}),
+    "st_mined": ("core", "st", "st mine_hard_negatives k=3, relative margin 0.05", {"epochs": 1, "st": "mined"}),
+    "nf_hard_st": ("core", "st", "negforge hard ranks 1-3", {"epochs": 1, "st": (("hard", 3),)}),
+    "nf_hard": ("core", "negforge", "negforge hard", {"epochs": 1, "tiers": "hard"}),
+    "nf_hsr_st": ("recipes", "st", "negforge hard #1 + semi_hard #1 + random #1",
+                  {"epochs": 1, "st": (("hard", 1), ("semi_hard", 1), ("random", 1))}),
+    "nf_hsr": ("recipes", "negforge", f"negforge {HSR}", {"epochs": 1, "tiers": HSR}),
+    "nf_hard_ctx": ("recipes", "negforge", f"negforge {HARD_CTX}", {"epochs": 1, "tiers": HARD_CTX}),
+    "nf_inbatch": ("recipes", "negforge", "none", {"epochs": 1, "tiers": "none", "file_negatives": 0}),
+    "st_mined_3ep": ("long", "st", "st mine_hard_negatives k=3, relative margin 0.05", {"epochs": 3, "st": "mined"}),
+    "nf_hard_st_3ep": ("long", "st", "negforge hard ranks 1-3", {"epochs": 3, "st": (("hard", 3),)}),
+    "nf_hard_3ep": ("long", "negforge", "negforge hard", {"epochs": 3, "tiers": "hard"}),
+    "nf_hard_3ep_refresh": ("levers", "negforge", "negforge hard, refreshed twice per epoch",
+                            {"epochs": 3, "tiers": "hard", "refresh_per_epoch": 2}),
+    "nf_hard_3ep_t03": ("levers", "negforge", "negforge hard, temperature 0.03",
+                        {"epochs": 3, "tiers": "hard", "temperature": 0.03}),
+    "nf_hsr_bank_curr_3ep": ("levers", "negforge", f"negforge {HSR} + memory bank 512 + fixed curriculum",
+                             {"epochs": 3, "tiers": HSR, "memory_bank": 512, "curriculum": "fixed"}),
+    "nf_hard_ctx_3ep": ("levers", "negforge", f"negforge {HARD_CTX}", {"epochs": 3, "tiers": HARD_CTX}),
 }
-SYMMETRIC_LOSS = {"loss_directions": ("query_to_doc", "doc_to_query"), "loss_partition": "per_direction"}
+GROUPS = ("core", "recipes", "long", "levers")
+# --quick's default: one scheme of every row kind (no training, ST in-batch / mined / negforge n-tuples,
+# negforge's trainer with one tier / mixed tiers with contextual / 3 epochs with refresh, bank and curriculum)
+QUICK_SCHEMES = ("base", "st_inbatch", "st_mined", "nf_hard_st", "nf_hsr_st", "nf_hard", "nf_hard_ctx",
+                 "nf_hard_3ep_refresh", "nf_hsr_bank_curr_3ep")
+ANCHORS = ("st_inbatch", "st_mined", "st_mined_3ep")  # sentence-transformers' own pipeline
+ROW_KEYS = ("scheme", "trainer", "negatives", "seed", "epochs", "pairs", "ndcg@10", "mrr@10", "recall@100",
+            "train_s")
 
 
 def git_sha() -> str:
+    if os.environ.get("GIT_SHA"):
+        return os.environ["GIT_SHA"]
     done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else "no-commit"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
-def write_slice(
-    beir_dir: str, out_dir: str, seed: int = 13, n_train: int = 40, n_test: int = 20, n_extra: int = 250
-) -> str:
+def log(message: str) -> None:
+    print(f"[usefulness {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ----------------------------------------------------------------------------- data (no Beam)
+
+
+def write_slice(beir_dir: str, out_dir: str, seed: int = 13, n_train: int = 40, n_test: int = 20,
+                n_extra: int = 250) -> str:
     """A small BEIR folder: the first queries of each split by crc32(seed:id), their positives and n_extra docs."""
-    from transforms.beir import read_qrels
 
     def rank(key: str) -> tuple[int, str]:
         return zlib.crc32(f"{seed}:{key}".encode()), key
 
     qrels = {}
     for split, count in (("train", n_train), ("test", n_test)):
-        full = read_qrels(os.path.join(beir_dir, "qrels", f"{split}.tsv"))
+        full: dict[str, dict[str, str]] = {}
+        with open(os.path.join(beir_dir, "qrels", f"{split}.tsv"), encoding="utf-8") as handle:
+            for number, line in enumerate(handle):
+                parts = line.rstrip("\n").split("\t")
+                if number or parts[-1].lstrip("-").isdigit():
+                    full.setdefault(parts[0], {})[parts[1]] = parts[2]
         qrels[split] = {q: full[q] for q in sorted(full, key=rank)[:count]}
     with open(os.path.join(beir_dir, "corpus.jsonl"), encoding="utf-8") as handle:
         corpus_lines = {str(json.loads(line)["_id"]): line for line in handle if line.strip()}
@@ -121,7 +150,7 @@ def write_slice(
 def mine(beir_dir: str, run_dir: str, model: str = "bundled", quick: bool = False, extra: tuple = ()) -> dict:
     """Mine train negatives into run_dir with `negforge build` (reusing finished stages); returns the manifest.
 
-    The one place the benchmark touches Beam: switch this function to change how mining runs."""
+    The one place the benchmark touches Beam: the GPU run is given the negatives instead."""
     from pipelines.build import run_build
     from pipelines.build_args import resolve_build_config
 
@@ -133,205 +162,408 @@ def mine(beir_dir: str, run_dir: str, model: str = "bundled", quick: bool = Fals
     return run_build(config, beam_args)
 
 
-def evaluate(model_dir: str, beir_dir: str, max_seq_length: int | None = None, dev=None) -> dict:
-    """nDCG@10, MRR@10, Recall@100 of a model on the BEIR test split and, when given, the dev set held out
-    of train (trainer/evaluate.py). Both rank the whole BEIR corpus, encoded once for the two."""
-    from trainer.evaluate import evaluate_retrieval_splits
-    from trainer.loop import load_base_model, resolve_device
-    from transforms.beir import load_beir
+class Bench:
+    """What every row shares: the BEIR folder, negatives, base model, device and budget."""
 
-    test = load_beir(beir_dir, "test")
-    model = load_base_model(model_dir, resolve_device("auto"), max_seq_length)
-    model.eval()
-    splits = {"test": (test.queries, test.qrels)} | ({"dev": (dev.queries, dev.qrels)} if dev else {})
-    metrics = evaluate_retrieval_splits(model, test.corpus, splits, batch_size=64)
-    return {
-        name: {**values, "queries": len(splits[name][0]), "docs": len(test.corpus)} for name, values in metrics.items()
-    }
+    def __init__(self, args):
+        from trainer.data import read_beir
+
+        self.args = args
+        self.budget = BUDGET | (QUICK_BUDGET if args.quick else {})
+        self.corpus, self.test_queries, self.test_qrels = read_beir(args.beir, "test")
+        _, self.train_queries, self.train_qrels = read_beir(args.beir, "train")
+        self.pairs = [(q, d) for q in sorted(self.train_qrels) for d in sorted(self.train_qrels[q])
+                      if self.train_qrels[q][d] > 0 and q in self.train_queries and d in self.corpus]
+        self.st_mined_rows: list[dict] | None = None
+        self._ntuples: dict = {}
+
+    # ------------------------------------------------------------------ models and scoring
+
+    def load_model(self):
+        from trainer.loop import load_base_model
+
+        return load_base_model(self.args.model, self.args.torch_device, self.budget["max_seq_length"])
+
+    def score(self, model) -> dict[str, float]:
+        from trainer.evaluate import evaluate_retrieval_splits
+
+        model.eval()
+        model.max_seq_length = 32 if self.args.quick else 256  # every row is scored at the same length
+        splits = {"test": (self.test_queries, self.test_qrels)}
+        return evaluate_retrieval_splits(model, self.corpus, splits, batch_size=self.args.eval_batch_size)["test"]
+
+    # ------------------------------------------------------------------ training inputs for ST's trainer
+
+    def ntuples(self, picks: tuple[tuple[str, int], ...]) -> list[dict]:
+        """(anchor, positive, negative_1..n) rows from negforge's negatives: `picks` (tier, count) in rank order;
+        a pair short of a tier takes the next candidates of the later tiers (hard, semi_hard, random); a pair
+        that still has fewer than n is left out (as ST's n-tuple mining leaves out short pairs)."""
+        if picks in self._ntuples:
+            return self._ntuples[picks]
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.args.negatives, columns=["query_id", "positive_id", "negative_id", "tier", "rank",
+                                                            "negative"])
+        by_pair: dict[tuple[str, str], dict[str, list]] = {}
+        for q, p, n, tier, rank, text in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+            by_pair.setdefault((q, p), {}).setdefault(tier, []).append((rank if rank is not None else 1 << 30, n,
+                                                                        text))
+        count = sum(c for _, c in picks)
+        rows = []
+        for q, d in self.pairs:
+            pools = {t: [(n, text) for _, n, text in sorted(v)] for t, v in by_pair.get((q, d), {}).items()}
+            chosen: list[tuple[str, str | None]] = []
+            for tier, want in picks:
+                chosen += pools.get(tier, [])[:want]
+            spare = [c for t in ("hard", "semi_hard", "random") for c in pools.get(t, []) if c not in chosen]
+            chosen += spare[: count - len(chosen)]
+            if len(chosen) < count:
+                continue
+            row = {"anchor": self.train_queries[q], "positive": self.corpus[d]}
+            row.update({f"negative_{i + 1}": text if text is not None else self.corpus[n]
+                        for i, (n, text) in enumerate(chosen)})
+            rows.append(row)
+        self._ntuples[picks] = rows
+        return rows
+
+    def st_mined(self) -> list[dict]:
+        """sentence-transformers' mine_hard_negatives with the base model over the whole corpus (seed-free:
+        'top' sampling is deterministic), once per process."""
+        if self.st_mined_rows is None:
+            from datasets import Dataset
+            from sentence_transformers.util import mine_hard_negatives
+
+            started = time.perf_counter()
+            pairs = Dataset.from_dict({"anchor": [self.train_queries[q] for q, _ in self.pairs],
+                                       "positive": [self.corpus[d] for _, d in self.pairs]})
+            model = self.load_model()
+            mined = mine_hard_negatives(pairs, model, corpus=list(self.corpus.values()), output_format="n-tuple",
+                                        batch_size=self.args.eval_batch_size, use_faiss=False, verbose=False,
+                                        **ST_MINING)
+            self.st_mined_rows = mined.to_list()
+            log(f"st mine_hard_negatives: {len(self.st_mined_rows)} of {len(self.pairs)} pairs kept "
+                f"({time.perf_counter() - started:.1f} s)")
+        return self.st_mined_rows
+
+    # ------------------------------------------------------------------ the two trainers
+
+    def train_st(self, rows: list[dict], epochs: int, seed: int) -> tuple[object, dict]:
+        """sentence-transformers' own trainer: MNRL (scale 1/temperature), NO_DUPLICATES batches, linear
+        warmup 10 % then decay, AdamW, fp32, no checkpoints."""
+        from datasets import Dataset
+        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+        try:
+            from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        except ImportError:  # sentence-transformers < 6
+            from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+        import torch
+
+        torch.manual_seed(seed)
+        model = self.load_model()
+        budget = self.budget
+        steps = math.ceil(len(rows) / budget["batch_size"]) * epochs
+        if budget.get("max_steps"):
+            steps = min(steps, budget["max_steps"])
+        with tempfile.TemporaryDirectory() as out:
+            arguments = SentenceTransformerTrainingArguments(
+                output_dir=out, num_train_epochs=epochs, max_steps=budget.get("max_steps") or -1,
+                per_device_train_batch_size=budget["batch_size"], learning_rate=budget["lr"],
+                warmup_steps=int(budget["warmup_ratio"] * steps), seed=seed, data_seed=seed,
+                batch_sampler="no_duplicates", save_strategy="no", report_to="none", logging_steps=10,
+                disable_tqdm=True, dataloader_num_workers=0,
+            )
+            loss = MultipleNegativesRankingLoss(model, scale=1.0 / budget["temperature"])
+            trainer = SentenceTransformerTrainer(model=model, args=arguments, train_dataset=Dataset.from_list(rows),
+                                                 loss=loss)
+            started = time.perf_counter()
+            output = trainer.train()
+            seconds = time.perf_counter() - started
+        return model, {"train_s": round(seconds, 2), "steps": int(output.global_step),
+                       "train_loss": round(float(output.training_loss), 5)}
+
+    def train_negforge(self, settings: dict, epochs: int, seed: int, workdir: str) -> tuple[object, dict]:
+        from trainer.data import load_beir_negatives
+        from trainer.loop import train_model
+        from trainer.presets import resolve_train_config
+
+        budget = {k: v for k, v in self.budget.items() if k != "file_negatives"}
+        flags = {"preset": "none", **budget, "epochs": epochs, "seed": seed, "base_model": self.args.model,
+                 "device": self.args.device, "eval_batch_size": self.args.eval_batch_size,
+                 "file_negatives": settings.get("file_negatives", self.budget["file_negatives"]),
+                 **{k: v for k, v in settings.items() if k in ("tiers", "temperature", "memory_bank", "curriculum")}}
+        config = resolve_train_config(flags)
+        tiers = config.tiers
+        if settings.get("refresh_per_epoch"):
+            tiers = tuple(dict.fromkeys([*tiers, "hard", "semi_hard", "random"]))  # the refresh pool
+        data = load_beir_negatives(self.args.beir, self.args.negatives if tiers else None, tiers)
+        if settings.get("refresh_per_epoch"):
+            from dataclasses import replace
+
+            from trainer.data import no_duplicate_batches
+
+            per_epoch = len(no_duplicate_batches(data.examples, config.batch_size, seed, 0))
+            config = replace(config, refresh_every=max(1, per_epoch // settings["refresh_per_epoch"]))
+        model, summary = train_model(config, data, workdir, progress=False, save_model=False)
+        extra = {"train_s": round(summary["train_seconds"], 2), "steps": summary["optimizer_steps"],
+                 "train_loss": round(summary["last_loss"], 5), "padded_negatives": summary["padded_negatives"]}
+        if summary.get("refreshes"):
+            extra["refreshes"] = summary["refreshes"]
+        return model, extra | {"pairs": len(data.examples)}
+
+    # ------------------------------------------------------------------ one row
+
+    def run_row(self, scheme: str, seed: int | None) -> dict:
+        group, trainer, negatives, settings = SCHEMES[scheme]
+        epochs = settings.get("epochs", 0)
+        started = time.perf_counter()
+        row = {"scheme": scheme, "trainer": trainer, "negatives": negatives, "seed": seed, "epochs": epochs,
+               "group": group}
+        if trainer == "none":
+            model, extra = self.load_model(), {"train_s": 0.0, "pairs": 0}
+        elif trainer == "st":
+            picks = settings.get("st")
+            rows = ([{"anchor": self.train_queries[q], "positive": self.corpus[d]} for q, d in self.pairs]
+                    if picks is None else self.st_mined() if picks == "mined" else self.ntuples(picks))
+            model, extra = self.train_st(rows, epochs, seed)
+            extra["pairs"] = len(rows)
+        else:
+            workdir = os.path.join(self.args.workdir, "logs", f"{scheme}_seed{seed}")
+            model, extra = self.train_negforge(settings, epochs, seed, workdir)
+        scores = self.score(model)
+        row.update(extra)
+        row.update({k: round(v, 5) for k, v in scores.items()})
+        row["wall_s"] = round(time.perf_counter() - started, 2)
+        del model
+        _free_device_memory()
+        return row
 
 
-def mean_tier_weights(model_dir: str) -> dict[str, float]:
-    """Each tier's weight averaged over the optimizer steps of MODEL_DIR/train_log.jsonl (what the curriculum gave)."""
-    with open(os.path.join(model_dir, "train_log.jsonl")) as handle:
-        steps = [json.loads(line)["tier_weights"] for line in handle if line.strip()]
-    tiers = sorted({tier for weights in steps for tier in weights})
-    return {tier: round(sum(w.get(tier, 0.0) for w in steps) / max(1, len(steps)), 4) for tier in tiers}
+def _free_device_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def hard_overlap(round_one: str, round_two: str) -> dict:
-    """How many of round two's hard rows (query, positive, negative) round one had mined too."""
-    import polars as pl
-
-    from audit.load import scan_negatives
-
-    keys = ["query_id", "positive_id", "negative_id"]
-    first, second = (scan_negatives(run).filter(pl.col("tier") == "hard").select(keys).collect()
-                     for run in (round_one, round_two))
-    shared = second.join(first, on=keys, how="semi").height
-    return {"round_two_hard_rows": second.height, "also_in_round_one": shared,
-            "fraction": round(shared / max(1, second.height), 4)}
+# ----------------------------------------------------------------------------- the table
 
 
-def budget_config(overrides: dict, quick: bool):
-    from trainer.presets import resolve_train_config
-
-    budget = BUDGET | (QUICK_BUDGET if quick else {})
-    return resolve_train_config({**budget, **overrides})
-
-
-def _finished(parents: str, results_dir: str, why: str) -> dict[str, dict]:
-    """The result files of the schemes a later scheme builds on; stops with a hint when one is missing."""
-    results = {}
-    for parent in parents:
-        path = os.path.join(results_dir, f"{parent}.json")
-        if not os.path.exists(path):
-            raise SystemExit(f"{why}; run --schemes {','.join(parents)} first ({path})")
-        results[parent] = json.load(open(path))
-    return results
+def schedule(schemes: list[str], seeds: list[int]) -> list[tuple[str, int | None]]:
+    """(scheme, seed) in run order: group by group, seed by seed within a group, schemes in table order."""
+    order = []
+    for group in GROUPS:
+        members = [s for s in schemes if SCHEMES[s][0] == group]
+        if "base" in members:
+            order.append(("base", None))
+        for seed in seeds:
+            order += [(s, seed) for s in members if s != "base"]
+    return order
 
 
-def _best_on_dev(results: dict[str, dict]) -> tuple[str, dict[str, float]]:
-    """The scheme with the highest dev nDCG@10 (ties: the earlier letter) and every candidate's dev score."""
-    dev = {scheme: result["dev"]["ndcg@10"] for scheme, result in results.items()}
-    return max(sorted(dev), key=lambda s: dev[s]), dev
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    """scheme -> mean and sample sd of each metric over its seeds, with n and the shared settings."""
+    out = {}
+    for scheme in SCHEMES:
+        mine = [r for r in rows if r["scheme"] == scheme]
+        if not mine:
+            continue
+        entry = {"n": len(mine), "trainer": mine[0]["trainer"], "negatives": mine[0]["negatives"],
+                 "epochs": mine[0]["epochs"], "pairs": mine[0]["pairs"],
+                 "train_s": round(statistics.fmean(r["train_s"] for r in mine), 1)}
+        for metric in ("ndcg@10", "mrr@10", "recall@100"):
+            values = [r[metric] for r in mine]
+            entry[metric] = round(statistics.fmean(values), 5)
+            entry[metric + "_sd"] = round(statistics.stdev(values), 5) if len(values) > 1 else None
+        out[scheme] = entry
+    return out
 
 
-def _settings(overrides: dict) -> dict:
-    return {k: v for k, v in overrides.items() if k not in ("parent", "parent_dev")}
+def goals(summary: dict[str, dict]) -> list[str]:
+    """The issue's goals, checked on what this run has (a goal whose rows are missing says so)."""
+    lines = []
+    nf = {s: e for s, e in summary.items() if s.startswith("nf_")}
+    for epochs in (1, 3):
+        st = {s: e for s, e in summary.items() if s in ANCHORS and e["epochs"] == epochs}
+        ours = {s: e for s, e in nf.items() if e["epochs"] == epochs}
+        if not st or not ours:
+            lines.append(f"- {epochs} epoch(s): not enough rows to compare")
+            continue
+        best_st = max(st, key=lambda s: st[s]["ndcg@10"])
+        best_nf = max(ours, key=lambda s: ours[s]["ndcg@10"])
+        gap = ours[best_nf]["ndcg@10"] - st[best_st]["ndcg@10"]
+        verdict = "met" if gap >= 0.01 and (epochs == 1 or ours[best_nf]["ndcg@10"] >= 0.72) else "not met"
+        lines.append(f"- {epochs} epoch(s): best negforge `{best_nf}` {ours[best_nf]['ndcg@10']:.4f} vs best st_* "
+                     f"`{best_st}` {st[best_st]['ndcg@10']:.4f}: {gap:+.4f} (goal: >= +0.01"
+                     f"{' and >= 0.72' if epochs == 3 else ''}: {verdict}; best chosen on test, no dev split)")
+    for ours_name, anchor in (("nf_hard_st", "st_mined"), ("nf_hard_st_3ep", "st_mined_3ep")):
+        if ours_name in summary and anchor in summary:
+            a, b = summary[ours_name]["ndcg@10"], summary[anchor]["ndcg@10"]
+            lines.append(f"- same trainer (ST's): `{ours_name}` {a:.4f} vs `{anchor}` {b:.4f} "
+                         f"({'met' if a >= b else 'not met'})")
+    return lines
 
 
-def scheme_overrides(scheme: str, results_dir: str) -> dict:
-    """Training settings of a scheme; f, g and h read the results of the schemes they build on."""
-    if SCHEMES[scheme][2] is not None:
-        return dict(SCHEMES[scheme][2])
-    if scheme == "f":
-        best, dev = _best_on_dev(_finished("de", results_dir, "scheme f picks the better of d and e on dev"))
-        return {**SCHEMES[best][2], "memory_bank": 512, "curriculum": "fixed", "parent": best, "parent_dev": dev}
-    if scheme == "h":
-        results = _finished("cdefg", results_dir, "scheme h starts from the best of c-g on dev")
-        best, dev = _best_on_dev(results)
-        return {**_settings(results[best]["overrides"]), **SYMMETRIC_LOSS, "parent": best, "parent_dev": dev}
-    f = _finished("f", results_dir, "scheme g refreshes f's negatives with f's model")["f"]
-    return {**_settings(f["overrides"]), "parent": "f"}
+def write_table(path_base: str, meta: dict, rows: list[dict]) -> None:
+    summary = summarise(rows)
+    payload = {**meta, "rows": rows, "summary": summary}
+    with open(path_base + ".json.partial", "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+    os.replace(path_base + ".json.partial", path_base + ".json")
+
+    def cell(entry: dict, metric: str) -> str:
+        sd = entry[metric + "_sd"]
+        return f"{entry[metric]:.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
+
+    lines = [
+        f"SciFact test (nDCG@10, MRR@10, Recall@100; mean ± sd over seeds){' -- QUICK SLICE, measures nothing' if meta['quick'] else ''}.",  # noqa: E501
+        f"git {meta['git_sha']}; {meta['machine']}; `{meta['command']}`.",
+        f"Budget: batch {meta['budget']['batch_size']}, lr {meta['budget']['lr']}, warmup 10 %, max_seq_length "
+        f"{meta['budget']['max_seq_length']}, temperature 0.05 (scale 20) unless named, 3 negatives per pair; every "
+        "row trains on the same SciFact train pairs (no dev hold-out) from the same base model.",
+        "",
+        "| scheme | trainer | negatives | epochs | pairs | seeds | nDCG@10 | MRR@10 | Recall@100 | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scheme, entry in summary.items():
+        lines.append(f"| `{scheme}` | {entry['trainer']} | {entry['negatives']} | {entry['epochs']} "
+                     f"| {entry['pairs']} | {entry['n']} | {cell(entry, 'ndcg@10')} | {cell(entry, 'mrr@10')} | "
+                     f"{cell(entry, 'recall@100')} | {entry['train_s']} |")
+    missing = [s for s in meta["schemes"] if s not in summary]
+    if missing:
+        lines += ["", f"Not run (time budget or not asked for): {', '.join(missing)}."]
+    for failure in meta.get("failed", []):
+        lines.append(f"- FAILED: `{failure['scheme']}` seed {failure['seed']}: {failure['error']}")
+    lines += ["", "Goals (issue 16):", *goals(summary)]
+    with open(path_base + ".md", "w") as handle:
+        handle.write("\n".join(lines) + "\n")
 
 
-def run_scheme(scheme: str, args, results_dir: str, beir_dir: str) -> dict:
-    name, description, _ = SCHEMES[scheme]
-    started = time.perf_counter()
-    result = {"scheme": scheme, "name": name, "description": description, "quick": args.quick}
-    if scheme == "a":
-        result["test"] = evaluate("bundled", beir_dir, EVAL_MAX_SEQ_LENGTH)["test"]
-        result["train_minutes"] = 0.0
-        result["reproduces_reference"] = abs(result["test"]["ndcg@10"] - REFERENCE_NDCG) <= REFERENCE_TOLERANCE
-        result["wall_minutes"] = round((time.perf_counter() - started) / 60, 3)
-        return result
-    overrides = scheme_overrides(scheme, results_dir)
-    settings = _settings(overrides)
-    run_dir = os.path.join(args.workdir, "run_train")
-    mine_started = time.perf_counter()
-    if scheme == "g" or overrides.get("parent") == "g":  # h on g's negatives reuses g's finished mining run
-        run_dir = os.path.join(args.workdir, "run_train_refresh")
-        # re-mine only the tiers f samples from: contextual negatives are generated from the positives, not
-        # retrieved, and cost most of the mining time, so they are regenerated only when f uses them
-        uses_contextual = "contextual" in str(overrides.get("tiers", ""))
-        refresh_model = os.path.abspath(os.path.join(args.workdir, "models", "f"))
-        extra = () if uses_contextual else ("--contextual", "0")
-        mine(beir_dir, run_dir, model=refresh_model, quick=args.quick, extra=extra)
-    else:
-        mine(beir_dir, run_dir, quick=args.quick)
-    result["mine_minutes"] = round((time.perf_counter() - mine_started) / 60, 3)
-    from trainer.loop import load_source, train
-
-    config, data, dev = load_source(budget_config(settings, args.quick), run_dir)
-    model_dir = os.path.join(args.workdir, "models", scheme)
-    summary = train(config, data, model_dir, dev=None)  # dev is scored below, sharing test's corpus pass
-    result.update(
-        overrides=overrides,
-        train_config=config.to_dict(),
-        run_dir=run_dir,
-        model_dir=model_dir,
-        train_minutes=round(summary["train_seconds"] / 60, 3),
-        train_summary={
-            k: summary[k]
-            for k in ("optimizer_steps", "first_loss", "last_loss", "padded_negatives", "reused_negatives")
-        },
-    )
-    result["mean_tier_weights"] = mean_tier_weights(model_dir)
-    if scheme == "g":
-        result["refresh_hard_overlap"] = hard_overlap(os.path.join(args.workdir, "run_train"), run_dir)
-    scores = evaluate(model_dir, beir_dir, EVAL_MAX_SEQ_LENGTH, dev)
-    result["dev"], result["test"] = scores["dev"], scores["test"]
-    result["wall_minutes"] = round((time.perf_counter() - started) / 60, 3)
-    return result
-
-
-def write_table(results_dir: str, table_base: str, meta: dict) -> None:
-    rows = []
-    for scheme, (name, description, _) in SCHEMES.items():
-        path = os.path.join(results_dir, f"{scheme}.json")
-        rows.append(
-            json.load(open(path))
-            if os.path.exists(path)
-            else {"scheme": scheme, "name": name, "description": description}
-        )
-    lines = ["| scheme | | nDCG@10 | MRR@10 | Recall@100 | dev nDCG@10 | train min |", "|---|---|---|---|---|---|---|"]
-    for row in rows:
-        test, dev = row.get("test") or {}, row.get("dev") or {}
-        cells = [f"{test[m]:.4f}" if m in test else "not run" for m in ("ndcg@10", "mrr@10", "recall@100")]
-        dev_cell = f"{dev['ndcg@10']:.4f}" if "ndcg@10" in dev else "-"
-        minutes = f"{row['train_minutes']:.1f}" if "train_minutes" in row else "-"
-        lines.append(
-            f"| ({row['scheme']}) {row['name']} | {row['description']} | {' | '.join(cells)} | {dev_cell} "
-            f"| {minutes} |"
-        )
-    header = (
-        f"SciFact test (300 queries, 5,183 docs){' -- QUICK SLICE, not comparable' if meta['quick'] else ''}; "
-        f"git {meta['git_sha']}, {meta['machine']}.\n\n"
-    )
-    with open(table_base + ".md", "w") as handle:
-        handle.write(header + "\n".join(lines) + "\n")
-    with open(table_base + ".json", "w") as handle:
-        json.dump({**meta, "rows": rows}, handle, indent=2, sort_keys=True)
+def _settings_key(args) -> dict:
+    return {"quick": args.quick, "beir": os.path.abspath(args.beir), "model": args.model,
+            "negatives_rows": args.negatives_rows}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.usefulness", description=__doc__.split("\n")[0])
-    parser.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated, from a,b,c,d,e,f,g,h")
+    parser.add_argument("--schemes", default=None, help=f"comma-separated from {','.join(SCHEMES)} (default all)")
+    parser.add_argument("--groups", default=",".join(GROUPS), help="comma-separated from " + ",".join(GROUPS))
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 1,2,3; --quick 1,2)")
     parser.add_argument("--quick", action="store_true", help="a small slice and 3 steps: a smoke run")
     parser.add_argument("--beir", default=SCIFACT)
-    parser.add_argument("--workdir", default=None, help="runs and models (default runs/usefulness[-quick])")
+    parser.add_argument("--negatives", default=None, help="compact negatives Parquet (trainer.data.compact_negatives)")
+    parser.add_argument("--run-dir", default=None, help="a finished `negforge build` RUN_DIR of the BEIR train split")
+    parser.add_argument("--model", default="bundled", help="'bundled' or a sentence-transformers folder")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--eval-batch-size", type=int, default=None, help="default 512 on cuda, 64 on cpu")
+    parser.add_argument("--time-budget", type=float, default=None, help="start no row after this many seconds")
+    parser.add_argument("--workdir", default=None, help="mining run and logs (default runs/usefulness[-quick])")
+    parser.add_argument("--results-dir", default=os.path.join(REPO, "bench", "results"))
+    parser.add_argument("--fresh", action="store_true", help="ignore rows of an earlier run")
     args = parser.parse_args(argv)
-    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+    process_started = time.perf_counter()
+
+    if args.schemes:
+        schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+    else:
+        groups = {g.strip() for g in args.groups.split(",") if g.strip()}
+        schemes = [s for s, spec in SCHEMES.items() if spec[0] in groups and (not args.quick or s in QUICK_SCHEMES)]
     unknown = sorted(set(schemes) - set(SCHEMES))
     if unknown:
         parser.error(f"unknown scheme(s) {unknown}; allowed: {','.join(SCHEMES)}")
+    seeds = [int(s) for s in (args.seeds or ("1,2" if args.quick else "1,2,3")).split(",") if s.strip()]
     suffix = "-quick" if args.quick else ""
     args.workdir = args.workdir or os.path.join(REPO, "runs", f"usefulness{suffix}")
-    results_dir = os.path.join(REPO, "bench", "results", f"usefulness{suffix}")
-    os.makedirs(results_dir, exist_ok=True)
     os.makedirs(args.workdir, exist_ok=True)
-    beir_dir = write_slice(args.beir, os.path.join(args.workdir, "beir_slice"), seed=13) if args.quick else args.beir
+    os.makedirs(args.results_dir, exist_ok=True)
+
+    import torch
+
+    from trainer.loop import resolve_device
+
+    args.torch_device = resolve_device(args.device)
+    args.device = args.torch_device.type
+    if args.torch_device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls; weights, optimizer and loss stay fp32
+        torch.backends.cudnn.allow_tf32 = True
+    args.eval_batch_size = args.eval_batch_size or (512 if args.torch_device.type == "cuda" else 64)
+
+    needs_negatives = any(SCHEMES[s][1] == "negforge" or isinstance(SCHEMES[s][3].get("st"), tuple) for s in schemes)
+    if args.negatives is None and needs_negatives:
+        from trainer.data import compact_negatives
+
+        if args.run_dir is None:  # mine here (Beam): the slice in --quick
+            if args.quick:
+                args.beir = write_slice(args.beir, os.path.join(args.workdir, "beir_slice"), seed=13)
+            args.run_dir = os.path.join(args.workdir, "run_train")
+            mine(args.beir, args.run_dir, quick=args.quick)
+        args.negatives = os.path.join(args.workdir, "negatives.parquet")
+        count = compact_negatives(args.run_dir, args.negatives, ("hard", "semi_hard", "random", "contextual"))
+        log(f"{count} negatives of {args.run_dir} -> {args.negatives}")
+    elif args.quick and args.beir == SCIFACT:
+        args.beir = write_slice(args.beir, os.path.join(args.workdir, "beir_slice"), seed=13)
+    args.negatives_rows = 0
+    if args.negatives:
+        import pyarrow.parquet as pq
+
+        args.negatives_rows = pq.ParquetFile(args.negatives).metadata.num_rows
+
+    import sentence_transformers
+    import transformers
+
     meta = {
         "git_sha": git_sha(),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
-        "command": " ".join([sys.executable, "-m", "bench.usefulness", *(argv or sys.argv[1:])]),
-        "beir": beir_dir,
-        "quick": args.quick,
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
+                   + (torch.cuda.get_device_name(0) if args.torch_device.type == "cuda" else "cpu only"),
+        "command": " ".join(["python", "-m", "bench.usefulness", *(sys.argv[1:] if argv is None else argv)]),
+        "versions": {"torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
+                     "transformers": transformers.__version__},
         "budget": BUDGET | (QUICK_BUDGET if args.quick else {}),
-        "mining_flags": MINING_FLAGS,
+        "mining_flags": MINING_FLAGS, "st_mining": ST_MINING, "seeds": seeds, "schemes": schemes,
+        "settings": _settings_key(args), "quick": args.quick,
     }
-    for scheme in schemes:
-        path = os.path.join(results_dir, f"{scheme}.json")
-        if os.path.exists(path):
-            print(f"scheme {scheme}: finished earlier ({path}); skipped")
+    path_base = os.path.join(args.results_dir, f"usefulness{suffix}")
+    rows: list[dict] = []
+    if os.path.exists(path_base + ".json") and not args.fresh:
+        earlier = json.load(open(path_base + ".json"))
+        if earlier.get("git_sha") == meta["git_sha"] and earlier.get("settings") == meta["settings"]:
+            rows = earlier["rows"]
+            log(f"resuming: {len(rows)} rows of {path_base}.json kept")
+        else:
+            log(f"{path_base}.json is from another commit or settings; starting a fresh table")
+    done = {(r["scheme"], r["seed"]) for r in rows}
+    plan = [item for item in schedule(schemes, seeds) if item not in done]
+    log(f"{len(plan)} rows to run on {args.device} ({len(done)} done); negatives {args.negatives}")
+    bench = Bench(args)
+    log(f"train pairs {len(bench.pairs)}, test queries {len(bench.test_queries)}, corpus {len(bench.corpus)}")
+    for number, (scheme, seed) in enumerate(plan, start=1):
+        elapsed = time.perf_counter() - process_started
+        if args.time_budget is not None and elapsed > args.time_budget:
+            log(f"time budget {args.time_budget:.0f} s spent ({elapsed:.0f} s): {len(plan) - number + 1} rows left")
+            break
+        try:
+            row = bench.run_row(scheme, seed)
+        except Exception as error:  # one broken row must not cost the rest of a capped device call
+            import traceback
+
+            traceback.print_exc()
+            meta.setdefault("failed", []).append({"scheme": scheme, "seed": seed, "error": repr(error)[:500]})
+            log(f"[{number}/{len(plan)}] {scheme} seed {seed}: FAILED ({error!r:.200}); going on")
+            write_table(path_base, meta, rows)
             continue
-        print(f"scheme {scheme} ({SCHEMES[scheme][0]}): running", flush=True)
-        result = {**meta, **run_scheme(scheme, args, results_dir, beir_dir)}
-        with open(path + ".partial", "w") as handle:
-            json.dump(result, handle, indent=2, sort_keys=True)
-        os.replace(path + ".partial", path)
-        print(f"scheme {scheme}: test {result['test']}", flush=True)
-    write_table(results_dir, os.path.join(REPO, "bench", "results", f"usefulness{suffix}"), meta)
+        if scheme == "base" and not args.quick:
+            row["reproduces_reference"] = abs(row["ndcg@10"] - REFERENCE_NDCG) <= REFERENCE_TOLERANCE
+        rows.append(row)
+        write_table(path_base, meta, rows)
+        log(f"[{number}/{len(plan)}] {scheme} seed {seed}: nDCG@10 {row['ndcg@10']:.4f} MRR@10 {row['mrr@10']:.4f} "
+            f"R@100 {row['recall@100']:.4f} pairs {row['pairs']} train {row['train_s']:.1f} s "
+            f"wall {row['wall_s']:.1f} s")
+    write_table(path_base, meta, rows)
+    log(f"table: {path_base}.md ({len(rows)} rows, {time.perf_counter() - process_started:.0f} s)")
     return 0
 
 

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished RUN_DIR, or an exported *.parquet file")
     parser.add_argument("--output", required=True, metavar="MODEL_DIR", help="where the trained model is saved")
     parser.add_argument("--config", metavar="FILE.toml", help="TOML file; its [train] table holds settings")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="baseline | hard | full (see trainer/presets.py)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="hard (the default: the best measured recipe) | full | baseline (trainer/presets.py)")
     parser.add_argument("--base-model", metavar="SPEC", help="'bundled' (default) or a sentence-transformers dir")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)

@@ -13,7 +13,9 @@ from trainer.presets import PRESETS, parse_temperature, parse_tiers, read_train_
 def test_defaults_match_sentence_transformers_recipe():
     config = resolve_train_config()
     assert (config.temperature, config.tiers, config.file_negatives, config.memory_bank) == (0.05, ("hard",), 3, 0)
-    assert (config.epochs, config.batch_size, config.lr, config.preset) == (1, 32, 2e-5, None)
+    assert (config.epochs, config.batch_size, config.lr, config.preset) == (3, 32, 2e-5, "hard")  # best measured
+    assert config.tiers == ("hard",) and config.file_negatives == 3 and config.memory_bank == 0
+    assert resolve_train_config(preset="none").epochs == 1  # TrainConfig's bare defaults
 
 
 def test_precedence_flag_over_toml_over_preset_over_default(tmp_path):
@@ -23,8 +25,8 @@ def test_precedence_flag_over_toml_over_preset_over_default(tmp_path):
     assert config.preset == "full"  # from the TOML file
     assert config.batch_size == 16 and config.seed == 5  # flags
     assert config.lr == 1e-3 and config.memory_bank == 64  # TOML over the preset's 512
-    assert config.tiers == PRESETS["full"]["tiers"] and config.curriculum == "fixed"  # preset
-    assert config.epochs == 1  # default
+    assert config.tiers == PRESETS["full"]["tiers"] and config.epochs == 3  # preset
+    assert config.warmup_ratio == 0.1  # default
     flagged = resolve_train_config({"preset": "hard", "tiers": "hard:2,random:1"}, read_train_toml(str(path)))
     assert flagged.preset == "hard" and flagged.memory_bank == 64  # preset flag beats TOML preset; TOML beats preset
     assert flagged.tiers == ("hard", "random") and flagged.tier_weights == (2.0, 1.0)
@@ -35,7 +37,7 @@ def test_presets_resolve_to_valid_configs():
     assert baseline.file_negatives == 0 and baseline.tiers == () and baseline.memory_bank == 512
     assert resolve_train_config(preset="hard").tiers == ("hard",)
     full = resolve_train_config(preset="full")
-    assert set(full.tiers) == {"random", "semi_hard", "hard", "contextual"} and full.curriculum == "fixed"
+    assert set(full.tiers) == {"random", "semi_hard", "hard"} and full.curriculum == "none"  # no contextual
 
 
 def test_parsers():

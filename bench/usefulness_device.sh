@@ -27,7 +27,7 @@ mkdir -p "$OUT" "$SITE" "$RESULTS"
 started=$(date +%s)
 
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$GPU_DIR"/wheels/*.whl
-export PYTHONPATH="$SITE:$PWD"
+export PYTHONPATH="$SITE:$PWD${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH}"  # EXTRA_: a local rehearsal's blocker
 export GIT_SHA=${GIT_SHA:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 
 "$PYTHON" - >"$OUT/env.txt" 2>&1 <<'EOF' || true

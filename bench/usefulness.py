@@ -171,7 +171,8 @@ class Bench:
         self.args = args
         self.budget = BUDGET | (QUICK_BUDGET if args.quick else {})
         self.corpus, self.test_queries, self.test_qrels = read_beir(args.beir, "test")
-        _, self.train_queries, self.train_qrels = read_beir(args.beir, "train")
+        self.train_beir = read_beir(args.beir, "train")
+        _, self.train_queries, self.train_qrels = self.train_beir
         self.pairs = [(q, d) for q in sorted(self.train_qrels) for d in sorted(self.train_qrels[q])
                       if self.train_qrels[q][d] > 0 and q in self.train_queries and d in self.corpus]
         self.st_mined_rows: list[dict] | None = None
@@ -297,7 +298,8 @@ class Bench:
         tiers = config.tiers
         if settings.get("refresh_per_epoch"):
             tiers = tuple(dict.fromkeys([*tiers, "hard", "semi_hard", "random"]))  # the refresh pool
-        data = load_beir_negatives(self.args.beir, self.args.negatives if tiers else None, tiers)
+        data = load_beir_negatives(self.args.beir, self.args.negatives if tiers else None, tiers,
+                                   beir=self.train_beir)
         if settings.get("refresh_per_epoch"):
             from dataclasses import replace
 

@@ -260,10 +260,11 @@ def read_beir(beir_dir: str, split: str) -> tuple[dict[str, str], dict[str, str]
 
 
 def load_beir_negatives(beir_dir: str, negatives_path: str | None, tiers: tuple[str, ...],
-                        split: str = "train") -> TrainingData:
+                        split: str = "train", beir: tuple | None = None) -> TrainingData:
     """Examples = the BEIR split's (query, positive > 0) pairs; file negatives from a `compact_negatives` file
-    (texts from the corpus unless the row carries its own). The same pairs as `negforge build --split`."""
-    corpus, queries, qrels = read_beir(beir_dir, split)
+    (texts from the corpus unless the row carries its own). The same pairs as `negforge build --split`.
+    `beir`: read_beir(beir_dir, split)'s result when the caller already has it (not modified here)."""
+    corpus, queries, qrels = beir or read_beir(beir_dir, split)
     rows = []
     if negatives_path and tiers:
         table = pq.read_table(negatives_path, columns=["query_id", "positive_id", "negative_id", "tier", "negative"])

@@ -44,8 +44,8 @@ def _stage_function(stage: str):
 
 def preflight(config: BuildConfig) -> None:
     """Every check that can fail without heavy work: inputs, model, index factory, WordNet."""
-    from pipelines.stage_ingest import validate_inputs
     from transforms.index import validate_index_config
+    from transforms.ingest_checks import validate_inputs
     from transforms.model import model_dimension, validate_model_spec
 
     validate_inputs(config.ingest)

@@ -54,8 +54,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or flags: reported in one line, exit code 2, no traceback."""
     from pipelines.build import RunDirExistsError
     from pipelines.options import UnknownFlagError
-    from pipelines.stage_ingest import InputLayoutError
     from schemas.build_config import ConfigError
+    from transforms.ingest_checks import InputLayoutError
     from transforms.model import ModelSpecError
     from transforms.wordnet import WordNetMissingError
 

@@ -52,7 +52,7 @@ def preflight(config: BuildConfig) -> None:
     validate_model_spec(config.embed.model)
     validate_index_config(config.index, model_dimension(config.embed.model))
     if config.contextual.per_pair > 0:
-        from transforms.wordnet import prepare_wordnet
+        from transforms.contextual.wordnet_install import prepare_wordnet
 
         prepare_wordnet()
 

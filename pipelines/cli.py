@@ -55,9 +55,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.build import RunDirExistsError
     from pipelines.options import UnknownFlagError
     from schemas.build_config import ConfigError
+    from transforms.contextual.wordnet_install import WordNetMissingError
     from transforms.ingest_checks import InputLayoutError
     from transforms.model import ModelSpecError
-    from transforms.wordnet import WordNetMissingError
 
     return (ConfigError, UnknownFlagError, RunDirExistsError, InputLayoutError, ModelSpecError,
             WordNetMissingError, FileNotFoundError, NotADirectoryError)

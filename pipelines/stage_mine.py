@@ -73,7 +73,7 @@ def _contextual(config: BuildConfig, pairs, docs, out: RunLayout):
     from apache_beam.io.parquetio import WriteToParquet
 
     from schemas.inputs import DEADLETTER_SCHEMA
-    from transforms.contextual import GenerateContextualNegatives  # lazy: nlpaug / WordNet only when asked
+    from transforms.contextual.beam import GenerateContextualNegatives  # lazy: nlpaug / WordNet only when asked
 
     corpus = docs | "CorpusPassages" >> beam.Map(lambda r: r["passage"])
     rows, deadletter, counts = {"pairs": pairs, "corpus": corpus} | "Contextual" >> GenerateContextualNegatives(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas.negatives import normalise_text, text_hash
-from transforms.perturb_common import content_words
+from transforms.contextual.common import content_words
 
 TEXT_REJECTIONS = ("empty", "length_ratio", "duplicate", "no_content_change", "judged_positive")
 BAND_REJECTIONS = ("too_dissimilar", "too_similar")

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="40 pairs")
-    parser.add_argument("--data", default="/work/shared/data/scifact")
+    parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "data", "scifact-sample"))
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--band", default=None, help="LOW,HIGH (default: ContextualConfig's)")
     parser.add_argument("--kinds", default=",".join(CONTEXTUAL_KINDS))

@@ -1,7 +1,7 @@
 """Stage `mine`: tiered negatives (hard / semi-hard / random, optionally contextual) from RUN_DIR's inputs,
 embeddings and sharded index, written as negatives/tier=<tier>/part-*.parquet.
 
-Recipe (CONTRACT.md "Mining semantics"):
+Recipe (docs/CONTRACT.md "Mining semantics"):
   1. payloads: join each query's vector with its judged positives' vectors and text hashes (CoGroupByKey);
   2. search every shard with the per-shard mining fn, which applies the guards on the shard (transforms/mine.py);
   3. merge per query, pick tiers; queries the guards left short are searched again, deeper (depth x4 per round,

@@ -2,14 +2,14 @@
 
 Orders are total and independent of shard count and chunking: scores are snapped to the 1e-6 grid
 (round_scores) and ties are broken by doc id, so the same candidates always come out in the
-same order (CONTRACT.md, Determinism).
+same order (docs/CONTRACT.md, Determinism).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SCORE_GRID = 1e-6  # decisions use scores rounded to this grid; ties broken by id (CONTRACT.md)
+SCORE_GRID = 1e-6  # decisions use scores rounded to this grid; ties broken by id (docs/CONTRACT.md)
 
 
 def round_scores(scores: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Candidates -> guard -> selection for a batch of (query, positive) pairs, without Beam.
 
-transforms/contextual.py's DoFn and bench/contextual.py both call `ContextualGenerator.run()`.
+transforms/contextual/beam.py's DoFn and bench/contextual.py both call `ContextualGenerator.run()`.
 For every pair the generators of ContextualConfig.kinds (transforms/contextual/<kind>.py) edit the part of the
 positive the model reads (its first max_seq_length tokens, prompt and special tokens included); the guard
 (transforms/contextual/guard.py) keeps candidates that are new, differ in a content word, are no judged

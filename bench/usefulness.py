@@ -1,7 +1,7 @@
 """Are negforge's negatives useful? One honest table: every scheme, several seeds, one run of one commit.
 
-    python -m bench.usefulness [--device cuda] [--seeds 1,2,3] [--schemes a,b] [--groups core,recipes,...]
-        [--negatives FILE.parquet | --run-dir RUN_DIR] [--model SPEC] [--beir DIR] [--quick]
+    python -m bench.usefulness --beir SCIFACT_DIR [--device cuda] [--seeds 1,2,3] [--schemes a,b]
+        [--groups core,recipes,...] [--negatives FILE.parquet | --run-dir RUN_DIR] [--model SPEC] [--quick]
         [--time-budget SECONDS] [--results-dir DIR]
 
 Fine-tunes all-MiniLM-L6-v2 on SciFact train (every train pair, no dev hold-out: the same pairs for every
@@ -53,7 +53,6 @@ import tempfile
 import time
 import zlib
 
-SCIFACT = "/work/shared/data/scifact"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_NDCG, REFERENCE_TOLERANCE = 0.645, 0.005
 MINING_FLAGS = ["--hard", "3", "--semi-hard", "3", "--random", "3", "--contextual", "3",
@@ -456,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", default=",".join(GROUPS), help="comma-separated from " + ",".join(GROUPS))
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 1,2,3; --quick 1,2)")
     parser.add_argument("--quick", action="store_true", help="a small slice and 3 steps: a smoke run")
-    parser.add_argument("--beir", default=SCIFACT)
+    parser.add_argument("--beir", required=True, help="BEIR folder of the full SciFact (not shipped)")
     parser.add_argument("--negatives", default=None, help="compact negatives Parquet (trainer.data.compact_negatives)")
     parser.add_argument("--run-dir", default=None, help="a finished `negforge build` RUN_DIR of the BEIR train split")
     parser.add_argument("--model", default="bundled", help="'bundled' or a sentence-transformers folder")
@@ -495,19 +494,18 @@ def main(argv: list[str] | None = None) -> int:
     args.eval_batch_size = args.eval_batch_size or (512 if args.torch_device.type == "cuda" else 64)
 
     needs_negatives = any(SCHEMES[s][1] == "negforge" or isinstance(SCHEMES[s][3].get("st"), tuple) for s in schemes)
+    if args.quick and args.negatives is None and args.run_dir is None:  # given negatives come with their slice
+        args.beir = write_slice(args.beir, os.path.join(args.workdir, "beir_slice"), seed=13)
     if args.negatives is None and needs_negatives:
-        from trainer.data import compact_negatives
+        from trainer.data import _available_tiers, compact_negatives
 
-        if args.run_dir is None:  # mine here (Beam): the slice in --quick
-            if args.quick:
-                args.beir = write_slice(args.beir, os.path.join(args.workdir, "beir_slice"), seed=13)
+        if args.run_dir is None:  # mine here (Beam)
             args.run_dir = os.path.join(args.workdir, "run_train")
             mine(args.beir, args.run_dir, quick=args.quick)
         args.negatives = os.path.join(args.workdir, "negatives.parquet")
-        count = compact_negatives(args.run_dir, args.negatives, ("hard", "semi_hard", "random", "contextual"))
+        tiers = tuple(t for t in ("hard", "semi_hard", "random", "contextual") if t in _available_tiers(args.run_dir))
+        count = compact_negatives(args.run_dir, args.negatives, tiers)
         log(f"{count} negatives of {args.run_dir} -> {args.negatives}")
-    elif args.quick and args.beir == SCIFACT:
-        args.beir = write_slice(args.beir, os.path.join(args.workdir, "beir_slice"), seed=13)
     args.negatives_rows = 0
     if args.negatives:
         import pyarrow.parquet as pq

@@ -1,6 +1,6 @@
 """Fill the folder the GPU run of the usefulness table carries (bench/usefulness_device.sh reads it).
 
-    python -m bench.usefulness_prepare --run-dir /work/runs/scifact_train --out /work/main/.gpu [--wheels-only]
+    python -m bench.usefulness_prepare --beir SCIFACT_DIR --run-dir RUN_DIR --out .gpu
 
 Writes (each step skipped when its output is already there, unless --force):
   OUT/wheels/            datasets 5.2.0, dill 0.4.1, multiprocess 0.70.19 for CPython 3.12 (pip download;
@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 
-SCIFACT = "/work/shared/data/scifact"
 WHEELS = ("datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 LIMIT_MIB = 60
@@ -90,9 +89,9 @@ def negatives(out: str, run_dir: str, force: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.usefulness_prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="/work/main/.gpu")
+    parser.add_argument("--out", default=".gpu", help="the carried folder (ignore it in git)")
     parser.add_argument("--run-dir", default=None, help="finished `negforge build` RUN_DIR of SciFact train")
-    parser.add_argument("--beir", default=SCIFACT)
+    parser.add_argument("--beir", required=True, help="BEIR folder of the full SciFact (not shipped)")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     wheels(args.out, args.force)

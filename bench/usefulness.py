@@ -54,6 +54,7 @@ import time
 import zlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO, "data", "scifact-sample")  # shipped: --quick's default
 REFERENCE_NDCG, REFERENCE_TOLERANCE = 0.645, 0.005
 MINING_FLAGS = ["--hard", "3", "--semi-hard", "3", "--random", "3", "--contextual", "3",
                 "--relative-margin", "0.05", "--sampling", "top", "--seed", "13"]
@@ -122,7 +123,7 @@ def write_slice(beir_dir: str, out_dir: str, seed: int = 13, n_train: int = 40, 
         full: dict[str, dict[str, str]] = {}
         with open(os.path.join(beir_dir, "qrels", f"{split}.tsv"), encoding="utf-8") as handle:
             for number, line in enumerate(handle):
-                parts = line.rstrip("\n").split("\t")
+                parts = line.rstrip("\r\n").split("\t")
                 if number or parts[-1].lstrip("-").isdigit():
                     full.setdefault(parts[0], {})[parts[1]] = parts[2]
         qrels[split] = {q: full[q] for q in sorted(full, key=rank)[:count]}
@@ -455,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", default=",".join(GROUPS), help="comma-separated from " + ",".join(GROUPS))
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 1,2,3; --quick 1,2)")
     parser.add_argument("--quick", action="store_true", help="a small slice and 3 steps: a smoke run")
-    parser.add_argument("--beir", required=True, help="BEIR folder of the full SciFact (not shipped)")
+    parser.add_argument("--beir", default=None,
+                        help="BEIR folder of the full SciFact (not shipped); --quick defaults to data/scifact-sample")
     parser.add_argument("--negatives", default=None, help="compact negatives Parquet (trainer.data.compact_negatives)")
     parser.add_argument("--run-dir", default=None, help="a finished `negforge build` RUN_DIR of the BEIR train split")
     parser.add_argument("--model", default="bundled", help="'bundled' or a sentence-transformers folder")
@@ -467,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="ignore rows of an earlier run")
     args = parser.parse_args(argv)
     process_started = time.perf_counter()
+    if args.beir is None:
+        if not args.quick:
+            parser.error("--beir SCIFACT_DIR is required for the table (the full SciFact is not shipped)")
+        args.beir = SAMPLE
 
     if args.schemes:
         schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]

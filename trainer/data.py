@@ -246,7 +246,7 @@ def read_beir(beir_dir: str, split: str) -> tuple[dict[str, str], dict[str, str]
                 corpus[str(record["_id"])] = passage_of(record.get("title") or "", record.get("text") or "")
     with open(os.path.join(beir_dir, "qrels", f"{split}.tsv"), encoding="utf-8") as handle:
         for number, line in enumerate(handle):
-            parts = line.rstrip("\n").split("\t")
+            parts = line.rstrip("\r\n").split("\t")
             if number == 0 and not parts[-1].lstrip("-").isdigit():
                 continue  # header
             qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])

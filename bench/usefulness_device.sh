@@ -11,15 +11,15 @@
 # The box needs python3 with torch, sentence-transformers, transformers, accelerate, pyarrow, pandas, xxhash,
 # huggingface-hub; no network, Beam, faiss or Polars. Results (usefulness.json, usefulness.md,
 # usefulness.log, env.txt) go flat into $OUT (default runs/device-out). Every finished row is written at
-# once: a call cut short still returns the rows done. TIME_BUDGET (s, default 400): no row starts later;
-# HARD_LIMIT (s, default TIME_BUDGET + 120) kills the Python process; DEVICE (default cuda).
+# once: a call cut short still returns the rows done. TIME_BUDGET (s, default 390): no row starts later;
+# HARD_LIMIT (s, default TIME_BUDGET + 50) kills the Python process; DEVICE (default cuda).
 set -euo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 GPU_DIR=${GPU_DIR:-.gpu}
 OUT=${OUT:-$PWD/runs/device-out}
 SITE=${SITE:-/tmp/site}
-TIME_BUDGET=${TIME_BUDGET:-400}
-HARD_LIMIT=${HARD_LIMIT:-$((TIME_BUDGET + 120))}
+TIME_BUDGET=${TIME_BUDGET:-390}
+HARD_LIMIT=${HARD_LIMIT:-$((TIME_BUDGET + 50))}
 DEVICE=${DEVICE:-cuda}
 RESULTS=${RESULTS:-/tmp/usefulness-results}
 PYTHON=${PYTHON:-python3}

@@ -306,7 +306,8 @@ class Bench:
             from trainer.data import no_duplicate_batches
 
             per_epoch = len(no_duplicate_batches(data.examples, config.batch_size, seed, 0))
-            config = replace(config, refresh_every=max(1, per_epoch // settings["refresh_per_epoch"]))
+            every = 1 if self.args.quick else max(1, per_epoch // settings["refresh_per_epoch"])  # quick: 2 steps
+            config = replace(config, refresh_every=every)
         model, summary = train_model(config, data, workdir, progress=False, save_model=False)
         extra = {"train_s": round(summary["train_seconds"], 2), "steps": summary["optimizer_steps"],
                  "train_loss": round(summary["last_loss"], 5), "padded_negatives": summary["padded_negatives"]}

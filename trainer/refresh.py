@@ -56,13 +56,14 @@ def refresh_examples(model, data: TrainingData, margin: float = 0.05, batch_size
     q_emb = _embed(model, [data.queries.get(q) or _anchor(data, q) for q in queries], batch_size)
     d_emb = _embed(model, [text_of[d] for d in docs], batch_size)
     q_row, d_row = {q: i for i, q in enumerate(queries)}, {d: i for i, d in enumerate(docs)}
+    scores = (q_emb @ d_emb.T).cpu().numpy()  # [queries, docs]: one matrix product, read on the CPU below
     examples, changed, kept = [], 0, 0
     for example in data.examples:
         pool = [n for d, n in pools.get(example.query_id, {}).items()
                 if d not in data.positives_of.get(example.query_id, ()) and d != example.positive_id]
-        q = q_emb[q_row[example.query_id]]
-        positive_score = float(q @ d_emb[d_row[example.positive_id]])
-        scored = sorted(((float(q @ d_emb[d_row[n.doc_id]]), n.doc_id, n) for n in pool), key=lambda t: (-t[0], t[1]))
+        row = scores[q_row[example.query_id]]
+        positive_score = float(row[d_row[example.positive_id]])
+        scored = sorted(((float(row[d_row[n.doc_id]]), n.doc_id, n) for n in pool), key=lambda t: (-t[0], t[1]))
         allowed = [n for score, _, n in scored if score < positive_score * (1.0 - margin)]
         n_hard, n_semi = len(example.negatives.get("hard", ())), len(example.negatives.get("semi_hard", ()))
         negatives = dict(example.negatives)

@@ -44,6 +44,7 @@ FLAG_TARGETS = {
     "corpus": ("ingest", "corpus_file"),
     "strict": ("ingest", "strict"),
     "max_text_chars": ("ingest", "max_text_chars"),
+    "max_line_bytes": ("ingest", "max_line_bytes"),
     "model": ("embed", "model"),
     "embed_batch_size": ("embed", "batch_size"),
     "max_seq_length": ("embed", "max_seq_length"),
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--resume", action="store_true")
     g.add_argument("--strict", action="store_true", help="exit non-zero when any input row is dead-lettered")
     g.add_argument("--max-text-chars", type=int, metavar="N")
+    g.add_argument("--max-line-bytes", type=int, metavar="N", help="longer lines are dead-lettered (default 8 MiB)")
     e = p.add_argument_group("embedding")
     e.add_argument("--model", metavar="SPEC", help="'bundled' (default) or a sentence-transformers directory")
     e.add_argument("--embed-batch-size", type=int, metavar="N")

@@ -28,6 +28,7 @@ class IngestConfig:
     corpus_file: str | None = None  # optional extra corpus (BEIR corpus.jsonl layout) for pair files
     max_text_chars: int = 20_000  # longer texts are truncated and noted in warnings/
     strict: bool = False  # any dead-letter row makes the build exit non-zero
+    max_line_bytes: int = 8 * 1024 * 1024  # longer input lines are dead-lettered (line_too_long), never held whole
 
     def __post_init__(self) -> None:
         has_beir = self.beir_dir is not None
@@ -42,6 +43,7 @@ class IngestConfig:
         )
         _require(not (has_beir and self.corpus_file), "--corpus goes with --pairs; a BEIR folder has its own corpus")
         _require(self.max_text_chars >= 1, f"max_text_chars must be >= 1, got {self.max_text_chars}")
+        _require(self.max_line_bytes >= 1, f"max_line_bytes must be >= 1, got {self.max_line_bytes}")
 
 
 @dataclass(frozen=True)

@@ -210,3 +210,28 @@ def test_settle_query_writes_queries_with_a_pair_and_splits_out_the_rest():
     lonely = settle_query("q1", [kept], [], [])
     assert lonely.main == [] and lonely.ledger == [("queries.jsonl", "out_of_split")] * 2
     assert [r["reason"] for r in settle_query("q9", [], [], pairs[:1]).deadletter] == ["unknown_query_id"]
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "message"),
+    [
+        ("corpus.jsonl", b'{"_id": "d9", "text": "lone \\ud800"}', "corpus.jsonl line 2: text UTF-8 cannot encode"),
+        ("corpus.jsonl", b'{"text": "no id"}', 'corpus.jsonl line 2: expected a JSON object with an "_id"'),
+        ("queries.jsonl", b"{not json", "queries.jsonl line 2: not a JSON object"),
+        ("queries.jsonl", b'{"_id": "q9", "text": "caf\xe9"}', "queries.jsonl line 2: invalid UTF-8"),
+        ("qrels/train.tsv", b"q1\td1\tx", "train.tsv line 2: score 'x' is not an integer"),
+    ],
+)
+def test_load_beir_names_the_file_and_line_of_a_bad_row(tmp_path, name, bad, message):
+    from transforms.beir import load_beir
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_bytes(b'{"_id": "d1", "title": "T", "text": "x"}\n')
+    (tmp_path / "queries.jsonl").write_bytes(b'{"_id": "q1", "text": "q?"}\n')
+    (tmp_path / "qrels" / "train.tsv").write_bytes(b"query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\n")
+    data = load_beir(str(tmp_path), "train")
+    assert (data.corpus, data.queries, data.qrels) == ({"d1": "T x"}, {"q1": "q?"}, {"q1": {"d1": 1}})
+    path = tmp_path / name
+    path.write_bytes(path.read_bytes().split(b"\n")[0] + b"\n" + bad + b"\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_beir(str(tmp_path), "train")

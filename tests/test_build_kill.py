@@ -54,7 +54,7 @@ def fake_build(tmp_path, monkeypatch):
     for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv"):
         (beir / name).write_text("x\n")
     monkeypatch.setattr(build, "preflight", lambda config: None)
-    monkeypatch.setattr(build, "_stage_function", _fake_stage)
+    monkeypatch.setattr(build, "STAGE_FUNCTIONS", {stage: _fake_stage(stage) for stage in STAGES})
     counter = {"ops": 0, "kill_at": None}
     for name in ("create", "rename", "delete"):
         original = getattr(FileSystems, name)

@@ -104,9 +104,11 @@ def test_reading_never_holds_a_line_over_the_limit(tmp_path, name, monkeypatch):
     assert lines[2].data == b"abcdefghij"
 
 
-def test_every_dead_letter_reason_is_listed_in_the_readme():
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
-    listed = set(re.findall(r"[a-z_]+", readme.split("Dead-letter reasons:", 1)[1].split("\n\n", 1)[0]))
+@pytest.mark.parametrize(("doc", "heading"), [("README.md", "Dead-letter reasons:"),
+                                              ("docs/CONTRACT.md", "Dead-letter reasons (")])
+def test_every_dead_letter_reason_is_listed_in_the_readme_and_the_contract(doc, heading):
+    text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), doc)).read()
+    listed = set(re.findall(r"[a-z_]+", text.split(heading, 1)[1].split("\n\n", 1)[0].split("Warning reasons")[0]))
     missing = [r for r in (*parse.DEADLETTER_REASONS, "non_finite_embedding", "zero_embedding") if r not in listed]
     assert not missing
 

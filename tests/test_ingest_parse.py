@@ -61,6 +61,7 @@ def test_lines_keep_number_and_byte_offset_and_skip_blank_lines(tmp_path, name):
         ("docs", rb'{"_id": "d1", "text": "lone \ud800 surrogate"}', parse.INVALID_TEXT),
         ("docs", rb'{"_id": "d\udfff", "text": "x"}', parse.INVALID_TEXT),
         ("docs", rb'{"_id": "d1", "text": "x", "meta": [{"\udc00": 1}]}', parse.INVALID_TEXT),
+        ("docs", '{"_id": "d1", "text": "x", "m": {"\u00e9\U0001f600\\ud800": 1}}'.encode(), parse.INVALID_TEXT),
         ("queries", rb'{"_id": "q1", "text": "\uDBFF?"}', parse.INVALID_TEXT),
         ("pairs", rb'{"query": "a?", "positive": "p\ud800"}', parse.INVALID_TEXT),
         ("pairs", rb'{"query": "a?", "positive": "p", "positive_id": "\ud800"}', parse.INVALID_TEXT),

@@ -176,7 +176,7 @@ def _unencodable_field(row: dict) -> str | None:
         elif isinstance(value, dict):
             for key, item in value.items():
                 if not _encodable(key):
-                    return f"a key ({key.encode('utf-8', 'backslashreplace').decode('ascii')}) of {path or 'the row'}"
+                    return f"a key ({ascii(key)}) of {repr(path) if path else 'the row'}"
                 stack.append((f"{path}.{key}" if path else key, item))
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))

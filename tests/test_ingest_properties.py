@@ -26,7 +26,7 @@ from transforms.ingest import input_sources
 from transforms.parse import DocRecord, PairRecord, QueryRecord, parse_line
 from transforms.read import SourceLine, iter_source_lines
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PIPELINES = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_LINE_BYTES = 300  # small, so generated files exercise line_too_long cheaply
 

@@ -171,14 +171,36 @@ def resolve_model_dir(spec: str) -> str:
     return _spec_root(spec)
 
 
-def load_sentence_transformer(spec: str, device: str = "cpu", max_seq_length: int | None = None):
-    """Load the SentenceTransformer of `spec` (offline) on `device`; max_seq_length overrides the model's."""
+def load_sentence_transformer(
+    spec: str,
+    device: str = "cpu",
+    max_seq_length: int | None = None,
+    backend: str = "torch",
+    threads: int | None = None,
+):
+    """Load the SentenceTransformer of `spec` (offline); max_seq_length overrides the model's.
+
+    backend: torch (fp32 PyTorch) | onnx (fp32 ONNX Runtime) | onnx-int8 (dynamic int8 ONNX Runtime), see
+    transforms/onnx_backend.py; device: cpu | cuda | auto (cuda when torch sees one). `threads` sets ONNX
+    Runtime's intra-op threads (torch's come from torch.set_num_threads).
+    """
     from sentence_transformers import SentenceTransformer
 
+    from transforms.onnx_backend import BACKENDS, resolve_device, use_onnx_backend
+
+    if backend not in BACKENDS:
+        raise ValueError(f"embed backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    device = resolve_device(device)
     local_dir = resolve_model_dir(spec)
-    model = SentenceTransformer(local_dir, device=device, local_files_only=True)
+    torch_device = device if backend == "torch" else "cpu"  # ONNX: the torch weights only feed the export
+    model = SentenceTransformer(local_dir, device=torch_device, local_files_only=True)
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     model.eval()
-    logger.info("loaded model %s from %s (max_seq_length %s)", spec, local_dir, model.max_seq_length)
+    if backend != "torch":
+        use_onnx_backend(model, local_dir, backend, device, threads)
+    logger.info(
+        "loaded model %s from %s (backend %s, device %s, max_seq_length %s)",
+        spec, local_dir, backend, device, model.max_seq_length,
+    )
     return model

@@ -44,6 +44,10 @@ class IngestConfig:
         _require(self.max_text_chars >= 1, f"max_text_chars must be >= 1, got {self.max_text_chars}")
 
 
+EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
+EMBED_DEVICES = ("cpu", "cuda", "auto")
+
+
 @dataclass(frozen=True)
 class EmbedConfig:
     """The embedding model and how it is run."""
@@ -54,9 +58,17 @@ class EmbedConfig:
     query_prompt: str = ""
     doc_prompt: str = ""
     torch_threads: int | None = None  # None: cores / workers
+    backend: str = "torch"  # torch | onnx | onnx-int8 (transforms/onnx_backend.py)
+    device: str = "cpu"  # cpu | cuda | auto (cuda when torch sees one)
+    embedding_cache: str | None = None  # folder (local or gs://) of vectors reused across builds
 
     def __post_init__(self) -> None:
         _require(bool(self.model), "model must be 'bundled' or a sentence-transformers directory")
+        _require(self.backend in EMBED_BACKENDS, f"embed backend must be one of {', '.join(EMBED_BACKENDS)}, "
+                 f"got {self.backend!r}; onnx-int8 is the fastest on CPU")
+        _require(
+            self.device in EMBED_DEVICES, f"device must be one of {', '.join(EMBED_DEVICES)}, got {self.device!r}"
+        )
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _require(
             self.max_seq_length is None or self.max_seq_length >= 8,

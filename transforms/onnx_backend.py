@@ -17,7 +17,6 @@ so tokenization, prompts, length sorting, pooling and normalisation stay sentenc
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import platform
@@ -28,12 +27,13 @@ import warnings
 import numpy as np
 import torch
 
+from schemas.build_config import EMBED_BACKENDS as BACKENDS  # noqa: F401 (re-exported for model.py)
+from schemas.build_config import EMBED_DEVICES as DEVICES
+from transforms.model import model_fingerprint
+
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
-DEVICES = ("cpu", "cuda", "auto")
 ONNX_OPSET = 17
-_FINGERPRINTS: dict[tuple[str, float, int], str] = {}
 _EXPORT_LOCK = threading.Lock()  # one export per process at a time (threads of one worker share the cache)
 
 
@@ -44,31 +44,6 @@ def onnx_cache_root() -> str:
         return os.path.abspath(os.path.expanduser(explicit))
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "negforge", "onnx")
-
-
-def model_fingerprint(local_dir: str) -> str:
-    """Content fingerprint of a local model folder: blake2b over every file's relative path, size and bytes.
-
-    Pure function of the folder's content (not its path or mtimes), 16 hex digits; memoised per process
-    on (folder, newest mtime, file count) so a worker hashes its model once.
-    """
-    files = []
-    for folder, dirs, names in os.walk(local_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files.extend(os.path.join(folder, name) for name in sorted(names) if not name.startswith("."))
-    files.sort()
-    memo_key = (os.path.abspath(local_dir), max((os.path.getmtime(f) for f in files), default=0.0), len(files))
-    if memo_key in _FINGERPRINTS:
-        return _FINGERPRINTS[memo_key]
-    digest = hashlib.blake2b(digest_size=8)
-    for path in files:
-        relative = os.path.relpath(path, local_dir).replace(os.sep, "/")
-        digest.update(f"{relative}\0{os.path.getsize(path)}\0".encode())
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(8 << 20), b""):
-                digest.update(chunk)
-    _FINGERPRINTS[memo_key] = digest.hexdigest()
-    return _FINGERPRINTS[memo_key]
 
 
 def quantization_isa() -> str:

@@ -68,3 +68,25 @@ def test_devices_and_backends_are_checked(tiny_model_dir, monkeypatch):
     monkeypatch.setattr("onnxruntime.get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(ValueError, match="needs onnxruntime-gpu"):
         onnx_backend.ort_providers("cuda")
+
+
+def test_eval_runs_each_backend_and_reports_it(tmp_path, tiny_model_dir, onnx_cache, capsys):
+    import json
+
+    from pipelines.eval import main_eval
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    docs = {f"d{i}": f"document {i} about topic {i % 3}" for i in range(6)}
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
+                                               for d, t in docs.items()))
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "topic 1"}\n{"_id": "q2", "text": "document 2"}\n')
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    scores = {}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        argv = ["--beir", str(beir), "--split", "test", "--model", tiny_model_dir, "--embed-backend", backend]
+        assert main_eval(argv) == 0
+        result = json.loads(capsys.readouterr().out.strip())
+        assert (result["embed_backend"], result["device"]) == (backend, "cpu")
+        scores[backend] = result["ndcg@10"]
+    assert scores["onnx"] == pytest.approx(scores["torch"], abs=1e-6)

@@ -11,6 +11,8 @@ import dataclasses
 import tomllib
 
 from schemas.build_config import (
+    EMBED_BACKENDS,
+    EMBED_DEVICES,
     SAMPLING_STRATEGIES,
     BuildConfig,
     ConfigError,
@@ -49,6 +51,9 @@ FLAG_TARGETS = {
     "max_seq_length": ("embed", "max_seq_length"),
     "query_prompt": ("embed", "query_prompt"),
     "doc_prompt": ("embed", "doc_prompt"),
+    "embed_backend": ("embed", "backend"),
+    "device": ("embed", "device"),
+    "embedding_cache": ("embed", "embedding_cache"),
     "num_shards": ("index", "num_shards"),
     "index_factory": ("index", "index_factory"),
     "nprobe": ("index", "nprobe"),
@@ -115,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-seq-length", type=int, metavar="N")
     e.add_argument("--query-prompt", metavar="TEXT")
     e.add_argument("--doc-prompt", metavar="TEXT")
+    e.add_argument("--embed-backend", choices=EMBED_BACKENDS, help="torch (default), onnx, onnx-int8 (fastest on CPU)")
+    e.add_argument("--device", choices=EMBED_DEVICES, help="cpu (default), cuda, auto (cuda when torch sees one)")
+    e.add_argument("--embedding-cache", metavar="DIR", help="reuse vectors across builds (local or gs://)")
     i = p.add_argument_group("index")
     i.add_argument("--num-shards", type=int, metavar="N")
     i.add_argument("--index-factory", metavar="STR", help="faiss factory string: Flat, IVF1024,Flat, IVF1024,PQ32")

@@ -113,3 +113,38 @@ def test_progress_lines_give_counts_rate_and_eta():
     assert lines and lines[0].startswith("embedding docs: 1 / 4 texts (25%)") and "texts/s, ETA" in lines[0]
     progress.add(3)
     assert lines[-1].startswith("embedding docs: 4 / 4 texts (100%)")
+
+
+def test_cli_build_with_int8_and_a_warm_cache_embeds_nothing_and_gives_the_same_rows(tmp_path, tiny_model_dir,
+                                                                                    monkeypatch):
+    import json
+
+    import polars as pl
+
+    from pipelines.cli import main
+
+    monkeypatch.setenv("NEGFORGE_ONNX_CACHE", str(tmp_path / "onnx"))
+    sample = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "scifact-sample")
+    key = ["query_id", "positive_id", "negative_id", "tier", "rank", "generator"]
+
+    def build(name: str, *extra: str):
+        run_dir = str(tmp_path / name)
+        argv = ["build", "--beir", sample, "--split", "train", "--model", tiny_model_dir, "--output", run_dir,
+                "--num-shards", "2", "--embed-backend", "onnx-int8", *extra]
+        assert main(argv) == 0
+        manifest = json.load(open(os.path.join(run_dir, "manifest.json"), encoding="utf-8"))
+        rows = pl.read_parquet(os.path.join(run_dir, "negatives"), hive_partitioning=True)
+        rows = rows.with_columns(pl.col("tier").cast(pl.String)).select(key).sort(key)
+        return manifest, rows
+
+    cache = str(tmp_path / "cache")
+    plain, plain_rows = build("plain")
+    first, first_rows = build("first", "--embedding-cache", cache)
+    second, second_rows = build("second", "--embedding-cache", cache)
+    assert first["config"]["embed"]["backend"] == "onnx-int8" and first["config"]["embed"]["embedding_cache"] == cache
+    embed_first, embed_second = first["stages"]["embed"]["stats"], second["stages"]["embed"]["stats"]
+    assert embed_first["docs_texts_embedded"] > 0 and embed_first["backend"] == "onnx-int8"
+    assert (embed_second["docs_texts_embedded"], embed_second["queries_texts_embedded"]) == (0, 0)
+    assert embed_second["docs_from_cache"] == embed_first["docs_embedded"] == plain["counts"]["docs"]
+    assert second_rows.equals(first_rows)
+    assert first_rows.equals(plain_rows)

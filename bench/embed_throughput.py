@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds, stats = time_stage(args.model, backend, corpus, args.batch_size, threads, None)
             row["stage_s"] = round(seconds, 3)
             row["stage_docs_embedded"] = stats["docs_embedded"]
+            row["stage_docs_per_s"] = round(stats["docs_embedded"] / seconds, 2)
+            row["plain_load_and_encode_over_stage"] = round((timing["load_s"] + timing["encode_s"]) / seconds, 3)
         results[label] = row
         del model
 

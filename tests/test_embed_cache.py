@@ -148,3 +148,19 @@ def test_cli_build_with_int8_and_a_warm_cache_embeds_nothing_and_gives_the_same_
     assert embed_second["docs_from_cache"] == embed_first["docs_embedded"] == plain["counts"]["docs"]
     assert second_rows.equals(first_rows)
     assert first_rows.equals(plain_rows)
+
+
+def test_progress_logs_while_a_call_runs_and_falls_quiet_after():
+    import time
+
+    lines = []
+    progress = EmbedProgress("docs", None, interval_s=0.02, log=lines.append)
+    progress.begin()  # a long encode call: nothing done yet, still a line every interval
+    time.sleep(0.15)
+    assert len(lines) >= 3 and all(line.startswith("embedding docs: 0 texts") for line in lines)
+    progress.add(5)
+    time.sleep(0.3)  # the call ended: one more line with the new count, then quiet, then the reporter stops
+    quiet = len(lines)
+    assert any(line.startswith("embedding docs: 5 texts") for line in lines)
+    time.sleep(0.1)
+    assert len(lines) == quiet and progress._thread is None

@@ -3,17 +3,20 @@
     (id, text, text_hash) --EmbedTexts(embed_config, kind)--> {id, kind, vector [dim] float32 L2-normalised, text_hash}
 
 The handler keeps only small config; `load_model()` resolves the model SPEC on the worker and RunInference
-shares the loaded model per process. Batches are `texts_per_call` texts (default 16 x batch_size) handed to
-one `encode` call, which sorts them by length and runs forward passes of `batch_size`: padding waste is then
-about that of one `encode` over the whole corpus. Vectors that come out non-finite (or all zero) leave
+shares the loaded model per process. Batches are `texts_per_call` texts (default 16 x batch_size), sorted by
+length as `encode` sorts them and encoded in chunks of 4 x batch_size: the forward passes and their padding
+are those of one `encode` over the batch (about that of one over the whole corpus), and progress (lines on
+the worker log, Beam counters) moves every 4 forward passes. Vectors that come out non-finite (or all zero) leave
 through a dead-letter output with a reason instead of failing the pipeline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -40,7 +43,8 @@ from transforms.model import load_sentence_transformer
 logger = logging.getLogger(__name__)
 
 DEADLETTER = "deadletter"
-TEXTS_PER_CALL_FACTOR = 16  # texts per encode() call = this x batch_size (length sorting happens per call)
+TEXTS_PER_CALL_FACTOR = 16  # texts per RunInference batch = this x batch_size (length sorting happens per batch)
+PROGRESS_BATCHES = 4  # forward batches per encode() call inside a RunInference batch (progress granularity)
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -135,25 +139,38 @@ class SentenceTransformerModelHandler(ModelHandler[str, np.ndarray, Any]):
         )
         # One progress reporter per loaded model: RunInference shares the model between the threads of a process.
         model.negforge_progress = EmbedProgress(plural, self._progress_total, self._progress_interval_s)
+        model.negforge_lock = threading.Lock()
         return model
 
     def run_inference(
         self, batch: Sequence[str], model: Any, inference_args: dict[str, Any] | None = None
     ) -> Iterable[np.ndarray]:
+        """Encode in chunks of PROGRESS_BATCHES x batch_size texts taken in encode()'s own length order
+        (longest first), so the forward batches, and so the padding, are those of one encode() call over
+        the whole batch, while progress moves every few batches. Each chunk holds the model's lock:
+        Hugging Face fast tokenizers are not thread-safe and RunInference shares one model per process."""
         encode = model.encode_query if self._kind == "query" else model.encode_document
         progress = getattr(model, "negforge_progress", None)
-        if progress is not None:
-            progress.start()  # the clock runs from the first call, not its end
-        vectors = encode(
-            list(batch),
-            prompt=self._prompt or None,
-            batch_size=self._batch_size,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )  # [n, dim]
-        if progress is not None:
-            progress.add(len(batch))
-        self._texts_done.inc(len(batch))
+        lock = getattr(model, "negforge_lock", None) or contextlib.nullcontext()
+        texts = list(batch)
+        order = np.argsort([-len(text) for text in texts], kind="stable")  # [n]
+        step = self._batch_size * PROGRESS_BATCHES
+        parts = []
+        for start in range(0, len(texts), step):
+            chunk = [texts[i] for i in order[start : start + step]]
+            if progress is not None:
+                progress.begin()
+            with lock:
+                parts.append(
+                    encode(chunk, prompt=self._prompt or None, batch_size=self._batch_size, convert_to_numpy=True,
+                           show_progress_bar=False)
+                )  # [len(chunk), dim]
+            if progress is not None:
+                progress.add(len(chunk))
+            self._texts_done.inc(len(chunk))
+        vectors = np.empty((len(texts), parts[0].shape[1]), parts[0].dtype) if parts else np.zeros((0, 0))
+        if parts:
+            vectors[order] = np.concatenate(parts)  # back to the batch's order
         return list(l2_normalise(vectors))
 
     @property

@@ -1,8 +1,9 @@
 """Progress of a long embed in the worker's log: texts done / total, texts/s and ETA, every `interval_s`.
 
-One `EmbedProgress` per loaded model (per process): `add(n)` after each encode call; a daemon thread logs
-a line every interval while texts are pending, so a line comes at least that often even while one big
-encode call runs. On remote runners the same counts are Beam counters (negforge_embed/<kind>_texts_done).
+One `EmbedProgress` per loaded model (per process): `begin()` before each encode call, `add(n)` after it; a
+daemon thread logs a line every interval while a call is in flight or the count moved, so a line comes at
+least that often even while one long call runs, and none once the stage is over. On remote runners the
+same counts are Beam counters (negforge_embed/<kind>_texts_done).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 30.0
-IDLE_INTERVALS = 10  # the reporter stops after this many intervals without a new text (restarts on the next)
+IDLE_INTERVALS = 4  # the reporter stops after this many quiet intervals (no call in flight, no new text)
 
 
 def progress_line(label: str, done: int, total: int | None, seconds: float) -> str:
@@ -37,6 +38,7 @@ class EmbedProgress:
         self._log = log or logger.info
         self._lock = threading.Lock()
         self._done = 0
+        self._in_flight = 0
         self._started: float | None = None
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
@@ -45,8 +47,14 @@ class EmbedProgress:
     def done(self) -> int:
         return self._done
 
+    def begin(self) -> None:
+        """An encode call starts: start the clock (first call) and the reporter (if it is not running)."""
+        with self._lock:
+            self._in_flight += 1
+        self.start()
+
     def start(self) -> None:
-        """Start the clock and the reporter (idempotent); called before the first encode."""
+        """Start the clock and the reporter (idempotent)."""
         with self._lock:
             if self._started is None:
                 self._started = time.perf_counter()
@@ -59,6 +67,7 @@ class EmbedProgress:
         self.start()
         with self._lock:
             self._done += count
+            self._in_flight = max(0, self._in_flight - 1)
             finished = self._total is not None and self._done >= self._total
         if finished and not self._finished.is_set():
             self._finished.set()
@@ -68,16 +77,17 @@ class EmbedProgress:
         return progress_line(self._label, self._done, self._total, time.perf_counter() - (self._started or 0.0))
 
     def _report(self) -> None:
-        last, idle = -1, 0
+        last, quiet = -1, 0
         while not self._finished.wait(self._interval_s):
             with self._lock:
-                done = self._done
-                idle = idle + 1 if done == last else 0
-                if idle >= IDLE_INTERVALS:  # the stage is over for this process (or stalled): stop logging
+                done, busy = self._done, self._in_flight > 0
+                quiet = 0 if busy or done != last else quiet + 1
+                if quiet >= IDLE_INTERVALS:  # the stage is over for this process: stop until the next call
                     self._thread = None
                     return
+            if quiet == 0:
+                self._log(self.line())
             last = done
-            self._log(self.line())
 
     def stop(self) -> None:
         self._finished.set()

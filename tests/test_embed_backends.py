@@ -35,12 +35,13 @@ def test_onnx_matches_torch_and_is_exported_once(tiny_model_dir, onnx_cache, mon
     np.testing.assert_allclose(vectors, reference, atol=1e-5)
     fingerprint = model_fingerprint(tiny_model_dir)
     assert os.listdir(onnx_cache) == [fingerprint]
-    assert sorted(os.listdir(onnx_cache / fingerprint)) == ["model-opset17.onnx"]  # no partial files left
+    assert sorted(os.listdir(onnx_cache / fingerprint)) == ["model-opset17-ort.onnx", "model-opset17.onnx"]
 
     def no_export(*args, **kwargs):
         raise AssertionError("the cached export must be reused")
 
     monkeypatch.setattr(onnx_backend, "export_onnx", no_export)
+    monkeypatch.setattr(onnx_backend, "optimize_onnx", no_export)
     again = load_sentence_transformer(tiny_model_dir, backend="onnx").encode_document(TEXTS, batch_size=4)
     np.testing.assert_allclose(again, reference, atol=1e-5)
 
@@ -53,8 +54,9 @@ def test_int8_is_quantized_for_this_cpu_and_stays_close(tiny_model_dir, onnx_cac
     assert np.abs(vectors - reference).max() > 0  # really another model
     assert (vectors * reference).sum(axis=1).min() > 0.9  # cosine to the fp32 vector
     files = os.listdir(onnx_cache / model_fingerprint(tiny_model_dir))
-    assert f"model-opset17_qint8_{onnx_backend.quantization_isa()}.onnx" in files
+    assert f"model-opset17-ort_qint8_{onnx_backend.quantization_isa()}.onnx" in files
     assert int8[0].model.onnx_path.endswith(f"qint8_{onnx_backend.quantization_isa()}.onnx")
+    assert not [name for name in files if name.endswith(".partial")]
 
 
 def test_devices_and_backends_are_checked(tiny_model_dir, monkeypatch):
@@ -90,3 +92,19 @@ def test_eval_runs_each_backend_and_reports_it(tmp_path, tiny_model_dir, onnx_ca
         assert (result["embed_backend"], result["device"]) == (backend, "cpu")
         scores[backend] = result["ndcg@10"]
     assert scores["onnx"] == pytest.approx(scores["torch"], abs=1e-6)
+
+
+def test_a_graph_the_optimizer_would_change_is_checked_against_the_export(tiny_model_dir, tmp_path, monkeypatch):
+    model = load_sentence_transformer(tiny_model_dir)
+    plain = onnx_backend.export_onnx(model[0].model, str(tmp_path / "plain.onnx"))
+    assert model[0].model.config._attn_implementation != "eager"  # the export switched attention back
+    fused = onnx_backend.optimize_onnx(plain, str(tmp_path / "ort.onnx"), model[0].model.config)
+    feeds = onnx_backend._sample_feeds(plain, model[0].model.config.vocab_size)
+    np.testing.assert_allclose(onnx_backend._run(fused, feeds), onnx_backend._run(plain, feeds), atol=1e-4)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fusion for this architecture")
+
+    monkeypatch.setattr("onnxruntime.transformers.optimizer.optimize_model", broken)
+    kept = onnx_backend.optimize_onnx(plain, str(tmp_path / "kept.onnx"), model[0].model.config)
+    assert open(kept, "rb").read() == open(plain, "rb").read()  # the plain export, copied

@@ -3,7 +3,8 @@
 sentence-transformers' own `backend="onnx"` goes through optimum-onnx, whose releases (0.1.0 and older)
 require transformers < 4.58 and fail to import against the transformers 5 negforge runs on. So the same
 two steps are done here with the libraries underneath: the model's transformer is exported locally with
-`torch.onnx.export` (opset 17, dynamic batch and sequence axes), and `onnx-int8` quantizes that export
+`torch.onnx.export` (opset 17, dynamic batch and sequence axes, eager attention), ONNX Runtime's
+transformer optimizer fuses it (kept only when its outputs equal the export's), and `onnx-int8` quantizes that
 with ONNX Runtime's dynamic quantizer using the settings of sentence-transformers'
 `export_dynamic_quantized_onnx_model(model, "<isa>")` (optimum's AutoQuantizationConfig.<isa>(is_static=False):
 IntegerOps, weights QInt8 symmetric per-channel, activations QUInt8, no reduce_range except avx2).
@@ -86,7 +87,11 @@ def _uses_token_type_ids(hf_model) -> bool:
 
 
 def export_onnx(hf_model, path: str) -> str:
-    """Export a Hugging Face encoder (input_ids, attention_mask[, token_type_ids] -> last_hidden_state) to `path`."""
+    """Export a Hugging Face encoder (input_ids, attention_mask[, token_type_ids] -> last_hidden_state) to `path`.
+
+    Attention is exported in its eager form (same maths as SDPA): ONNX Runtime's transformer optimizer
+    recognises that pattern and fuses it into one Attention op, which the SDPA export hides from it.
+    """
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if _uses_token_type_ids(hf_model) else [])
     dummy = tuple(torch.ones(2, 8, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, 8, dtype=torch.long)
                   for n in names)
@@ -102,8 +107,12 @@ def export_onnx(hf_model, path: str) -> str:
 
     staging = _atomic_target(path)
     was_training = hf_model.training
+    attention = getattr(hf_model.config, "_attn_implementation", None)
+    can_switch = attention not in (None, "eager") and hasattr(hf_model, "set_attn_implementation")
     hf_model.eval()
     try:
+        if can_switch:
+            hf_model.set_attn_implementation("eager")
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on branches that are constant for an encoder
             torch.onnx.export(_Encoder(hf_model).cpu(), dummy, staging, input_names=names,
@@ -111,7 +120,63 @@ def export_onnx(hf_model, path: str) -> str:
                               do_constant_folding=True, dynamo=False, external_data=False)
         os.replace(staging, path)
     finally:
+        if can_switch:
+            hf_model.set_attn_implementation(attention)
         hf_model.train(was_training)
+        if os.path.exists(staging):
+            os.remove(staging)
+    return path
+
+
+def _sample_feeds(path: str, vocab_size: int) -> dict[str, np.ndarray]:
+    """Two padded rows of random token ids for every input of the graph at `path` (a fixed seed)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, max(2, vocab_size), size=(2, 24), dtype=np.int64)  # [2, 24]
+    mask = np.ones_like(ids)
+    mask[1, 10:] = 0  # a padded row
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    names = [i.name for i in ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()]
+    return {name: feeds[name] for name in names}
+
+
+def _run(path: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return session.run(["last_hidden_state"], feeds)[0]  # [2, 24, hidden]
+
+
+def optimize_onnx(plain_path: str, path: str, config) -> str:
+    """ONNX Runtime's transformer optimizer (fused Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm) on an
+    export; the result is kept only when it gives the export's outputs (max abs difference <= 1e-4 on padded
+    random input), else the plain graph is copied to `path`, so the check is made once per model."""
+    import shutil
+
+    staging = _atomic_target(path)
+    try:
+        try:
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            heads = int(getattr(config, "num_attention_heads", 0) or 0)
+            hidden = int(getattr(config, "hidden_size", 0) or 0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optimized = optimize_model(plain_path, model_type="bert", num_heads=heads, hidden_size=hidden,
+                                           opt_level=1)
+            optimized.save_model_to_file(staging)
+            feeds = _sample_feeds(plain_path, int(getattr(config, "vocab_size", 2)))
+            difference = float(np.abs(_run(staging, feeds) - _run(plain_path, feeds)).max())
+            fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+            if not difference <= 1e-4:
+                raise ValueError(f"optimized graph differs from the export by {difference}")
+            logger.info("ONNX Runtime fusions %s (max abs difference %.1e)", fused, difference)
+        except Exception as error:  # noqa: BLE001 - an unknown architecture keeps the plain export
+            logger.info("keeping the plain ONNX export of %s: %s", plain_path, error)
+            shutil.copyfile(plain_path, staging)
+        os.replace(staging, path)
+    finally:
         if os.path.exists(staging):
             os.remove(staging)
     return path
@@ -129,7 +194,8 @@ def quantize_int8(fp32_path: str, path: str, isa: str) -> str:
             per_channel=True,  # AutoQuantizationConfig.<isa>(is_static=False) defaults
             reduce_range=isa == "avx2",  # only optimum's avx2 config asks for 7-bit weights
             weight_type=QuantType.QInt8,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            # fused contrib ops (Attention, SkipLayerNorm) defeat shape inference: their outputs are float
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "DefaultTensorType": 1},
         )
         os.replace(staging, path)
     finally:
@@ -139,17 +205,21 @@ def quantize_int8(fp32_path: str, path: str, isa: str) -> str:
 
 
 def onnx_model_path(local_dir: str, hf_model, backend: str) -> str:
-    """The cached .onnx file of `backend` for the model in `local_dir`, exported (and quantized) when missing."""
+    """The cached .onnx file of `backend` for the model in `local_dir`, exported, optimized (and quantized) when
+    missing: model-opset17.onnx (export) -> model-opset17-ort.onnx (`onnx`) -> ..._qint8_<isa>.onnx (`onnx-int8`)."""
     folder = os.path.join(onnx_cache_root(), model_fingerprint(local_dir))
-    fp32 = os.path.join(folder, f"model-opset{ONNX_OPSET}.onnx")
+    plain = os.path.join(folder, f"model-opset{ONNX_OPSET}.onnx")
+    fp32 = os.path.join(folder, f"model-opset{ONNX_OPSET}-ort.onnx")
     with _EXPORT_LOCK:
         if not os.path.exists(fp32):
-            logger.info("exporting %s to ONNX at %s (once per model content)", local_dir, fp32)
-            export_onnx(hf_model, fp32)
+            if not os.path.exists(plain):
+                logger.info("exporting %s to ONNX at %s (once per model content)", local_dir, plain)
+                export_onnx(hf_model, plain)
+            optimize_onnx(plain, fp32, hf_model.config)
         if backend == "onnx":
             return fp32
         isa = quantization_isa()
-        int8 = os.path.join(folder, f"model-opset{ONNX_OPSET}_qint8_{isa}.onnx")
+        int8 = os.path.join(folder, f"model-opset{ONNX_OPSET}-ort_qint8_{isa}.onnx")
         if not os.path.exists(int8):
             logger.info("quantizing %s to int8 for %s at %s", fp32, isa, int8)
             quantize_int8(fp32, int8, isa)

@@ -1,8 +1,8 @@
 """Embedding throughput of each backend against this machine's fp32 peak, with nDCG@10 per backend.
 
-On a SciFact corpus slice (default: all 5,183 docs, title + " " + text; --quick: the positives of the first
-40 test queries + other docs up to 300), for every backend (torch, onnx, onnx-int8) on the CPU, and torch
-on cuda wherever torch sees a GPU:
+On a corpus slice (default: the whole corpus of --beir, SciFact's 5,183 docs for the issue's figures; passage =
+title + " " + text; --quick: the positives of the first 40 test queries + other docs up to 300), for every
+backend (torch, onnx, onnx-int8) on the CPU, and torch on cuda wherever torch sees a GPU:
   encode      plain `encode_document` of the slice after a warm-up: non-padding tokens/s, the FLOP/s
               they stand for (FLOPs per token from the model's config), and that as a fraction of
   peak        a 4096 x 4096 fp32 `torch.matmul` on the same threads, measured in the same run;
@@ -14,6 +14,7 @@ on cuda wherever torch sees a GPU:
               the fastest CPU backend: warm / no-cache stage seconds.
 Writes bench/results/embed_throughput[_quick].json (git sha, machine, load average, command, inputs).
 
+    .venv/bin/python bench/embed_throughput.py --beir ../shared/data/scifact    # the issue-14 figures
     .venv/bin/python bench/embed_throughput.py [--quick] [--docs N] [--backends torch,onnx,onnx-int8]
         [--threads N] [--batch-size 64] [--no-stage] [--no-cache-check] [--model bundled]
 """
@@ -36,7 +37,7 @@ import numpy as np  # noqa: E402
 from common import Timer, write_results  # noqa: E402
 
 logger = logging.getLogger("bench.embed_throughput")
-DEFAULT_BEIR = "/work/shared/data/scifact"
+DEFAULT_BEIR = os.path.join(ROOT, "data", "scifact-sample")  # the full corpus: --beir <SciFact folder>
 CPU_BACKENDS = ("torch", "onnx", "onnx-int8")
 
 

@@ -189,8 +189,8 @@ def run_embed(
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     cache_dirs = embedding_cache_dirs(config.embed)
     totals = {"doc": input_rows(run.inputs_table("docs")), "query": input_rows(run.inputs_table("queries"))}
-    if cache_dirs:
-        totals = {kind: None for kind in totals}  # only the uncached texts reach the model: no fair ETA
+    if cache_dirs or workers != 1:  # only uncached texts reach the model / each process sees a share: no ETA
+        totals = {kind: None for kind in totals}
         logger.info("embed: cache folders %s", cache_dirs)
     build_embed_pipeline(pipeline, config, run, out, dim, workers, texts_per_call, cache_dirs, totals)
     if not run_pipeline(pipeline, options):

@@ -116,7 +116,7 @@ def test_progress_lines_give_counts_rate_and_eta():
 
 
 def test_cli_build_with_int8_and_a_warm_cache_embeds_nothing_and_gives_the_same_rows(tmp_path, tiny_model_dir,
-                                                                                    monkeypatch):
+                                                                                    monkeypatch, caplog):
     import json
 
     import polars as pl
@@ -138,7 +138,10 @@ def test_cli_build_with_int8_and_a_warm_cache_embeds_nothing_and_gives_the_same_
         return manifest, rows
 
     cache = str(tmp_path / "cache")
-    plain, plain_rows = build("plain")
+    with caplog.at_level("INFO", logger="transforms.embed_progress"):
+        plain, plain_rows = build("plain")
+    progress = [r.getMessage() for r in caplog.records if r.name == "transforms.embed_progress"]
+    assert any(line.startswith("embedding docs: 450 / 450 texts (100%)") and "texts/s" in line for line in progress)
     first, first_rows = build("first", "--embedding-cache", cache)
     second, second_rows = build("second", "--embedding-cache", cache)
     assert first["config"]["embed"]["backend"] == "onnx-int8" and first["config"]["embed"]["embedding_cache"] == cache

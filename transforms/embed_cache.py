@@ -125,8 +125,9 @@ class SplitCachedFn(beam.DoFn):
         ids = tuple(sorted((item_id, th) for item_id, th, _ in texts))
         if cached:
             self._hits.inc(len(ids))
+            vector = min(cached, key=lambda v: v.tobytes())  # two builds may have cached a text: pick one stably
             for id_and_hash in ids:
-                yield (id_and_hash, cached[0])
+                yield (id_and_hash, vector)
             return
         self._misses.inc()
         yield beam.pvalue.TaggedOutput(MISSES, (key, texts[0][2], ids))

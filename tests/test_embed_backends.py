@@ -35,7 +35,7 @@ def test_onnx_matches_torch_and_is_exported_once(tiny_model_dir, onnx_cache, mon
     np.testing.assert_allclose(vectors, reference, atol=1e-5)
     fingerprint = model_fingerprint(tiny_model_dir)
     assert os.listdir(onnx_cache) == [fingerprint]
-    assert sorted(os.listdir(onnx_cache / fingerprint)) == ["model-opset17-ort.onnx", "model-opset17.onnx"]
+    assert sorted(os.listdir(onnx_cache / fingerprint)) == ["model-opset17-eager-ort.onnx", "model-opset17-eager.onnx"]
 
     def no_export(*args, **kwargs):
         raise AssertionError("the cached export must be reused")
@@ -54,7 +54,7 @@ def test_int8_is_quantized_for_this_cpu_and_stays_close(tiny_model_dir, onnx_cac
     assert np.abs(vectors - reference).max() > 0  # really another model
     assert (vectors * reference).sum(axis=1).min() > 0.9  # cosine to the fp32 vector
     files = os.listdir(onnx_cache / model_fingerprint(tiny_model_dir))
-    assert f"model-opset17-ort_qint8_{onnx_backend.quantization_isa()}.onnx" in files
+    assert f"model-opset17-eager-ort_qint8_{onnx_backend.quantization_isa()}.onnx" in files
     assert int8[0].model.onnx_path.endswith(f"qint8_{onnx_backend.quantization_isa()}.onnx")
     assert not [name for name in files if name.endswith(".partial")]
 

@@ -35,6 +35,7 @@ from transforms.model import model_fingerprint
 logger = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+EXPORT_RECIPE = "eager"  # in the cached file names: bump when export_onnx/optimize_onnx change what they write
 _EXPORT_LOCK = threading.Lock()  # one export per process at a time (threads of one worker share the cache)
 
 
@@ -206,10 +207,11 @@ def quantize_int8(fp32_path: str, path: str, isa: str) -> str:
 
 def onnx_model_path(local_dir: str, hf_model, backend: str) -> str:
     """The cached .onnx file of `backend` for the model in `local_dir`, exported, optimized (and quantized) when
-    missing: model-opset17.onnx (export) -> model-opset17-ort.onnx (`onnx`) -> ..._qint8_<isa>.onnx (`onnx-int8`)."""
+    missing: model-opset17-eager.onnx (export) -> ...-eager-ort.onnx (onnx) -> ...-ort_qint8_<isa>.onnx (onnx-int8).
+    The file names carry the export recipe, so a changed recipe never reads an older one's files."""
     folder = os.path.join(onnx_cache_root(), model_fingerprint(local_dir))
-    plain = os.path.join(folder, f"model-opset{ONNX_OPSET}.onnx")
-    fp32 = os.path.join(folder, f"model-opset{ONNX_OPSET}-ort.onnx")
+    plain = os.path.join(folder, f"model-opset{ONNX_OPSET}-{EXPORT_RECIPE}.onnx")
+    fp32 = os.path.join(folder, f"model-opset{ONNX_OPSET}-{EXPORT_RECIPE}-ort.onnx")
     with _EXPORT_LOCK:
         if not os.path.exists(fp32):
             if not os.path.exists(plain):
@@ -219,7 +221,7 @@ def onnx_model_path(local_dir: str, hf_model, backend: str) -> str:
         if backend == "onnx":
             return fp32
         isa = quantization_isa()
-        int8 = os.path.join(folder, f"model-opset{ONNX_OPSET}-ort_qint8_{isa}.onnx")
+        int8 = os.path.join(folder, f"model-opset{ONNX_OPSET}-{EXPORT_RECIPE}-ort_qint8_{isa}.onnx")
         if not os.path.exists(int8):
             logger.info("quantizing %s to int8 for %s at %s", fp32, isa, int8)
             quantize_int8(fp32, int8, isa)

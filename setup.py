@@ -32,7 +32,7 @@ setup(
         "onnx>=1.16,<2",  # the exporter's output format; ONNX Runtime's quantizer reads it
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "datasets>=2.19", "pandas>=2.0"],
+        "dev": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "datasets>=2.19", "pandas>=2.0", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["negforge=pipelines.cli:main"]},
 )

@@ -19,13 +19,14 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from pipelines.options import make_pipeline_options, run_pipeline
 from schemas.build_config import BuildConfig, EmbedConfig
+from schemas.fingerprints import digest, model_fingerprint
 from schemas.inputs import DEADLETTER_SCHEMA
 from schemas.layout import RunLayout
 from schemas.negatives import text_hash
 from transforms.counts import SumCountsFn, WriteJson
 from transforms.embed import EmbedTexts, available_cores
 from transforms.embed_cache import cache_namespace
-from transforms.model import model_dimension, spec_fingerprint
+from transforms.model import model_dimension
 from transforms.write_embeddings import WriteEmbeddings
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def embedding_cache_dirs(embed: EmbedConfig) -> dict[str, str]:
     """kind -> the cache namespace folder of EmbedConfig.embedding_cache ({} when no cache is set)."""
     if not embed.embedding_cache:
         return {}
-    fingerprint = spec_fingerprint(embed.model)  # content of the model files (a gs:// model is copied here)
+    fingerprint = digest(model_fingerprint(embed.model))  # the bundled version or the files' hashes (no copy)
     root = embed.embedding_cache.rstrip("/")
     return {
         kind: FileSystems.join(

@@ -172,11 +172,6 @@ def model_fingerprint(local_dir: str) -> str:
     return _FINGERPRINTS[memo_key]
 
 
-def spec_fingerprint(spec: str) -> str:
-    """model_fingerprint of the folder `spec` resolves to (a gs:// model is copied locally first)."""
-    return model_fingerprint(resolve_model_dir(spec))
-
-
 def resolve_model_dir(spec: str) -> str:
     """A local sentence-transformers folder for `spec`, on the machine that calls it (a worker)."""
     validate_model_spec(spec)

@@ -2,7 +2,7 @@
 
     DIR/<namespace>/<content hash>.parquet    columns text_key (string), vector (fixed_size_list<float32>[dim])
 
-namespace = blake2b of (model content fingerprint, backend, kind, prompt, max_seq_length): one folder per
+namespace = blake2b of (model fingerprint, backend, kind, prompt, max_seq_length): one folder per
 way of embedding. text_key = blake2b of the exact text handed to the model (not schemas.negatives.text_hash,
 which hashes the *normalised* text: two texts that normalise alike are still embedded apart). Files are
 written once, named after their content and never rewritten, so concurrent builds and workers only add

@@ -2,14 +2,18 @@
 
     python bench/mine_vs_st.py            # all train queries (809) and the full corpus (5,183 docs)
     python bench/mine_vs_st.py --quick    # the first 50 train queries, their positives + 250 other docs
+    python bench/mine_vs_st.py --backends torch,onnx-int8    # negforge's embed backends to time (default)
 
-Both sides run cold, each in its own fresh process (no embedding caches), with the same model (bundled
-all-MiniLM-L6-v2), the same torch threads, K = 3 hard negatives, relative_margin 0.05, exact search:
-  negforge  pipelines.build.run_build: ingest -> embed -> index (Flat) -> mine (hard tier only), DirectRunner
+Every side runs cold, each in its own fresh process (no embedding cache), with the same model (bundled
+all-MiniLM-L6-v2), the same threads, K = 3 hard negatives, relative_margin 0.05, exact search, and does only
+this work inside its timed process:
+  negforge  pipelines.build.run_build: ingest -> embed -> index (Flat) -> mine (hard tier only), DirectRunner,
+            once per --embed-backend (ONNX exports are made and cached before any timing, reported apart)
   st        mine_hard_negatives(use_faiss=True, num_negatives=3, relative_margin=0.05), triplet output
-Reported: wall seconds of each (model load and embedding included) and their ratio (goal <= 1.0), the
-agreement of the hard negatives on pairs where both found K (goal >= 0.99), and each side's coverage (pairs
-with the full K; goal for negforge >= 0.99). Writes bench/results/mine_vs_st[_quick].json.
+Reported: wall seconds of each (imports, model load and embedding included) and each backend's ratio to st
+(goals: torch <= 1.0, onnx-int8 <= 0.5), the agreement of the hard negatives on pairs where both found K (goal
+>= 0.99), and each side's coverage (goal for negforge >= 0.99). After the timed runs, untimed, the mine stage
+alone with the default tiers on the torch RUN_DIR (coverage per tier). Writes bench/results/mine_vs_st[_quick].json.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def slice_beir(beir_dir: str, split: str, out_dir: str, queries: int, extra_docs
     return out_dir
 
 
-def run_negforge(beir_dir: str, split: str, workdir: str, threads: int) -> dict:
+def run_negforge(beir_dir: str, split: str, workdir: str, threads: int, backend: str = "torch") -> dict:
     """negforge build (hard tier only); {(anchor, positive): [negatives]} keyed by texts, plus timings."""
     import polars as pl
 
@@ -63,9 +67,9 @@ def run_negforge(beir_dir: str, split: str, workdir: str, threads: int) -> dict:
     from schemas.build_config import BuildConfig, EmbedConfig, IndexConfig, IngestConfig, MiningConfig
 
     config = BuildConfig(
-        output=os.path.join(workdir, "run"),
+        output=os.path.join(workdir, f"run-{backend}"),
         ingest=IngestConfig(beir_dir=beir_dir, split=split),
-        embed=EmbedConfig(model="bundled", torch_threads=threads),
+        embed=EmbedConfig(model="bundled", torch_threads=threads, backend=backend),
         index=IndexConfig(num_shards=4, index_factory="Flat"),
         mining=MiningConfig(hard=K, semi_hard=0, random=0, relative_margin=MARGIN),
         overwrite=True,
@@ -78,18 +82,24 @@ def run_negforge(beir_dir: str, split: str, workdir: str, threads: int) -> dict:
     for anchor, positive, negative in rows.select("anchor", "positive", "negative").iter_rows():
         negatives.setdefault(f"{anchor}\t{positive}", []).append(negative)
     return {"wall_s": wall, "stage_s": manifest.get("timings_s", {}), "selection": manifest.get("selection", {}),
-            "negatives": negatives, "default_tiers": mine_default_tiers(config)}
+            "negatives": negatives}
 
 
-def mine_default_tiers(config) -> dict:
-    """After the timed run: the mine stage alone with the default tiers (3 hard, 2 semi-hard, 1 random) on the
-    same RUN_DIR, for its coverage per tier and deeper-search histogram (not part of the comparison)."""
+def mine_default_tiers(run_dir: str) -> dict:
+    """Untimed, in its own process after the timed ones: the mine stage alone with the default tiers (3 hard,
+    2 semi-hard, 1 random) on a finished RUN_DIR, for its coverage per tier and deeper-search histogram."""
     from dataclasses import replace
 
     from pipelines.stage_mine import run_mine
-    from schemas.build_config import MiningConfig
+    from schemas.build_config import BuildConfig, EmbedConfig, IndexConfig, IngestConfig, MiningConfig
     from schemas.layout import RunLayout
 
+    with open(os.path.join(run_dir, "manifest.json"), encoding="utf-8") as handle:
+        saved = json.load(handle)["config"]
+    config = BuildConfig(
+        output=run_dir, ingest=IngestConfig(**saved["ingest"]), embed=EmbedConfig(**saved["embed"]),
+        index=IndexConfig(**saved["index"]),
+    )
     run = RunLayout(config.output)
     started = time.perf_counter()
     stats = run_mine(replace(config, mining=MiningConfig()), run, RunLayout(run.staging_dir("mine-default")), [])
@@ -150,17 +160,19 @@ def _side(args) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.side == "negforge":
-        result = run_negforge(args.beir, args.split, args.workdir, args.threads)
+        result = run_negforge(args.beir, args.split, args.workdir, args.threads, args.backend)
+    elif args.side == "tiers":
+        result = mine_default_tiers(os.path.join(args.workdir, "run-torch"))
     else:
         result = run_st(args.beir, args.split, args.threads)
     with open(args.result, "w", encoding="utf-8") as handle:
         json.dump(result, handle)
 
 
-def _spawn(side: str, beir: str, split: str, workdir: str, threads: int) -> dict:
-    result = os.path.join(workdir, f"{side}.json")
+def _spawn(side: str, beir: str, split: str, workdir: str, threads: int, backend: str = "torch") -> dict:
+    result = os.path.join(workdir, f"{side}-{backend}.json")
     command = [sys.executable, os.path.abspath(__file__), "--side", side, "--beir", beir, "--split", split,
-               "--workdir", workdir, "--threads", str(threads), "--result", result]
+               "--workdir", workdir, "--threads", str(threads), "--result", result, "--backend", backend]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(threads))
     load_before = os.getloadavg()[0]
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -176,43 +188,71 @@ def _spawn(side: str, beir: str, split: str, workdir: str, threads: int) -> dict
     return payload
 
 
+def prepare_backends(backends: list[str], threads: int) -> float:
+    """Make (and cache) the ONNX exports before any timing; returns the seconds it took (0 when cached)."""
+    started = time.perf_counter()
+    from transforms.model import load_sentence_transformer
+
+    for backend in backends:
+        if backend != "torch":
+            load_sentence_transformer("bundled", backend=backend, threads=threads)
+    return time.perf_counter() - started
+
+
+def backend_figures(ours: dict, st: dict) -> dict:
+    return {
+        "negforge_pairs_full_fraction": ours["selection"].get("pairs_full_fraction", {}).get("hard"),
+        "wall_s": round(ours["process_wall_s"], 2),
+        "ratio_over_st": round(ours["process_wall_s"] / st["process_wall_s"], 3),
+        "cpu_s": round(ours["process_cpu_s"], 2),
+        "cpu_ratio_over_st": round(ours["process_cpu_s"] / st["process_cpu_s"], 3),
+        "load_1min_before_after": ours["load_1min"],
+        "in_process_s": round(ours["wall_s"], 2),
+        "stage_s": ours["stage_s"],
+        "deeper_search_histogram": ours["selection"].get("deeper_search_histogram"),
+        "dropped": ours["selection"].get("dropped"),
+        **{f"vs_st_{k}": v for k, v in compare(ours["negatives"], st["negatives"], st["pair_keys"]).items()
+           if k != "pair_keys"},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--beir", default=os.path.join(os.path.dirname(__file__), "..", "data", "scifact-sample"))
     parser.add_argument("--split", default="train")
     parser.add_argument("--quick", action="store_true", help="50 queries, their positives + 250 other docs")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--side", choices=("negforge", "st"), help=argparse.SUPPRESS)
+    parser.add_argument("--backends", default="torch,onnx-int8", help="negforge --embed-backend values to time")
+    parser.add_argument("--side", choices=("negforge", "st", "tiers"), help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         _side(args)
         return
+    backends = [b for b in args.backends.split(",") if b]
+    export_s = prepare_backends(backends, args.threads)
     with tempfile.TemporaryDirectory(prefix="mine_vs_st-") as workdir:
         beir = slice_beir(args.beir, args.split, os.path.join(workdir, "beir"), 50, 250) if args.quick else args.beir
         st = _spawn("st", beir, args.split, workdir, args.threads)
-        ours = _spawn("negforge", beir, args.split, workdir, args.threads)
-    figures = compare(ours["negatives"], st["negatives"], st["pair_keys"])
+        ours = {b: _spawn("negforge", beir, args.split, workdir, args.threads, b) for b in backends}
+        tiers = _spawn("tiers", beir, args.split, workdir, args.threads) if "torch" in ours else None
+    first = ours[backends[0]]
+    figures = compare(first["negatives"], st["negatives"], st["pair_keys"])  # agreement of the first backend
     figures.update({
         "pairs": st["pairs"],
-        "negforge_pairs_full_fraction": ours["selection"].get("pairs_full_fraction", {}).get("hard"),
-        "wall_s_negforge": round(ours["process_wall_s"], 2),
         "wall_s_st": round(st["process_wall_s"], 2),
-        "ratio_negforge_over_st": round(ours["process_wall_s"] / st["process_wall_s"], 3),
-        "cpu_s_negforge": round(ours["process_cpu_s"], 2),
         "cpu_s_st": round(st["process_cpu_s"], 2),
-        "cpu_ratio_negforge_over_st": round(ours["process_cpu_s"] / st["process_cpu_s"], 3),
-        "load_1min_before_after": {"negforge": ours["load_1min"], "st": st["load_1min"]},
-        "in_process_s_negforge": round(ours["wall_s"], 2),
         "in_process_s_st": round(st["wall_s"], 2),
-        "negforge_stage_s": ours["stage_s"],
-        "negforge_deeper_search_histogram": ours["selection"].get("deeper_search_histogram"),
-        "negforge_dropped": ours["selection"].get("dropped"),
-        "negforge_default_tiers": ours["default_tiers"],
+        "load_1min_before_after_st": st["load_1min"],
+        "negforge": {b: backend_figures(ours[b], st) for b in backends},
+        "onnx_export_s_before_timing": round(export_s, 2),
+        "negforge_default_tiers_untimed": tiers,
     })
     inputs = {"beir": args.beir, "split": args.split, "quick": args.quick, "pairs": st["pairs"],
-              "threads": args.threads, "model": "bundled all-MiniLM-L6-v2", "k": K, "relative_margin": MARGIN}
+              "threads": args.threads, "model": "bundled all-MiniLM-L6-v2", "k": K, "relative_margin": MARGIN,
+              "backends": backends}
     path = write_results("mine_vs_st_quick" if args.quick else "mine_vs_st", {"inputs": inputs, "figures": figures})
     print(json.dumps(figures, indent=2))
     print(f"wrote {path}")

@@ -1,8 +1,10 @@
 """`negforge eval --beir DIR --split S --model SPEC`: retrieval quality of a model, as one JSON line.
 
 Corpus text is title + " " + text (BEIR's and MTEB's join); the metrics come from sentence-transformers'
-InformationRetrievalEvaluator (trainer/evaluate.py). Output, on stdout:
-    {"ndcg@10": .., "mrr@10": .., "recall@100": .., "model": .., "split": .., "queries": .., "docs": ..}
+InformationRetrievalEvaluator (trainer/evaluate.py). `--embed-backend torch|onnx|onnx-int8` and
+`--device cpu|cuda|auto` pick how the model runs (as for `negforge build`). Output, on stdout:
+    {"ndcg@10": .., "mrr@10": .., "recall@100": .., "model": .., "split": .., "queries": .., "docs": ..,
+     "embed_backend": .., "device": ..}
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import json
 import logging
 import sys
 
+from schemas.build_config import EMBED_BACKENDS, EMBED_DEVICES
 from transforms.model import BUNDLED, ModelSpecError, load_sentence_transformer  # sets HF_HUB_OFFLINE first
+from transforms.onnx_backend import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,12 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-seq-length", type=_positive_int, default=None, help="tokens; default: the model's")
     parser.add_argument("--query-prompt", default="", help="prepended to every query (default: none)")
     parser.add_argument("--doc-prompt", default="", help="prepended to every document (default: none)")
+    parser.add_argument(
+        "--embed-backend", choices=EMBED_BACKENDS, default="torch",
+        help="torch (fp32), onnx (fp32 ONNX Runtime) or onnx-int8 (dynamic int8; fastest on CPU); "
+        "ONNX exports are made locally and cached in $NEGFORGE_ONNX_CACHE (default ~/.cache/negforge/onnx)",
+    )
+    parser.add_argument("--device", choices=EMBED_DEVICES, default="cpu", help="auto: cuda when torch sees one")
     return parser
 
 
@@ -46,7 +56,9 @@ def main_eval(argv: list[str]) -> int:
 
     try:
         data = load_beir(args.beir, args.split)
-        model = load_sentence_transformer(args.model, device="cpu", max_seq_length=args.max_seq_length)
+        model = load_sentence_transformer(
+            args.model, device=args.device, max_seq_length=args.max_seq_length, backend=args.embed_backend
+        )
         metrics = evaluate_retrieval(
             model,
             data.corpus,
@@ -67,6 +79,8 @@ def main_eval(argv: list[str]) -> int:
         "queries": len(data.queries),
         "docs": len(data.corpus),
         "max_seq_length": model.max_seq_length,
+        "embed_backend": args.embed_backend,
+        "device": resolve_device(args.device),
     }
     print(json.dumps(line), flush=True)
     return 0

@@ -18,12 +18,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines.options import make_pipeline_options, run_pipeline
-from schemas.build_config import BuildConfig
+from schemas.build_config import BuildConfig, EmbedConfig
+from schemas.fingerprints import digest, model_fingerprint
 from schemas.inputs import DEADLETTER_SCHEMA
 from schemas.layout import RunLayout
 from schemas.negatives import text_hash
 from transforms.counts import SumCountsFn, WriteJson
 from transforms.embed import EmbedTexts, available_cores
+from transforms.embed_cache import cache_namespace
 from transforms.model import model_dimension
 from transforms.write_embeddings import WriteEmbeddings
 
@@ -42,6 +44,35 @@ def processes_per_machine(options: PipelineOptions) -> int | None:
         if direct.direct_running_mode in ("multi_processing", "multi_threading"):
             return direct.direct_num_workers or available_cores()  # 0 means one per core
     return 1
+
+
+def input_rows(table_dir: str) -> int | None:
+    """Rows of an inputs/ table from its Parquet footers (None when it is not there yet, e.g. --dry_run)."""
+    import pyarrow.parquet as pq
+
+    try:
+        paths = [m.path for m in FileSystems.match([FileSystems.join(table_dir, "*.parquet")])[0].metadata_list]
+        total = 0
+        for path in paths:
+            with FileSystems.open(path) as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        return total
+    except Exception:  # noqa: BLE001 - progress without a total is still progress
+        return None
+
+
+def embedding_cache_dirs(embed: EmbedConfig) -> dict[str, str]:
+    """kind -> the cache namespace folder of EmbedConfig.embedding_cache ({} when no cache is set)."""
+    if not embed.embedding_cache:
+        return {}
+    fingerprint = digest(model_fingerprint(embed.model))  # the bundled version or the files' hashes (no copy)
+    root = embed.embedding_cache.rstrip("/")
+    return {
+        kind: FileSystems.join(
+            root, cache_namespace(fingerprint, embed.backend, kind, prompt, embed.max_seq_length)
+        )
+        for kind, prompt in (("doc", embed.doc_prompt), ("query", embed.query_prompt))
+    }
 
 
 def _passage_row(row: dict) -> tuple[str, str, str]:
@@ -69,8 +100,15 @@ def build_embed_pipeline(
     dim: int,
     workers: int | None,
     texts_per_call: int | None = None,
+    cache_dirs: dict[str, str] | None = None,
+    totals: dict[str, int | None] | None = None,
 ) -> None:
-    """Compose the stage on `pipeline` (does not run it)."""
+    """Compose the stage on `pipeline` (does not run it).
+
+    cache_dirs: kind -> embedding-cache namespace folder (none: no cache); totals: kind -> rows, for the
+    progress lines' percentage and ETA.
+    """
+    cache_dirs = cache_dirs or {}
     embed = config.embed
     docs = (
         pipeline
@@ -90,10 +128,21 @@ def build_embed_pipeline(
         )
         | "QueryTexts" >> beam.Map(_query_row)
     )
-    embed_docs = EmbedTexts(embed, "doc", dim, workers, texts_per_call).with_deadletter()
-    embed_queries = EmbedTexts(embed, "query", dim, workers, texts_per_call).with_deadletter()
-    doc_rows, doc_dead = docs | "EmbedDocs" >> embed_docs
-    query_rows, query_dead = queries | "EmbedQueries" >> embed_queries
+    totals = totals or {}
+    embed_docs = EmbedTexts(
+        embed, "doc", dim, workers, texts_per_call, cache_namespace_dir=cache_dirs.get("doc"),
+        progress_total=totals.get("doc"),
+    ).with_counts()
+    embed_queries = EmbedTexts(
+        embed, "query", dim, workers, texts_per_call, cache_namespace_dir=cache_dirs.get("query"),
+        progress_total=totals.get("query"),
+    ).with_counts()
+    doc_rows, doc_dead, doc_counts = docs | "EmbedDocs" >> embed_docs
+    query_rows, query_dead, query_counts = queries | "EmbedQueries" >> embed_queries
+    model_counts = (
+        doc_counts | "PrefixDocCounts" >> beam.MapTuple(lambda name, n: {f"docs_{name}": n}),
+        query_counts | "PrefixQueryCounts" >> beam.MapTuple(lambda name, n: {f"queries_{name}": n}),
+    )
     _ = doc_rows | "WriteDocVectors" >> WriteEmbeddings(FileSystems.join(out.embeddings_dir, "doc"), dim)
     _ = query_rows | "WriteQueryVectors" >> WriteEmbeddings(FileSystems.join(out.embeddings_dir, "query"), dim)
     dead = (doc_dead, query_dead) | "AllDeadLetters" >> beam.Flatten()
@@ -110,6 +159,7 @@ def build_embed_pipeline(
         _count(doc_dead, "DocDeadLetters", "docs_dead_lettered"),
         _count(query_dead, "QueryDeadLetters", "queries_dead_lettered"),
         reason_counts,
+        *model_counts,
     )
     _ = (
         counts
@@ -138,7 +188,12 @@ def run_embed(
         if not FileSystems.exists(folder):
             FileSystems.mkdirs(folder)
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_embed_pipeline(pipeline, config, run, out, dim, workers, texts_per_call)
+    cache_dirs = embedding_cache_dirs(config.embed)
+    totals = {"doc": input_rows(run.inputs_table("docs")), "query": input_rows(run.inputs_table("queries"))}
+    if cache_dirs or workers != 1:  # only uncached texts reach the model / each process sees a share: no ETA
+        totals = {kind: None for kind in totals}
+        logger.info("embed: cache folders %s", cache_dirs)
+    build_embed_pipeline(pipeline, config, run, out, dim, workers, texts_per_call, cache_dirs, totals)
     if not run_pipeline(pipeline, options):
         logger.info("embed: graph built (--dry_run=true); nothing was run")
         return {}
@@ -151,8 +206,15 @@ def run_embed(
         "deadletter_by_reason": {
             key.split(":", 1)[1]: n for key, n in sorted(counts.items()) if key.startswith("deadletter:")
         },
+        "docs_texts_embedded": counts.get("docs_texts_embedded", 0),
+        "queries_texts_embedded": counts.get("queries_texts_embedded", 0),
+        "docs_from_cache": counts.get("docs_rows_from_cache", 0),
+        "queries_from_cache": counts.get("queries_rows_from_cache", 0),
         "dim": dim,
         "model": config.embed.model,
+        "backend": config.embed.backend,
+        "device": config.embed.device,
+        "embedding_cache": config.embed.embedding_cache,
     }
     logger.info("embed stage: %s", stats)
     return stats

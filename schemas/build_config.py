@@ -110,6 +110,10 @@ class IngestConfig:
         _require(self.max_line_bytes >= 1, f"max_line_bytes must be >= 1, got {self.max_line_bytes}")
 
 
+EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
+EMBED_DEVICES = ("cpu", "cuda", "auto")
+
+
 @dataclass(frozen=True)
 class EmbedConfig:
     """The embedding model and how it is run."""
@@ -125,9 +129,26 @@ class EmbedConfig:
     query_prompt: str = field(default="", metadata=flag("--query-prompt", metavar="TEXT"))
     doc_prompt: str = field(default="", metadata=flag("--doc-prompt", metavar="TEXT"))
     torch_threads: int | None = None  # None: cores / workers
+    backend: str = field(  # transforms/onnx_backend.py
+        default="torch",
+        metadata=flag("--embed-backend", choices=EMBED_BACKENDS,
+                      help="torch (default, fp32), onnx (fp32 ONNX Runtime), onnx-int8 (fastest on CPU)"),
+    )
+    device: str = field(
+        default="cpu", metadata=flag("--device", choices=EMBED_DEVICES, help="cpu (default), cuda, auto (cuda if any)")
+    )
+    embedding_cache: str | None = field(  # transforms/embed_cache.py
+        default=None,
+        metadata=flag("--embedding-cache", metavar="DIR", help="reuse vectors across builds (local or gs://)"),
+    )
 
     def __post_init__(self) -> None:
         _require(bool(self.model), "model must be 'bundled' or a sentence-transformers directory")
+        _require(self.backend in EMBED_BACKENDS, f"embed backend must be one of {', '.join(EMBED_BACKENDS)}, "
+                 f"got {self.backend!r}; onnx-int8 is the fastest on CPU")
+        _require(
+            self.device in EMBED_DEVICES, f"device must be one of {', '.join(EMBED_DEVICES)}, got {self.device!r}"
+        )
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _require(
             self.max_seq_length is None or self.max_seq_length >= 8,

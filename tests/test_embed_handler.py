@@ -57,8 +57,8 @@ class FakeLoader:
         self.table = table
         self.log_path = log_path
 
-    def __call__(self, spec, device="cpu", max_seq_length=None):
-        assert spec == "bundled" and device == "cpu"
+    def __call__(self, spec, device="cpu", max_seq_length=None, backend="torch", threads=None):
+        assert spec == "bundled" and device == "cpu" and backend == "torch"
         return FakeModel(self.table, self.log_path)
 
 

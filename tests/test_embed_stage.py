@@ -61,8 +61,15 @@ def test_run_embed_writes_fixed_size_vectors_and_exact_counts(tmp_path, tiny_mod
         "docs_dead_lettered": 0,
         "queries_dead_lettered": 0,
         "deadletter_by_reason": {},
+        "docs_texts_embedded": 5,
+        "queries_texts_embedded": 2,
+        "docs_from_cache": 0,
+        "queries_from_cache": 0,
         "dim": 32,
         "model": tiny_model_dir,
+        "backend": "torch",
+        "device": "cpu",
+        "embedding_cache": None,
     }
     files = sorted(os.listdir(out.embeddings_dir))
     assert files and all(f.endswith(".parquet") and f.split("-")[0] in ("doc", "query") for f in files)

@@ -3,17 +3,20 @@
     (id, text, text_hash) --EmbedTexts(embed_config, kind)--> {id, kind, vector [dim] float32 L2-normalised, text_hash}
 
 The handler keeps only small config; `load_model()` resolves the model SPEC on the worker and RunInference
-shares the loaded model per process. Batches are `texts_per_call` texts (default 16 x batch_size) handed to
-one `encode` call, which sorts them by length and runs forward passes of `batch_size`: padding waste is then
-about that of one `encode` over the whole corpus. Vectors that come out non-finite (or all zero) leave
+shares the loaded model per process. Batches are `texts_per_call` texts (default 16 x batch_size), sorted by
+length as `encode` sorts them and encoded in chunks of 4 x batch_size: the forward passes and their padding
+are those of one `encode` over the batch (about that of one over the whole corpus), and progress (lines on
+the worker log, Beam counters) moves every 4 forward passes. Vectors that come out non-finite (or all zero) leave
 through a dead-letter output with a reason instead of failing the pipeline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -24,12 +27,24 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 
 from schemas.build_config import EmbedConfig
 from schemas.inputs import EMBEDDING_KINDS, embeddings_schema
+from transforms.embed_cache import (
+    CACHE_ROWS_PER_FILE,
+    HITS,
+    MISSES,
+    ReadCacheFileFn,
+    SplitCachedFn,
+    WriteCacheFn,
+    list_cache_files,
+    text_key,
+)
+from transforms.embed_progress import PROGRESS_INTERVAL_S, EmbedProgress
 from transforms.model import load_sentence_transformer
 
 logger = logging.getLogger(__name__)
 
 DEADLETTER = "deadletter"
-TEXTS_PER_CALL_FACTOR = 16  # texts per encode() call = this x batch_size (length sorting happens per call)
+TEXTS_PER_CALL_FACTOR = 16  # texts per RunInference batch = this x batch_size (length sorting happens per batch)
+PROGRESS_BATCHES = 4  # forward batches per encode() call inside a RunInference batch (progress granularity)
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -85,6 +100,10 @@ class SentenceTransformerModelHandler(ModelHandler[str, np.ndarray, Any]):
         workers_per_machine: int | None = 1,
         texts_per_call: int | None = None,
         model_loader: Callable[..., Any] | None = None,
+        backend: str = "torch",
+        device: str = "cpu",
+        progress_total: int | None = None,
+        progress_interval_s: float = PROGRESS_INTERVAL_S,
     ):
         if kind not in EMBEDDING_KINDS:
             raise ValueError(f"kind must be one of {', '.join(EMBEDDING_KINDS)}, got {kind!r}")
@@ -98,6 +117,10 @@ class SentenceTransformerModelHandler(ModelHandler[str, np.ndarray, Any]):
         self._torch_threads = torch_threads
         self._workers_per_machine = workers_per_machine
         self._model_loader = model_loader
+        self._backend = backend
+        self._device = device
+        self._progress_total = progress_total
+        self._progress_interval_s = progress_interval_s
 
     def load_model(self) -> Any:
         import torch
@@ -105,23 +128,54 @@ class SentenceTransformerModelHandler(ModelHandler[str, np.ndarray, Any]):
         threads = torch_threads_for(self._torch_threads, self._workers_per_machine)
         torch.set_num_threads(threads)
         loader = self._model_loader or load_sentence_transformer
-        model = loader(self._spec, device="cpu", max_seq_length=self._max_seq_length)
+        model = loader(
+            self._spec, device=self._device, max_seq_length=self._max_seq_length, backend=self._backend,
+            threads=threads,
+        )
         plural = {"doc": "docs", "query": "queries"}.get(self._kind, self._kind)
-        logger.info("embedding %s with %s on %d torch threads", plural, self._spec, threads)
+        logger.info(
+            "embedding %s with %s (backend %s, device %s) on %d threads", plural, self._spec, self._backend,
+            self._device, threads,
+        )
+        # One progress reporter per loaded model: RunInference shares the model between the threads of a process.
+        model.negforge_progress = EmbedProgress(plural, self._progress_total, self._progress_interval_s)
+        model.negforge_lock = threading.Lock()
         return model
 
     def run_inference(
         self, batch: Sequence[str], model: Any, inference_args: dict[str, Any] | None = None
     ) -> Iterable[np.ndarray]:
+        """Encode in chunks of PROGRESS_BATCHES x batch_size texts taken in encode()'s own length order
+        (longest first), so the forward batches, and so the padding, are those of one encode() call over
+        the whole batch, while progress moves every few batches. Each chunk holds the model's lock:
+        Hugging Face fast tokenizers are not thread-safe and RunInference shares one model per process."""
         encode = model.encode_query if self._kind == "query" else model.encode_document
-        vectors = encode(
-            list(batch),
-            prompt=self._prompt or None,
-            batch_size=self._batch_size,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )  # [n, dim]
+        progress = getattr(model, "negforge_progress", None)
+        lock = getattr(model, "negforge_lock", None) or contextlib.nullcontext()
+        texts = list(batch)
+        order = np.argsort([-len(text) for text in texts], kind="stable")  # [n]
+        step = self._batch_size * PROGRESS_BATCHES
+        parts = []
+        for start in range(0, len(texts), step):
+            chunk = [texts[i] for i in order[start : start + step]]
+            if progress is not None:
+                progress.begin()
+            with lock:
+                parts.append(
+                    encode(chunk, prompt=self._prompt or None, batch_size=self._batch_size, convert_to_numpy=True,
+                           show_progress_bar=False)
+                )  # [len(chunk), dim]
+            if progress is not None:
+                progress.add(len(chunk))
+            self._texts_done.inc(len(chunk))
+        vectors = np.empty((len(texts), parts[0].shape[1]), parts[0].dtype) if parts else np.zeros((0, 0))
+        if parts:
+            vectors[order] = np.concatenate(parts)  # back to the batch's order
         return list(l2_normalise(vectors))
+
+    @property
+    def _texts_done(self):
+        return beam.metrics.Metrics.counter("negforge_embed", f"{self._kind}_texts_done")
 
     def get_num_bytes(self, batch: Sequence[str]) -> int:
         return sum(len(text.encode("utf-8")) for text in batch)
@@ -190,11 +244,34 @@ def _key_text(element: tuple[str, str, str]) -> tuple[tuple[str, str], str]:
     return (item_id, text_hash), text
 
 
+def _by_text_key(element: tuple[str, str, str]) -> tuple[str, tuple[str, str, str]]:
+    item_id, text, text_hash = element
+    return text_key(text), (item_id, text_hash, text)
+
+
+def _fan_out(element):
+    """((text_key, ids), vector) -> ((id, text_hash), vector) for every id of that text."""
+    (_, ids), vector = element
+    for id_and_hash in ids:
+        yield id_and_hash, vector
+
+
+def _cache_entry(element):
+    """((text_key, ids), vector) -> (text_key, vector) when the vector is usable (bad ones are never cached)."""
+    (key, _), vector = element
+    if embedding_problem(vector) is None:
+        yield key, vector
+
+
 class EmbedTexts(beam.PTransform):
     """(id, text, text_hash) -> row dicts {id, kind, vector (float32 [dim], L2-normalised), text_hash}.
 
     `.with_deadletter()` makes it return (rows, deadletter_rows) instead of dropping (and counting)
-    vectors that are non-finite or zero.
+    vectors that are non-finite or zero; `.with_counts()` makes it return (rows, deadletter_rows, counts)
+    with counts = (name, n) pairs: texts_embedded (distinct texts run through the model), rows_from_cache.
+    With `cache_namespace_dir` (EmbedConfig.embedding_cache/<namespace>, see transforms/embed_cache.py)
+    texts are grouped by exact text: cached ones skip the model, each other distinct text is embedded
+    once and its vector added to the cache.
     """
 
     def __init__(
@@ -205,6 +282,9 @@ class EmbedTexts(beam.PTransform):
         workers_per_machine: int | None = 1,
         texts_per_call: int | None = None,
         model_loader: Callable[..., Any] | None = None,
+        cache_namespace_dir: str | None = None,
+        progress_total: int | None = None,
+        progress_interval_s: float = PROGRESS_INTERVAL_S,
     ):
         super().__init__()
         if kind not in EMBEDDING_KINDS:
@@ -219,22 +299,82 @@ class EmbedTexts(beam.PTransform):
             workers_per_machine=workers_per_machine,
             texts_per_call=texts_per_call,
             model_loader=model_loader,
+            backend=embed_config.backend,
+            device=embed_config.device,
+            progress_total=progress_total,
+            progress_interval_s=progress_interval_s,
         )
         self._kind = kind
         self._dim = dim
-        self._return_deadletter = False
+        self._cache_dir = cache_namespace_dir
+        self._outputs = "rows"
 
     def with_deadletter(self) -> EmbedTexts:
         other = copy.copy(self)
-        other._return_deadletter = True
+        other._outputs = "deadletter"
+        return other
+
+    def with_counts(self) -> EmbedTexts:
+        other = copy.copy(self)
+        other._outputs = "counts"
         return other
 
     def expand(self, id_text_hash):
-        key_to_text = id_text_hash | "KeyByIdAndHash" >> beam.Map(_key_text)
-        key_to_vector = key_to_text | "RunModel" >> RunInference(KeyedModelHandler(self._handler))
+        if self._cache_dir is None:
+            key_to_text = id_text_hash | "KeyByIdAndHash" >> beam.Map(_key_text)
+            key_to_vector = key_to_text | "RunModel" >> RunInference(KeyedModelHandler(self._handler))
+            embedded, hits = key_to_vector, None
+        else:
+            key_to_vector, embedded, hits = self._expand_cached(id_text_hash)
         checked = key_to_vector | "CheckVectors" >> beam.ParDo(CheckEmbeddingFn(self._kind, self._dim)).with_outputs(
             DEADLETTER, main="rows"
         )
-        if self._return_deadletter:
+        if self._outputs == "rows":
+            return checked.rows
+        if self._outputs == "deadletter":
             return checked.rows, checked[DEADLETTER]
-        return checked.rows
+        counts = [embedded | "CountEmbedded" >> _CountAs("texts_embedded")]
+        if hits is not None:
+            counts.append(hits | "CountCached" >> _CountAs("rows_from_cache"))
+        counts = counts | "AllEmbedCounts" >> beam.Flatten()
+        return checked.rows, checked[DEADLETTER], counts
+
+    def _expand_cached(self, id_text_hash):
+        """Cached rows + one model call per distinct uncached text; new vectors appended to the cache."""
+        pipeline = id_text_hash.pipeline
+        files = list_cache_files(self._cache_dir)  # listed when the graph is built: a build adds, never reads, its own
+        cached = (
+            pipeline
+            | "CacheFiles" >> beam.Create(files)
+            | "SpreadCacheFiles" >> beam.Reshuffle()
+            | "ReadCache" >> beam.ParDo(ReadCacheFileFn())
+        )
+        by_text = id_text_hash | "KeyByText" >> beam.Map(_by_text_key)
+        split = (
+            {"texts": by_text, "cached": cached}
+            | "JoinCache" >> beam.CoGroupByKey()
+            | "SplitCached" >> beam.ParDo(SplitCachedFn(self._kind)).with_outputs(MISSES, main=HITS)
+        )
+        to_embed = split[MISSES] | "KeyByTextAndIds" >> beam.MapTuple(lambda key, text, ids: ((key, ids), text))
+        embedded = to_embed | "RunModel" >> RunInference(KeyedModelHandler(self._handler))
+        _ = (
+            embedded
+            | "CacheEntries" >> beam.FlatMap(_cache_entry)
+            | "BatchCacheEntries" >> beam.BatchElements(min_batch_size=CACHE_ROWS_PER_FILE,
+                                                         max_batch_size=CACHE_ROWS_PER_FILE)
+            | "WriteCache" >> beam.ParDo(WriteCacheFn(self._cache_dir))
+        )
+        fanned = embedded | "FanOut" >> beam.FlatMap(_fan_out)
+        return (split[HITS], fanned) | "CachedAndEmbedded" >> beam.Flatten(), embedded, split[HITS]
+
+
+class _CountAs(beam.PTransform):
+    """PCollection -> one (name, number of elements)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._name = name
+
+    def expand(self, pcoll):
+        name = self._name
+        return pcoll | "Count" >> beam.combiners.Count.Globally() | "Name" >> beam.Map(lambda n: (name, n))

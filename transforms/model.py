@@ -34,6 +34,7 @@ _ST_DIR_HELP = (
 )
 # Module types that keep the embedding width (matched on the class name at the end of modules.json "type").
 _SAME_WIDTH_MODULES = ("Normalize", "LayerNorm", "Dropout", "WeightedLayerPooling")
+_FINGERPRINTS: dict[tuple[str, float, int], str] = {}  # (folder, newest mtime, files) -> fingerprint
 _LEGACY_POOLING_FLAGS = (
     "pooling_mode_cls_token",
     "pooling_mode_max_tokens",
@@ -146,6 +147,31 @@ def _copy_remote_dir(spec: str) -> str:
     return dest
 
 
+def model_fingerprint(local_dir: str) -> str:
+    """Content fingerprint of a local model folder: blake2b over every file's relative path, size and bytes.
+
+    Pure function of the folder's content (not its path or mtimes), 16 hex digits; memoised per process
+    on (folder, newest mtime, file count) so a worker hashes its model once.
+    """
+    files = []
+    for folder, dirs, names in os.walk(local_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files.extend(os.path.join(folder, name) for name in sorted(names) if not name.startswith("."))
+    files.sort()
+    memo_key = (os.path.abspath(local_dir), max((os.path.getmtime(f) for f in files), default=0.0), len(files))
+    if memo_key in _FINGERPRINTS:  # memo, not state: the value is a pure function of the files
+        return _FINGERPRINTS[memo_key]
+    digest = hashlib.blake2b(digest_size=8)
+    for path in files:
+        relative = os.path.relpath(path, local_dir).replace(os.sep, "/")
+        digest.update(f"{relative}\0{os.path.getsize(path)}\0".encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(8 << 20), b""):
+                digest.update(chunk)
+    _FINGERPRINTS[memo_key] = digest.hexdigest()
+    return _FINGERPRINTS[memo_key]
+
+
 def resolve_model_dir(spec: str) -> str:
     """A local sentence-transformers folder for `spec`, on the machine that calls it (a worker)."""
     validate_model_spec(spec)
@@ -156,14 +182,36 @@ def resolve_model_dir(spec: str) -> str:
     return _spec_root(spec)
 
 
-def load_sentence_transformer(spec: str, device: str = "cpu", max_seq_length: int | None = None):
-    """Load the SentenceTransformer of `spec` (offline) on `device`; max_seq_length overrides the model's."""
+def load_sentence_transformer(
+    spec: str,
+    device: str = "cpu",
+    max_seq_length: int | None = None,
+    backend: str = "torch",
+    threads: int | None = None,
+):
+    """Load the SentenceTransformer of `spec` (offline); max_seq_length overrides the model's.
+
+    backend: torch (fp32 PyTorch) | onnx (fp32 ONNX Runtime) | onnx-int8 (dynamic int8 ONNX Runtime), see
+    transforms/onnx_backend.py; device: cpu | cuda | auto (cuda when torch sees one). `threads` sets ONNX
+    Runtime's intra-op threads (torch's come from torch.set_num_threads).
+    """
     from sentence_transformers import SentenceTransformer
 
+    from transforms.onnx_backend import BACKENDS, resolve_device, use_onnx_backend
+
+    if backend not in BACKENDS:
+        raise ValueError(f"embed backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    device = resolve_device(device)
     local_dir = resolve_model_dir(spec)
-    model = SentenceTransformer(local_dir, device=device, local_files_only=True)
+    torch_device = device if backend == "torch" else "cpu"  # ONNX: the torch weights only feed the export
+    model = SentenceTransformer(local_dir, device=torch_device, local_files_only=True)
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     model.eval()
-    logger.info("loaded model %s from %s (max_seq_length %s)", spec, local_dir, model.max_seq_length)
+    if backend != "torch":
+        use_onnx_backend(model, local_dir, backend, device, threads)
+    logger.info(
+        "loaded model %s from %s (backend %s, device %s, max_seq_length %s)",
+        spec, local_dir, backend, device, model.max_seq_length,
+    )
     return model

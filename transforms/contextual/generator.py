@@ -76,14 +76,18 @@ def spread_across_kinds(by_kind: dict[str, list], kind_order: list[str], k: int)
 
 
 def load_contextual_model(embed: EmbedConfig):
-    """The run's sentence-transformers model on CPU (threads from embed.torch_threads when set)."""
+    """The run's sentence-transformers model, with the run's embed backend and device (threads from
+    embed.torch_threads when set)."""
     import torch
 
     from transforms.model import load_sentence_transformer
 
     if embed.torch_threads:
         torch.set_num_threads(embed.torch_threads)
-    return load_sentence_transformer(embed.model, device="cpu", max_seq_length=embed.max_seq_length)
+    return load_sentence_transformer(
+        embed.model, device=embed.device, max_seq_length=embed.max_seq_length, backend=embed.backend,
+        threads=embed.torch_threads,
+    )
 
 
 class ContextualGenerator:

@@ -87,6 +87,7 @@ class IndexConfig:
 
 
 SAMPLING_STRATEGIES = ("top", "uniform", "simans")
+MARGIN_REFERENCES = ("lowest", "pair")  # see transforms/mining_math.reference_scores
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class MiningConfig:
     near_copy_threshold: float = 0.98  # drop candidates with cos(positive, candidate) >= threshold
     text_copy_guard: bool = True  # drop candidates whose normalised text equals a positive's
     max_depth: int = 2000  # deeper searches stop here (per shard)
+    margin_reference: str = "lowest"  # lowest | pair: the positive score margins are taken against (issue 15)
 
     def __post_init__(self) -> None:
         for name in ("hard", "semi_hard", "random"):
@@ -149,6 +151,10 @@ class MiningConfig:
         _require(self.semi_hard_pool >= self.semi_hard, f"semi_hard_pool must be >= semi_hard ({self.semi_hard})")
         _require(self.simans_a > 0, f"simans_a must be > 0, got {self.simans_a}")
         _require(self.max_depth >= self.range_max, f"max_depth must be >= range_max ({self.range_max})")
+        _require(
+            self.margin_reference in MARGIN_REFERENCES,
+            f"margin_reference must be one of {', '.join(MARGIN_REFERENCES)}, got {self.margin_reference!r}",
+        )
 
 
 CONTEXTUAL_KINDS = ("antonym", "synonym", "negation", "number", "entity", "focus")

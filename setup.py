@@ -28,6 +28,7 @@ setup(
         "numpy>=1.24,<3",
         "matplotlib>=3.7,<4",
         "tqdm>=4.60",
+        "threadpoolctl>=3.1,<4",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "datasets>=2.19", "pandas>=2.0"],

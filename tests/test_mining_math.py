@@ -260,3 +260,39 @@ def test_shard_prefixes_merge_into_the_picks_of_the_whole_list(reference, sampli
 def test_rounds_for_follows_the_global_depth_schedule():
     mining = MiningConfig(range_max=10, max_depth=100)
     assert [mm.rounds_for(used, mining, 1) for used in (0, 11, 12, 44, 45, 100, 400)] == [0, 0, 1, 1, 2, 2, 2]
+
+
+def _pick_random_one_choice_per_draw(shard_sizes, draws_ok, draws_ids, k, exclude, rng):
+    """The rejection sampler as first written (rng.choice per draw): pick_random must draw the same picks."""
+    pointers = [0] * len(draws_ok)
+    weights = np.asarray(shard_sizes, dtype=np.float64).copy()
+    chosen, taken = [], set()
+    while len(chosen) < k:
+        for s, ok in enumerate(draws_ok):
+            if pointers[s] >= len(ok):
+                weights[s] = 0.0
+        total = weights.sum()
+        if total <= 0:
+            break
+        s = int(rng.choice(len(weights), p=weights / total))
+        i = pointers[s]
+        pointers[s] += 1
+        doc_id = str(draws_ids[s][i])
+        if draws_ok[s][i] and doc_id not in exclude and doc_id not in taken:
+            chosen.append((s, i))
+            taken.add(doc_id)
+    return chosen
+
+
+def test_pick_random_draws_exactly_what_one_rng_choice_per_draw_drew():
+    rng = np.random.default_rng(9)
+    for trial in range(200):
+        shards = int(rng.integers(1, 5))
+        sizes = rng.integers(1, 40, shards)
+        m = [int(rng.integers(0, size + 1)) for size in sizes]
+        ids = [np.array([f"s{s}d{i}" for i in rng.permutation(sizes[s])[: m[s]]]) for s in range(shards)]
+        ok = [rng.random(m[s]) < 0.6 for s in range(shards)]
+        exclude = {f"s0d{i}" for i in range(3)}
+        k = int(rng.integers(0, 12))
+        expected = _pick_random_one_choice_per_draw(sizes, ok, ids, k, exclude, np.random.default_rng(trial))
+        assert mm.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial)) == expected, trial

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from threadpoolctl import threadpool_limits
 
 from schemas.build_config import MiningConfig
 from schemas.negatives import lexical_overlap
@@ -197,8 +198,15 @@ class MineShardQueries:
         for start in range(0, len(block.payloads), SHARD_CHUNK):
             payloads = block.payloads[start : start + SHARD_CHUNK]
             vectors = block.vectors[start : start + SHARD_CHUNK]
-            for payload, found in zip(payloads, self._search(searcher, payloads, vectors)):
-                yield payload.query_id, shard_answer(searcher, payload, found, self.mining, self.seed)
+            # Small matrix products per query: BLAS threads only contend (10x slower on a busy 2-core machine);
+            # parallelism comes from Beam's workers.
+            with threadpool_limits(limits=1, user_api="blas"):
+                answers = [
+                    shard_answer(searcher, payload, found, self.mining, self.seed)
+                    for payload, found in zip(payloads, self._search(searcher, payloads, vectors))
+                ]
+            for payload, answer in zip(payloads, answers):
+                yield payload.query_id, answer
 
     def _search(self, searcher: ShardView, payloads: list, vectors: np.ndarray) -> list[_ShardList]:
         ntotal, mining = searcher.ntotal, self.mining
@@ -266,12 +274,13 @@ def merge_shards(results: list[ShardCandidates], max_depth: int) -> Ranked:
     )
 
 
-def query_stats(ranked: Ranked, picks: list, chosen: list, groups, payload: QueryPayload, mining) -> dict:
+def query_stats(ranked: Ranked, picks: list, chosen: list, groups, reasons: np.ndarray, payload: QueryPayload,
+                mining) -> dict:
     """Per-query counts, summed over queries into the stage's selection statistics.
 
     dropped: candidates of the ranked prefix the picks rely on, by the first guard that drops them for every
     pair of the query (margins against its highest reference); dropped_pairs: (pair, candidate) decisions by
-    first guard, each pair against its own reference.
+    first guard, each pair against its own reference (reasons: [g, n] first reasons per pair group).
     """
     p, slots = len(payload.positives.ids), len(mm.GUARDS) + 1
     used = max((pick.used for pick in picks), default=0)
@@ -279,10 +288,8 @@ def query_stats(ranked: Ranked, picks: list, chosen: list, groups, payload: Quer
     top = groups.references.max() if len(groups.references) else 0.0
     every = mm.first_reasons(ranked.codes[:used], mm.margin_codes(ranked.scores[:used], top, mining))
     counts = np.bincount(every.astype(np.int64), minlength=slots)  # [1 + guards]
-    per_pair = np.zeros(slots, np.int64)
-    for g, ref in enumerate(groups.references):
-        reasons = mm.first_reasons(ranked.codes[:used], mm.margin_codes(ranked.scores[:used], ref, mining))
-        per_pair += sizes[g] * np.bincount(reasons.astype(np.int64), minlength=slots)
+    seen = reasons[:, :used].astype(np.int64)  # [g, used] first reason per group
+    per_pair = np.bincount(seen.ravel(), weights=np.repeat(sizes, seen.shape[1]), minlength=slots).astype(np.int64)
     wanted = {"hard": mining.hard, "semi_hard": mining.semi_hard, "random": mining.random}
     pairs_full = {t: int(sum(sizes[g] for g, c in enumerate(chosen) if len(c[t]) >= k)) for t, k in wanted.items()}
     return {
@@ -322,20 +329,23 @@ class MergeShardsFn(beam.DoFn):
         ranked = merge_shards(results, self.mining.max_depth)
         details = [dict(zip(r.detail_rows.tolist(), range(len(r.detail_rows)))) for r in results]
         groups = mm.pair_groups(payload.positives, self.mining.margin_reference)
+        refs = groups.references[:, None]  # [g, 1]
+        reasons_per_group = mm.first_reasons(ranked.codes, mm.margin_codes(ranked.scores[None, :], refs, self.mining))
+        draws_ok = [(r.draw_codes == mm.KEEP) & (mm.margin_codes(r.draw_scores[None, :], refs, self.mining) == 0)
+                    for r in results]  # per shard: [g, m]
         negatives, index, picks, chosen, members = [], {}, [], [], []
-        for ref in groups.references:
+        for g, (ref, reasons) in enumerate(zip(groups.references, reasons_per_group)):
             rngs = {tier: mm.tier_rng(self.seed, query_id, tier) for tier in ("hard", "semi_hard", "random")}
-            reasons = mm.first_reasons(ranked.codes, mm.margin_codes(ranked.scores, ref, self.mining))
             pick = mm.pick_mined(ranked.scores, reasons, float(ref), ranked.exhausted, self.mining, rngs)
             mined = {
                 "hard": [self._mined(ranked, results, details, int(i), "hard") for i in pick.hard],
                 "semi_hard": [self._mined(ranked, results, details, int(i), "semi_hard") for i in pick.semi_hard],
             }
-            mined["random"] = self._random(results, payload, mined, float(ref), rngs["random"])
+            mined["random"] = self._random(results, payload, mined, [ok[g] for ok in draws_ok], rngs["random"])
             picks.append(pick)
             chosen.append(mined)
             members.append(np.array([self._index(negatives, index, n) for t in mined.values() for n in t], np.int64))
-        stats = query_stats(ranked, picks, chosen, groups, payload, self.mining)
+        stats = query_stats(ranked, picks, chosen, groups, reasons_per_group, payload, self.mining)
         self._count(stats, results)
         yield MinedQuery(query_id, payload, negatives, members, groups.of_pair, stats)
 
@@ -360,14 +370,10 @@ class MergeShardsFn(beam.DoFn):
             generator=self.generator,
         )
 
-    def _random(self, results, payload: QueryPayload, chosen: dict, ref: float, rng) -> list[MinedNegative]:
+    def _random(self, results, payload: QueryPayload, chosen: dict, draws_ok: list, rng) -> list[MinedNegative]:
         if self.mining.random == 0:
             return []
         exclude = {n.negative_id for tier in chosen.values() for n in tier} | set(payload.positives.ids.tolist())
-        draws_ok = [
-            (r.draw_codes == mm.KEEP) & (mm.margin_codes(r.draw_scores, ref, self.mining) == mm.KEEP)
-            for r in results
-        ]
         picks = mm.pick_random(
             np.array([r.ntotal for r in results]),
             draws_ok,

@@ -25,6 +25,7 @@ KEEP = 0  # reason code of a surviving candidate; GUARDS[i] has code i + 1
 DEPTH_GROWTH = 4
 
 _TIER_STREAMS = {"hard": 1, "semi_hard": 2, "random": 3}
+_UNIFORM_CHUNK = 32  # doubles drawn at once by pick_random (the rng is not used after it)
 
 
 @dataclass(frozen=True)
@@ -379,21 +380,29 @@ def pick_random(
     spent drops out; its prefix covers the whole shard when the shard is small).
     """
     pointers = [0] * len(draws_ok)
+    sizes = [len(ok) for ok in draws_ok]
     weights = np.asarray(shard_sizes, dtype=np.float64).copy()
     chosen: list[tuple[int, int]] = []
     taken: set[str] = set()
+    cdf, uniforms, u = None, np.zeros(0), 0
     while len(chosen) < k:
-        for s, ok in enumerate(draws_ok):
-            if pointers[s] >= len(ok):
-                weights[s] = 0.0
-        total = weights.sum()
-        if total <= 0:
-            break
-        s = int(rng.choice(len(weights), p=weights / total))
+        spent = [s for s in range(len(sizes)) if pointers[s] >= sizes[s] and weights[s] > 0]
+        if spent or cdf is None:
+            weights[spent] = 0.0
+            total = weights.sum()
+            if total <= 0:
+                break
+            cdf = np.cumsum(weights / total)  # what rng.choice(p=weights / total) searches, computed once
+            cdf /= cdf[-1]
+        if u == len(uniforms):  # a chunk of the doubles rng.choice would draw one by one: the same stream
+            uniforms, u = rng.random(_UNIFORM_CHUNK), 0
+        s = int(np.searchsorted(cdf, uniforms[u], side="right"))
+        u += 1
         i = pointers[s]
         pointers[s] += 1
-        doc_id = str(draws_ids[s][i])
-        if draws_ok[s][i] and doc_id not in exclude and doc_id not in taken:
-            chosen.append((s, i))
-            taken.add(doc_id)
+        if draws_ok[s][i]:
+            doc_id = str(draws_ids[s][i])
+            if doc_id not in exclude and doc_id not in taken:
+                chosen.append((s, i))
+                taken.add(doc_id)
     return chosen

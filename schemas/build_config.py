@@ -199,7 +199,14 @@ class MiningConfig:
     )
     text_copy_guard: bool = True  # drop candidates whose normalised text equals a positive's
     max_depth: int = 2000  # deeper searches stop here (per shard)
-    margin_reference: str = "lowest"  # lowest | pair: the positive score margins are taken against (issue 15)
+    margin_reference: str = field(  # the positive score margins, max_score and band are taken against (issue 15)
+        default="lowest",
+        metadata=flag(
+            "--margin-reference",
+            choices=MARGIN_REFERENCES,
+            help="lowest: the query's lowest judged positive (sentence-transformers); pair: each pair's own positive",
+        ),
+    )
 
     def __post_init__(self) -> None:
         for name in ("hard", "semi_hard", "random"):

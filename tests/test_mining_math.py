@@ -117,11 +117,11 @@ def test_uniform_window_needs_the_whole_window():
 def test_depth_rounds_reach_max_depth():
     mining = MiningConfig(range_max=30, max_depth=2000)
     assert mm.initial_depth(mining, 2) == 32
-    assert mm.max_deeper_rounds(mining) == 4  # 31 -> 124 -> 496 -> 1984 -> 2000 (capped)
-    depth = mm.initial_depth(mining, 1)
-    for _ in range(mm.max_deeper_rounds(mining)):
-        depth = mm.next_depth(depth, mining)
-    assert depth == 2000
+    depth, rounds = mm.initial_depth(mining, 1), 0
+    while depth < mining.max_depth:
+        depth, rounds = mm.next_depth(depth, mining), rounds + 1
+    assert (depth, rounds) == (2000, 4)  # 31 -> 124 -> 496 -> 1984 -> 2000 (capped)
+    assert mm.rounds_for(2000, mining, 1) == 4
 
 
 def test_pick_random_is_uniform_excludes_and_is_deterministic():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import apache_beam as beam
 import numpy as np
@@ -28,7 +28,6 @@ from transforms.topk import order_by_score_then_id
 
 logger = logging.getLogger(__name__)
 
-DEEPER = "deeper"
 CONTEXTUAL_PAIRS = "contextual_pairs"
 _SHARD_DRAW_STREAM = 0  # RNG stream id of the per-shard random-tier draws
 
@@ -41,7 +40,17 @@ class QueryPayload:
     vector: np.ndarray  # [dim] float32, L2-normalised
     positives: mm.Positives
     depth: int  # raw results to search (global complete prefix)
-    round: int = 0  # deeper searches done so far
+
+
+def without_vectors(payload: QueryPayload) -> QueryPayload:
+    """The payload minus its query and positive vectors (what rows need: ids, text hashes, scores)."""
+    positives = payload.positives
+    return replace(
+        payload,
+        vector=np.zeros(0, np.float32),
+        positives=mm.Positives(positives.ids, positives.text_hashes, np.zeros((len(positives.ids), 0), np.float32),
+                               positives.scores),
+    )
 
 
 @dataclass
@@ -308,15 +317,16 @@ def query_stats(ranked: Ranked, picks: list, chosen: list, groups, reasons: np.n
 class MergeShardsFn(beam.DoFn):
     """(query_id, [ShardCandidates per shard]) -> MinedQuery: merge, then pick the tiers per pair group.
 
-    The shards searched deep enough for every group (MineShardQueries), so nothing goes out on 'deeper' any
-    more; the output and `last_round` stay for the stage's round loop.
+    The shards searched deep enough for every group (MineShardQueries), so the merged list's complete prefix
+    decides. keep_vectors=False drops the query and positive vectors from the MinedQuery (only contextual
+    negatives need them): nothing held per query that the output does not need.
     """
 
-    def __init__(self, mining: MiningConfig, seed: int, generator: str, last_round: int = 0):
+    def __init__(self, mining: MiningConfig, seed: int, generator: str, keep_vectors: bool = True):
         self.mining = mining
         self.seed = seed
         self.generator = generator  # e.g. 'faiss:Flat'
-        self.last_round = last_round
+        self.keep_vectors = keep_vectors
         self.deeper_searches = Metrics.counter("mine", "deeper_searches")
         self.queries_mined = Metrics.counter("mine", "queries_mined")
         self.candidates_seen = Metrics.counter("mine", "candidates_seen")
@@ -347,6 +357,8 @@ class MergeShardsFn(beam.DoFn):
             members.append(np.array([self._index(negatives, index, n) for t in mined.values() for n in t], np.int64))
         stats = query_stats(ranked, picks, chosen, groups, reasons_per_group, payload, self.mining)
         self._count(stats, results)
+        if not self.keep_vectors:
+            payload = without_vectors(payload)
         yield MinedQuery(query_id, payload, negatives, members, groups.of_pair, stats)
 
     @staticmethod
@@ -365,7 +377,7 @@ class MergeShardsFn(beam.DoFn):
             tier=tier,
             rank=i + 1,
             score_negative=float(ranked.scores[i]),
-            sims=results[s].sims[k],
+            sims=np.array(results[s].sims[k]),  # a copy: a view would pin the shard's whole [r, p] block
             text_hash=str(results[s].text_hashes[k]),
             generator=self.generator,
         )
@@ -388,7 +400,7 @@ class MergeShardsFn(beam.DoFn):
                 tier="random",
                 rank=None,
                 score_negative=float(results[s].draw_scores[i]),
-                sims=results[s].draw_sims[i],
+                sims=np.array(results[s].draw_sims[i]),
                 text_hash=str(results[s].draw_hashes[i]),
                 generator="uniform",
             )

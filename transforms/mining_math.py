@@ -349,14 +349,6 @@ def initial_depth(mining: MiningConfig, num_positives: int) -> int:
     return min(mining.range_max + num_positives, mining.max_depth)
 
 
-def max_deeper_rounds(mining: MiningConfig) -> int:
-    """How many deeper-search rounds the pipeline unrolls: enough to reach max_depth from the smallest start."""
-    depth, rounds = initial_depth(mining, 1), 0
-    while depth < mining.max_depth:
-        depth, rounds = next_depth(depth, mining), rounds + 1
-    return rounds
-
-
 def random_draw_count(mining: MiningConfig, num_positives: int, ntotal: int) -> int:
     """Draws per shard for the random tier: room for K plus everything that may be rejected."""
     if mining.random == 0:

@@ -1,7 +1,7 @@
 """Dense qrels (issue 15): negforge's whole build vs sentence-transformers' mine_hard_negatives, same data.
 
     python bench/mine_dense.py            # 5,000 docs, 2,500 queries x 40 graded positives = 100,000 pairs
-    python bench/mine_dense.py --quick    # 1,000 docs, 250 queries x 40 = 10,000 pairs
+    python bench/mine_dense.py --quick --compare-references   # 1,000 docs, 250 queries x 40 = 10,000 pairs
 
 Data: tests/dense_qrels.py writes a synthetic BEIR folder (real words; domains > topics > documents). Each query
 judges 40 documents: 36 of its topic (graded 3/2/1 by shared topic words), 3 of a sibling topic of the same
@@ -15,7 +15,8 @@ same torch threads (--threads, also OMP_NUM_THREADS), K = 3 hard negatives and r
 Reported per side: wall seconds (process, imports included), CPU seconds of the process tree (comparable on a
 shared machine), peak RSS (ru_maxrss of the process and of its children), coverage (pairs with the full K),
 and judged positives mined (must be 0). For negforge also: coverage per tier, guard drops, the deeper-search
-histogram and, after the timed build, the mine stage alone under each margin reference (not timed against st).
+histogram, how hard the hard tier is (medians of score_negative and of the gap to the positive) and, with
+--compare-references, after the timed build, the mine stage alone under each margin reference (untimed).
 Writes bench/results/mine_dense[_quick].json.
 """
 
@@ -58,8 +59,8 @@ def _judged(beir: str) -> dict:
     return load_beir(beir, SPLIT)
 
 
-def run_negforge(beir: str, workdir: str, threads: int, reference: str) -> dict:
-    """The whole build, timed; then (untimed) the mine stage alone under every margin reference."""
+def run_negforge(beir: str, workdir: str, threads: int, reference: str, compare: bool) -> dict:
+    """The whole build, timed; then (untimed, if `compare`) the mine stage alone under every margin reference."""
     import polars as pl
 
     from pipelines.build import run_build
@@ -83,12 +84,26 @@ def run_negforge(beir: str, workdir: str, threads: int, reference: str) -> dict:
     mined_positives = rows.join(judged, on=["query_id", "negative_id"]).height
     return {"wall_s": wall, "peak_rss_mib": peak, "stage_s": manifest.get("timings_s", {}),
             "selection": manifest.get("selection", {}), "rows": rows.height, "judged_positives_mined": mined_positives,
-            "references": mine_each_reference(config)}
+            "hard_scores": hard_scores(rows), "references": mine_each_reference(config) if compare else None}
+
+
+def hard_scores(rows) -> dict:
+    """How hard the hard tier is: medians of score_negative and of score_positive - score_negative."""
+    import polars as pl
+
+    hard = rows.filter(pl.col("tier").cast(pl.String) == "hard")
+    if hard.height == 0:
+        return {}
+    gap = (pl.col("score_positive") - pl.col("score_negative")).median()
+    medians = hard.select(pl.col("score_negative").median().alias("neg"), gap.alias("gap")).row(0)
+    return {"score_negative_p50": round(medians[0], 4), "gap_p50": round(medians[1], 4)}
 
 
 def mine_each_reference(config) -> dict:
     """The mine stage alone on the finished RUN_DIR under each margin reference (coverage, drops, mine time)."""
     from dataclasses import replace
+
+    import polars as pl
 
     from pipelines.stage_mine import run_mine
     from schemas.layout import RunLayout
@@ -97,9 +112,10 @@ def mine_each_reference(config) -> dict:
     run, out = RunLayout(config.output), {}
     for reference in MARGIN_REFERENCES:
         started = time.perf_counter()
-        stats = run_mine(replace(config, mining=replace(config.mining, margin_reference=reference)), run,
-                         RunLayout(run.staging_dir(f"mine-{reference}")), [])
-        out[reference] = {"mine_stage_s": round(time.perf_counter() - started, 2),
+        staging = RunLayout(run.staging_dir(f"mine-{reference}"))
+        stats = run_mine(replace(config, mining=replace(config.mining, margin_reference=reference)), run, staging, [])
+        rows = pl.read_parquet(staging.negatives_dir, hive_partitioning=True)
+        out[reference] = {"mine_stage_s": round(time.perf_counter() - started, 2), "hard_scores": hard_scores(rows),
                           "pairs_full_fraction": stats.get("pairs_full_fraction"), "dropped": stats.get("dropped"),
                           "dropped_pairs": stats.get("dropped_pairs"),
                           "deeper_search_histogram": stats.get("deeper_search_histogram")}
@@ -142,7 +158,7 @@ def run_st(beir: str, threads: int) -> dict:
 def _side(args) -> None:
     """Child process: run one side, write its JSON."""
     if args.side == "negforge":
-        result = run_negforge(args.beir, args.workdir, args.threads, args.reference)
+        result = run_negforge(args.beir, args.workdir, args.threads, args.reference, args.compare_references)
     else:
         result = run_st(args.beir, args.threads)
     with open(args.result, "w", encoding="utf-8") as handle:
@@ -153,6 +169,7 @@ def _spawn(side: str, args, beir: str, workdir: str) -> dict:
     result = os.path.join(workdir, f"{side}.json")
     command = [sys.executable, os.path.abspath(__file__), "--side", side, "--beir", beir, "--workdir", workdir,
                "--threads", str(args.threads), "--reference", args.reference, "--result", result]
+    command += ["--compare-references"] if args.compare_references else []
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                OMP_NUM_THREADS=str(args.threads))
     load_before = os.getloadavg()[0]
@@ -174,6 +191,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 docs, 250 queries x 40 positives")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reference", default="pair", help="negforge's --margin-reference for the timed build")
+    parser.add_argument("--compare-references", action="store_true",
+                        help="after the timed build, run the mine stage alone under each margin reference")
     parser.add_argument("--side", choices=("negforge", "st"), help=argparse.SUPPRESS)
     parser.add_argument("--beir", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -190,8 +209,7 @@ def main() -> None:
         ours = _spawn("negforge", args, beir, workdir)
     pairs = st["pairs"]
     selection = ours["selection"]
-    # negforge's cpu time includes the untimed per-reference mine runs: scale by in-process share is not exact,
-    # so the comparable CPU figure is only given for st; negforge's wall is its timed build (in_process_s).
+    # negforge's process CPU includes the untimed per-reference runs when --compare-references is on
     figures = {
         "pairs": pairs,
         "coverage_hard_negforge": selection.get("pairs_full_fraction", {}).get("hard"),
@@ -201,7 +219,7 @@ def main() -> None:
         "wall_s": {"negforge_build": round(ours["wall_s"], 2), "st": round(st["wall_s"], 2)},
         "wall_ratio_negforge_over_st": round(ours["wall_s"] / st["wall_s"], 3),
         "process_wall_s": {"negforge": round(ours["process_wall_s"], 2), "st": round(st["process_wall_s"], 2)},
-        "process_cpu_s": {"negforge_incl_reference_runs": round(ours["process_cpu_s"], 2),
+        "process_cpu_s": {"negforge": round(ours["process_cpu_s"], 2),
                           "st": round(st["process_cpu_s"], 2)},
         "peak_rss_mib": {"negforge_build": ours["peak_rss_mib"], "st": st["peak_rss_mib"]},
         "load_1min_before_after": {"negforge": ours["load_1min_before_after"], "st": st["load_1min_before_after"]},
@@ -210,12 +228,14 @@ def main() -> None:
         "negforge_dropped": selection.get("dropped"),
         "negforge_dropped_pairs": selection.get("dropped_pairs"),
         "negforge_deeper_search_histogram": selection.get("deeper_search_histogram"),
+        "negforge_hard_scores": ours["hard_scores"],
         "negforge_mine_stage_per_reference": ours["references"],
     }
     inputs = {"shape": shape.__dict__, "docs": shape.docs, "queries": shape.queries, "pairs": pairs,
               "seed": 0, "threads": args.threads, "model": "bundled all-MiniLM-L6-v2 (both sides)", "k": K,
               "relative_margin": MARGIN, "negforge_tiers": "3 hard, 2 semi-hard, 1 random (defaults)",
-              "negforge_margin_reference": args.reference, "st_output_format": "n-tuple"}
+              "negforge_margin_reference": args.reference, "st_output_format": "n-tuple",
+              "compare_references": args.compare_references}
     path = write_results("mine_dense_quick" if args.quick else "mine_dense", {"inputs": inputs, "figures": figures})
     print(json.dumps(figures, indent=2))
     print(f"wrote {path}")

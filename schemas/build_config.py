@@ -163,8 +163,9 @@ MARGIN_REFERENCES = ("lowest", "pair")  # see transforms/mining_math.reference_s
 class MiningConfig:
     """Tier sizes, windows and false-negative guards (see CONTRACT.md, Mining semantics).
 
-    Scores are cosine similarities. Margins, max_score and the semi-hard band are taken against the
-    query's lowest judged-positive score (sentence-transformers' rule).
+    Scores are cosine similarities. Margins and the semi-hard band are taken against each pair's own positive
+    score (margin_reference "pair", the default) or the query's lowest judged-positive score ("lowest",
+    sentence-transformers' rule); judged positives are excluded for every pair either way.
     """
 
     hard: int = field(default=3, metadata=flag("--hard", type=int, metavar="K"))
@@ -199,8 +200,8 @@ class MiningConfig:
     )
     text_copy_guard: bool = True  # drop candidates whose normalised text equals a positive's
     max_depth: int = 2000  # deeper searches stop here (per shard)
-    margin_reference: str = field(  # the positive score margins, max_score and band are taken against (issue 15)
-        default="lowest",
+    margin_reference: str = field(  # the score margins and the semi-hard band are taken against (issue 15)
+        default="pair",
         metadata=flag(
             "--margin-reference",
             choices=MARGIN_REFERENCES,

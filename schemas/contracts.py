@@ -52,6 +52,8 @@ def resolved_section(config: dict | None, section: str) -> dict:
     for key, value in given.items():
         if key in merged:
             merged[key] = tuple(value) if isinstance(value, list) else value
+    if section == "mining" and given and "margin_reference" not in given:
+        merged["margin_reference"] = "lowest"  # recorded before --margin-reference existed (issue 15)
     return merged
 
 

@@ -231,7 +231,9 @@ class MineShardQueries:
                 for row, row_local in zip(rows, local):
                     payload = payloads[row]
                     found[row].extend(searcher, row_local, payload, mining)
-                    refs = mm.pair_groups(payload.positives, mining.margin_reference).references
+                    # the group of the lowest reference needs the deepest prefix (its survivors and band lie
+                    # furthest down the list), so it alone decides whether to search deeper
+                    refs = mm.pair_groups(payload.positives, mining.margin_reference).references[:1]
                     end, _ = mm.shard_prefix(found[row].scores, found[row].codes, refs, mining)
                     if end is None and depth < cap:
                         depths[row] = min(mm.next_depth(int(depth), mining), cap)

@@ -296,7 +296,8 @@ def shard_prefix(
     the band. If the shard whose list ends first in the global order holds enough, so does the merged list's
     complete prefix, so the picks there are final (MergeShardsFn). Rows a group may pick are its first
     hard_need survivors and its first semi_hard_need + K_hard band survivors (the global picks of a group,
-    restricted to one shard, are among the shard's). One [g, n] pass, no loop over groups.
+    restricted to one shard, are among the shard's). One [g, n] pass, no loop over groups. The prefix grows as
+    the reference falls (thresholds and band move down the list), so the lowest reference alone decides it.
     """
     n = len(scores)
     refs = np.asarray(references, dtype=np.float64)[:, None]  # [g, 1]

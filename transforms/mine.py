@@ -159,7 +159,9 @@ def _details(shard: ShardView, local: np.ndarray, payload: QueryPayload):
     return sims, np.asarray(shard.text_hashes[local]).astype(str)
 
 
-def shard_answer(shard: ShardView, payload: QueryPayload, found: _ShardList, mining: MiningConfig, seed: int):
+def shard_answer(
+    shard: ShardView, payload: QueryPayload, found: _ShardList, mining: MiningConfig, seed: int, keep_vectors=True
+):
     """ShardCandidates of one query from its guarded list: cut where every pair group has enough, details kept
     only for the rows a group may pick (issue 15: nothing per query that the output does not need)."""
     groups = mm.pair_groups(payload.positives, mining.margin_reference)
@@ -187,7 +189,7 @@ def shard_answer(shard: ShardView, payload: QueryPayload, found: _ShardList, min
         draw_sims=d_sims,
         draw_hashes=d_hashes,
         rounds=found.rounds,
-        payload=payload if shard.shard == 0 else None,
+        payload=(payload if keep_vectors else without_vectors(payload)) if shard.shard == 0 else None,
     )
 
 
@@ -202,6 +204,7 @@ class MineShardQueries:
 
     mining: MiningConfig
     seed: int
+    keep_vectors: bool = True  # shard 0 hands the payload back with its vectors (False: only contextual needs them)
 
     def __call__(self, searcher: ShardView, block: QueryBlock):
         for start in range(0, len(block.payloads), SHARD_CHUNK):
@@ -211,7 +214,7 @@ class MineShardQueries:
             # parallelism comes from Beam's workers.
             with threadpool_limits(limits=1, user_api="blas"):
                 answers = [
-                    shard_answer(searcher, payload, found, self.mining, self.seed)
+                    shard_answer(searcher, payload, found, self.mining, self.seed, self.keep_vectors)
                     for payload, found in zip(payloads, self._search(searcher, payloads, vectors))
                 ]
             for payload, answer in zip(payloads, answers):

@@ -33,6 +33,6 @@ class MineQueries(beam.PTransform):
             payloads
             | "QueryRows" >> beam.Map(lambda p: (p.query_id, p.vector, p))
             | "Blocks" >> ToQueryBlocks(self.config.index.block_size, QUERY_GROUPS)
-            | "SearchShards" >> SearchShards(self.run, self.config.index, MineShardQueries(mining, seed))
+            | "SearchShards" >> SearchShards(self.run, self.config.index, MineShardQueries(mining, seed, keep_vectors))
             | "MergeAndPick" >> beam.ParDo(MergeShardsFn(mining, seed, generator, keep_vectors=keep_vectors))
         )

@@ -253,8 +253,8 @@ def test_shard_prefixes_merge_into_the_picks_of_the_whole_list(reference, sampli
             results.append(ShardCandidates(
                 shard=s, ntotal=len(mine_), ids=ids[top], scores=scores[top], codes=codes[top],
                 complete=len(top) == len(mine_), detail_rows=np.zeros(0, np.int64), sims=np.zeros((0, 3)),
-                text_hashes=np.zeros(0, str), draw_ids=np.zeros(0, str), draw_codes=np.zeros(0, np.int8),
-                draw_scores=np.zeros(0), draw_sims=np.zeros((0, 3)), draw_hashes=np.zeros(0, str)))
+                draw_ids=np.zeros(0, str), draw_codes=np.zeros(0, np.int8), draw_scores=np.zeros(0),
+                draw_sims=np.zeros((0, 3))))
         ranked = merge_shards(results, mining.max_depth)
         assert picks(ranked.scores, ranked.codes, ranked.ids, ranked.exhausted) == expected, num_shards
 

@@ -21,7 +21,7 @@ from apache_beam.metrics import Metrics
 from threadpoolctl import threadpool_limits
 
 from schemas.build_config import MiningConfig
-from schemas.negatives import lexical_overlap
+from schemas.negatives import lexical_overlap, text_hash
 from transforms import mining_math as mm
 from transforms.search_api import QueryBlock, ShardView
 from transforms.topk import order_by_score_then_id
@@ -55,8 +55,9 @@ def without_vectors(payload: QueryPayload) -> QueryPayload:
 
 @dataclass
 class ShardCandidates:
-    """One shard's answer for one query: its ranked candidates with their guard codes, details (similarities to
-    the positives, text hashes) only for the rows a pair group may pick, and the random-tier draws."""
+    """One shard's answer for one query: its ranked candidates with their guard codes, similarities to the
+    positives only for the rows a pair group may pick, and the random-tier draws. Text hashes stay on the shard
+    (the rows hash the negative's text, which they carry anyway)."""
 
     shard: int
     ntotal: int
@@ -66,12 +67,10 @@ class ShardCandidates:
     complete: bool  # the list holds every document of the shard
     detail_rows: np.ndarray  # [r] int positions into the list whose details travel
     sims: np.ndarray  # [r, p] float32 cos(positive, candidate)
-    text_hashes: np.ndarray  # [r] str
     draw_ids: np.ndarray  # [m] str, random-tier draws in draw order
     draw_codes: np.ndarray  # [m] int8 candidate codes of the draws
     draw_scores: np.ndarray  # [m] float64
     draw_sims: np.ndarray  # [m, p] float32
-    draw_hashes: np.ndarray  # [m] str
     rounds: int = 0  # deeper searches this shard ran for the query
     payload: QueryPayload | None = None  # shard 0 hands the payload back to the merge
 
@@ -83,7 +82,6 @@ class MinedNegative:
     rank: int | None  # 1-based position in the raw retrieval list; None for random
     score_negative: float
     sims: np.ndarray  # [p] float32 cos(positive_j, negative)
-    text_hash: str
     generator: str
 
 
@@ -156,7 +154,7 @@ def _draws(shard: ShardView, payload: QueryPayload, mining: MiningConfig, seed: 
 def _details(shard: ShardView, local: np.ndarray, payload: QueryPayload):
     vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [r, dim]
     sims = mm.similarity_to_positives(vectors, payload.positives).astype(np.float32)  # [r, p]
-    return sims, np.asarray(shard.text_hashes[local]).astype(str)
+    return sims
 
 
 def shard_answer(
@@ -170,9 +168,9 @@ def shard_answer(
     local, ids, scores, codes = found.local[keep], found.ids[keep], found.scores[keep], found.codes[keep]
     _, pickable = mm.shard_prefix(scores, codes, groups.references, mining)
     rows = np.flatnonzero(pickable)
-    sims, hashes = _details(shard, local[rows], payload)
+    sims = _details(shard, local[rows], payload)
     drawn, d_ids, d_scores, d_codes = _draws(shard, payload, mining, seed)
-    d_sims, d_hashes = _details(shard, drawn, payload)
+    d_sims = _details(shard, drawn, payload)
     return ShardCandidates(
         shard=shard.shard,
         ntotal=shard.ntotal,
@@ -182,12 +180,10 @@ def shard_answer(
         complete=len(ids) >= shard.ntotal,
         detail_rows=rows,
         sims=sims,
-        text_hashes=hashes,
         draw_ids=d_ids,
         draw_codes=d_codes,
         draw_scores=d_scores,
         draw_sims=d_sims,
-        draw_hashes=d_hashes,
         rounds=found.rounds,
         payload=(payload if keep_vectors else without_vectors(payload)) if shard.shard == 0 else None,
     )
@@ -383,7 +379,6 @@ class MergeShardsFn(beam.DoFn):
             rank=i + 1,
             score_negative=float(ranked.scores[i]),
             sims=np.array(results[s].sims[k]),  # a copy: a view would pin the shard's whole [r, p] block
-            text_hash=str(results[s].text_hashes[k]),
             generator=self.generator,
         )
 
@@ -406,7 +401,6 @@ class MergeShardsFn(beam.DoFn):
                 rank=None,
                 score_negative=float(results[s].draw_scores[i]),
                 sims=np.array(results[s].draw_sims[i]),
-                text_hash=str(results[s].draw_hashes[i]),
                 generator="uniform",
             )
             for s, i in picks
@@ -447,6 +441,7 @@ class BuildRowsFn(beam.DoFn):
             logger.warning("query %s has no text in inputs/queries; its rows are skipped", query_id)
             return
         positives = mined.payload.positives
+        hashes: dict[str, str] = {}
         for j, positive_id in enumerate(positives.ids.tolist()):
             positive = texts.get(positive_id)
             if positive is None:
@@ -457,12 +452,15 @@ class BuildRowsFn(beam.DoFn):
                 if negative is None:
                     self.missing_text.inc()
                     continue
-                yield _row(query_id, positive_id, anchors[0], positive, negative, neg, float(positives.scores[j]), j)
+                if neg.negative_id not in hashes:
+                    hashes[neg.negative_id] = text_hash(negative)  # once per negative of the query
+                yield _row(query_id, positive_id, anchors[0], positive, negative, hashes[neg.negative_id], neg,
+                           float(positives.scores[j]), j)
             if self.contextual:
                 yield beam.pvalue.TaggedOutput(CONTEXTUAL_PAIRS, _contextual_pair(mined, j, anchors[0], positive))
 
 
-def _row(query_id, positive_id, anchor, positive, negative, neg: MinedNegative, score_positive, j) -> dict:
+def _row(query_id, positive_id, anchor, positive, negative, negative_hash, neg: MinedNegative, score_positive, j):
     return {
         "query_id": query_id,
         "positive_id": positive_id,
@@ -477,7 +475,7 @@ def _row(query_id, positive_id, anchor, positive, negative, neg: MinedNegative, 
         "similarity_to_positive": float(neg.sims[j]),
         "generator": neg.generator,
         "edit": None,
-        "negative_text_hash": neg.text_hash,
+        "negative_text_hash": negative_hash,  # text_hash of the negative's text, as ingest hashed the passage
         "lexical_overlap": lexical_overlap(positive, negative),
     }
 

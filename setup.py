@@ -30,6 +30,7 @@ setup(
         "tqdm>=4.60",
         "onnxruntime>=1.18,<2",  # --embed-backend onnx|onnx-int8 (transforms/onnx_backend.py)
         "onnx>=1.16,<2",  # the exporter's output format; ONNX Runtime's quantizer reads it
+        "threadpoolctl>=3.1,<4",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "datasets>=2.19", "pandas>=2.0", "hypothesis>=6.100",

@@ -51,7 +51,9 @@ def _parquet(folder: str) -> str:
 def summarise(counts: dict, config: BuildConfig) -> dict:
     """The selection statistics returned to the manifest: counts plus coverage fractions per tier."""
     stats = {key: counts.get(key, 0) for key in ("queries", "pairs", "candidates_seen")}
+    stats["margin_reference"] = config.mining.margin_reference
     stats["dropped"] = {guard: counts.get("dropped", {}).get(guard, 0) for guard in mm.GUARDS}
+    stats["dropped_pairs"] = {guard: counts.get("dropped_pairs", {}).get(guard, 0) for guard in mm.GUARDS}
     histogram = counts.get("deeper_search_histogram", {})
     stats["deeper_search_histogram"] = {k: histogram[k] for k in sorted(histogram, key=int)}
     stats["rows_per_tier"] = {tier: counts.get("rows_per_tier", {}).get(tier, 0) for tier in TIERS}

@@ -182,14 +182,16 @@ class IndexConfig:
 
 
 SAMPLING_STRATEGIES = ("top", "uniform", "simans")
+MARGIN_REFERENCES = ("lowest", "pair")  # see transforms/mining_math.reference_scores
 
 
 @dataclass(frozen=True)
 class MiningConfig:
     """Tier sizes, windows and false-negative guards (see CONTRACT.md, Mining semantics).
 
-    Scores are cosine similarities. Margins, max_score and the semi-hard band are taken against the
-    query's lowest judged-positive score (sentence-transformers' rule).
+    Scores are cosine similarities. Margins and the semi-hard band are taken against each pair's own positive
+    score (margin_reference "pair", the default) or the query's lowest judged-positive score ("lowest",
+    sentence-transformers' rule); judged positives are excluded for every pair either way.
     """
 
     hard: int = field(default=3, metadata=flag("--hard", type=int, metavar="K"))
@@ -224,6 +226,14 @@ class MiningConfig:
     )
     text_copy_guard: bool = True  # drop candidates whose normalised text equals a positive's
     max_depth: int = 2000  # deeper searches stop here (per shard)
+    margin_reference: str = field(  # the score margins and the semi-hard band are taken against (issue 15)
+        default="pair",
+        metadata=flag(
+            "--margin-reference",
+            choices=MARGIN_REFERENCES,
+            help="lowest: the query's lowest judged positive (sentence-transformers); pair: each pair's own positive",
+        ),
+    )
 
     def __post_init__(self) -> None:
         for name in ("hard", "semi_hard", "random"):
@@ -259,6 +269,10 @@ class MiningConfig:
         _require(self.semi_hard_pool >= self.semi_hard, f"semi_hard_pool must be >= semi_hard ({self.semi_hard})")
         _require(self.simans_a > 0, f"simans_a must be > 0, got {self.simans_a}")
         _require(self.max_depth >= self.range_max, f"max_depth must be >= range_max ({self.range_max})")
+        _require(
+            self.margin_reference in MARGIN_REFERENCES,
+            f"margin_reference must be one of {', '.join(MARGIN_REFERENCES)}, got {self.margin_reference!r}",
+        )
 
 
 CONTEXTUAL_KINDS = ("antonym", "synonym", "negation", "number", "entity", "focus")

@@ -52,6 +52,8 @@ def resolved_section(config: dict | None, section: str) -> dict:
     for key, value in given.items():
         if key in merged:
             merged[key] = tuple(value) if isinstance(value, list) else value
+    if section == "mining" and given and "margin_reference" not in given:
+        merged["margin_reference"] = "lowest"  # recorded before --margin-reference existed (issue 15)
     return merged
 
 
@@ -66,8 +68,16 @@ def breaches(value: pl.Expr, bound: pl.Expr | float) -> pl.Expr:
 
 
 def query_min_positive() -> pl.Expr:
-    """The query's lowest judged-positive score (margins, max_score and band are taken against it)."""
+    """The query's lowest judged-positive score (margins and band are taken against it under 'lowest')."""
     return rounded("score_positive").min().over("query_id")
+
+
+def margin_reference(mining: dict) -> pl.Expr:
+    """The score a row's margins and semi-hard band are taken against (MiningConfig.margin_reference):
+    the query's lowest positive ('lowest', sentence-transformers' rule) or the row's own positive ('pair')."""
+    if mining.get("margin_reference", "lowest") == "pair":
+        return rounded("score_positive")
+    return query_min_positive()
 
 
 def _per_pair_count() -> pl.Expr:
@@ -76,7 +86,7 @@ def _per_pair_count() -> pl.Expr:
 
 def margin_breaches(mining: dict) -> dict[str, pl.Expr]:
     """relative_margin / absolute_margin / max_score -> rows above that guard (only the guards that are set)."""
-    score, floor = rounded("score_negative"), query_min_positive()
+    score, floor = rounded("score_negative"), margin_reference(mining)
     rules: dict[str, pl.Expr] = {}
     if mining["relative_margin"] is not None:
         rules["relative_margin"] = breaches(score, floor - floor.abs() * mining["relative_margin"])
@@ -126,7 +136,7 @@ def tier_contract(tier: str, config: dict | None) -> dict[str, pl.Expr]:
     mining = resolved_section(config, "mining")
     rules = _guard_contract(mining)
     rules["more_than_k"] = _per_pair_count() > mining[tier]
-    score, floor = rounded("score_negative"), query_min_positive()
+    score, floor = rounded("score_negative"), margin_reference(mining)
     if tier == "hard":
         rules["rank_missing"] = pl.col("rank").is_null()
         # rank is the raw (pre-guard) position, 1-based; the window counts survivors, so rank > range_min.

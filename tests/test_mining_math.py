@@ -117,11 +117,11 @@ def test_uniform_window_needs_the_whole_window():
 def test_depth_rounds_reach_max_depth():
     mining = MiningConfig(range_max=30, max_depth=2000)
     assert mm.initial_depth(mining, 2) == 32
-    assert mm.max_deeper_rounds(mining) == 4  # 31 -> 124 -> 496 -> 1984 -> 2000 (capped)
-    depth = mm.initial_depth(mining, 1)
-    for _ in range(mm.max_deeper_rounds(mining)):
-        depth = mm.next_depth(depth, mining)
-    assert depth == 2000
+    depth, rounds = mm.initial_depth(mining, 1), 0
+    while depth < mining.max_depth:
+        depth, rounds = mm.next_depth(depth, mining), rounds + 1
+    assert (depth, rounds) == (2000, 4)  # 31 -> 124 -> 496 -> 1984 -> 2000 (capped)
+    assert mm.rounds_for(2000, mining, 1) == 4
 
 
 def test_pick_random_is_uniform_excludes_and_is_deterministic():
@@ -161,3 +161,154 @@ def test_pick_random_is_uniform_excludes_and_is_deterministic():
 def test_bad_mining_config_fails_before_any_job(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         MiningConfig(**kwargs)
+
+
+def test_similarity_to_positives_is_one_matrix_product_equal_to_the_broadcast():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(50, 16)).astype(np.float32)
+    pos_vectors = rng.normal(size=(7, 16)).astype(np.float32)
+    pos = mm.Positives(np.array([f"p{i}" for i in range(7)]), np.array(["h"] * 7), pos_vectors, np.zeros(7))
+    broadcast = (vectors.astype(np.float64)[:, None, :] * pos_vectors.astype(np.float64)[None, :, :]).sum(-1)
+    assert np.abs(mm.similarity_to_positives(vectors, pos) - broadcast).max() < 1e-12
+
+
+def test_margin_reference_lowest_shares_one_floor_pair_takes_each_positive():
+    pos = _positives([0.9, 0.5, 0.9], ids=("a", "b", "c"), hashes=("ha", "hb", "hc"))
+    lowest = mm.pair_groups(pos, "lowest")
+    assert lowest.references.tolist() == [0.5] and lowest.of_pair.tolist() == [0, 0, 0]
+    pair = mm.pair_groups(pos, "pair")
+    assert pair.references.tolist() == pytest.approx([0.5, 0.9]) and pair.of_pair.tolist() == [1, 0, 1]
+    assert pair.sizes().tolist() == [1, 2]
+    with pytest.raises(ValueError, match="margin reference must be one of"):
+        mm.reference_scores(pos, "median")
+    with pytest.raises(ConfigError, match="margin_reference must be one of lowest, pair"):
+        MiningConfig(margin_reference="highest")
+
+
+def test_margin_codes_broadcast_over_groups_and_first_reasons_keep_the_guard_order():
+    mining = MiningConfig(relative_margin=0.05, absolute_margin=0.02, max_score=0.55)
+    scores = np.array([0.6, 0.5, 0.3])
+    codes = mm.margin_codes(scores[None, :], np.array([[0.5], [0.9]]), mining)  # [2 groups, 3]
+    assert codes.tolist() == [[_code("relative_margin"), _code("relative_margin"), 0], [0, 0, 0]]
+    cand = np.array([_code("max_score"), _code("near_copy"), mm.KEEP], np.int8)
+    assert mm.first_reasons(cand, codes[0]).tolist() == [_code("relative_margin"), _code("near_copy"), mm.KEEP]
+    assert mm.first_reasons(cand, codes[1]).tolist() == [_code("max_score"), _code("near_copy"), mm.KEEP]
+
+
+def test_pick_reports_the_prefix_it_depends_on():
+    scores = np.array([0.85, 0.72, 0.69, 0.68, 0.66, 0.60, 0.55, 0.50, 0.30])
+    reasons = np.array([1, 0, 0, 4, 0, 0, 0, 0, 0], dtype=np.int8)
+    mining = MiningConfig(hard=2, semi_hard=2, range_min=1, range_max=10, semi_hard_band=(0.1, 0.3))
+    pick = mm.pick_mined(scores, reasons, 0.8, False, mining, _rngs())
+    assert pick.used == 7  # hard needs survivors up to position 4, the band pool up to position 6
+    again = mm.pick_mined(scores[: pick.used], reasons[: pick.used], 0.8, False, mining, _rngs())
+    assert again.hard.tolist() == pick.hard.tolist() and again.semi_hard.tolist() == pick.semi_hard.tolist()
+    assert not again.needs_deeper
+    short = mm.pick_mined(scores[:3], reasons[:3], 0.8, False, mining, _rngs())
+    assert short.needs_deeper and short.used == 3
+
+
+@pytest.mark.parametrize("reference, sampling", [("lowest", "top"), ("pair", "top"), ("pair", "uniform")])
+def test_shard_prefixes_merge_into_the_picks_of_the_whole_list(reference, sampling):
+    """Shards stop once shard_prefix says they hold enough; merging their cut lists gives, for every pair group,
+    the same picks as mining the whole corpus in one list, with any number of shards."""
+    from transforms.mine import ShardCandidates, merge_shards
+    from transforms.topk import order_by_score_then_id
+
+    rng = np.random.default_rng(4)
+    n = 400
+    ids = np.array([f"d{i:04d}" for i in range(n)])
+    scores = np.round(rng.uniform(-0.2, 0.95, n), 4)  # ties on the grid
+    codes = np.where(rng.random(n) < 0.1, _code("near_copy"), mm.KEEP).astype(np.int8)
+    pos = _positives([0.9, 0.7, 0.4], ids=("p1", "p2", "p3"), hashes=("h1", "h2", "h3"))
+    mining = MiningConfig(hard=3, semi_hard=2, range_max=10, sampling=sampling, semi_hard_pool=8,
+                          margin_reference=reference, max_depth=n)
+    groups = mm.pair_groups(pos, reference)
+
+    def picks(scores_, codes_, ids_, exhausted):
+        out = []
+        for ref in groups.references:
+            reasons = mm.first_reasons(codes_, mm.margin_codes(scores_, ref, mining))
+            pick = mm.pick_mined(scores_, reasons, float(ref), exhausted, mining, _rngs())
+            out.append((ids_[pick.hard].tolist(), ids_[pick.semi_hard].tolist()))
+        return out
+
+    order = order_by_score_then_id(scores, ids)
+    expected = picks(scores[order], codes[order], ids[order], True)
+    for num_shards in (1, 3, 7):
+        results = []
+        for s in range(num_shards):
+            mine_ = np.flatnonzero(np.arange(n) % num_shards == s)
+            shard_order = mine_[order_by_score_then_id(scores[mine_], ids[mine_])]
+            depth = 13
+            while True:  # deeper rounds on the loaded shard, as MineShardQueries runs them
+                top = shard_order[:depth]
+                lowest, _ = mm.shard_prefix(scores[top], codes[top], groups.references[:1], mining)
+                if lowest is not None or depth >= len(shard_order):
+                    break
+                depth *= 4
+            end, _ = mm.shard_prefix(scores[top], codes[top], groups.references, mining)
+            assert end == lowest  # the lowest reference needs the deepest prefix
+            top = top[:end] if end is not None else top
+            results.append(ShardCandidates(
+                shard=s, ntotal=len(mine_), ids=ids[top], scores=scores[top], codes=codes[top],
+                complete=len(top) == len(mine_), detail_rows=np.zeros(0, np.int64), sims=np.zeros((0, 3)),
+                draw_ids=np.zeros(0, str), draw_codes=np.zeros(0, np.int8), draw_scores=np.zeros(0),
+                draw_sims=np.zeros((0, 3))))
+        ranked = merge_shards(results, mining.max_depth)
+        assert picks(ranked.scores, ranked.codes, ranked.ids, ranked.exhausted) == expected, num_shards
+
+
+def test_rounds_for_follows_the_global_depth_schedule():
+    mining = MiningConfig(range_max=10, max_depth=100)
+    assert [mm.rounds_for(used, mining, 1) for used in (0, 11, 12, 44, 45, 100, 400)] == [0, 0, 1, 1, 2, 2, 2]
+
+
+def _pick_random_one_choice_per_draw(shard_sizes, draws_ok, draws_ids, k, exclude, rng):
+    """The rejection sampler as first written (rng.choice per draw): pick_random must draw the same picks."""
+    pointers = [0] * len(draws_ok)
+    weights = np.asarray(shard_sizes, dtype=np.float64).copy()
+    chosen, taken = [], set()
+    while len(chosen) < k:
+        for s, ok in enumerate(draws_ok):
+            if pointers[s] >= len(ok):
+                weights[s] = 0.0
+        total = weights.sum()
+        if total <= 0:
+            break
+        s = int(rng.choice(len(weights), p=weights / total))
+        i = pointers[s]
+        pointers[s] += 1
+        doc_id = str(draws_ids[s][i])
+        if draws_ok[s][i] and doc_id not in exclude and doc_id not in taken:
+            chosen.append((s, i))
+            taken.add(doc_id)
+    return chosen
+
+
+def test_pick_random_draws_exactly_what_one_rng_choice_per_draw_drew():
+    rng = np.random.default_rng(9)
+    for trial in range(200):
+        shards = int(rng.integers(1, 5))
+        sizes = rng.integers(1, 40, shards)
+        m = [int(rng.integers(0, size + 1)) for size in sizes]
+        ids = [np.array([f"s{s}d{i}" for i in rng.permutation(sizes[s])[: m[s]]]) for s in range(shards)]
+        ok = [rng.random(m[s]) < 0.6 for s in range(shards)]
+        exclude = {f"s0d{i}" for i in range(3)}
+        k = int(rng.integers(0, 12))
+        expected = _pick_random_one_choice_per_draw(sizes, ok, ids, k, exclude, np.random.default_rng(trial))
+        assert mm.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial)) == expected, trial
+
+
+def test_the_lowest_reference_needs_the_deepest_shard_prefix():
+    rng = np.random.default_rng(8)
+    mining = MiningConfig(hard=3, semi_hard=2, range_max=10, semi_hard_pool=8, absolute_margin=0.01)
+    for trial in range(100):
+        n = int(rng.integers(5, 300))
+        scores = np.sort(np.round(rng.uniform(-0.5, 0.95, n), 3))[::-1]
+        codes = np.where(rng.random(n) < 0.2, _code("near_copy"), mm.KEEP).astype(np.int8)
+        refs = np.sort(np.round(rng.uniform(-0.4, 0.9, int(rng.integers(1, 6))), 3))
+        ends = [mm.shard_prefix(scores, codes, refs[g : g + 1], mining)[0] for g in range(len(refs))]
+        whole = mm.shard_prefix(scores, codes, refs, mining)[0]
+        assert whole == ends[0], trial  # None (short) too
+        assert all(e is None or ends[0] is None or e <= ends[0] for e in ends), trial

@@ -90,7 +90,8 @@ def mine_with_negforge(tmp_path, docs, queries, pairs, doc_vecs, query_vecs, max
     run = write_run(str(tmp_path / "run"), docs, queries, pairs, doc_vecs, query_vecs, num_shards=2)
     range_max = 10 * K + max_pos  # sentence-transformers' automatic range_max with a margin
     mining = MiningConfig(hard=K, semi_hard=0, random=0, range_max=range_max, max_depth=range_max + max_pos,
-                          relative_margin=0.05, sampling="top", text_copy_guard=False, near_copy_guard=False)
+                          relative_margin=0.05, sampling="top", text_copy_guard=False, near_copy_guard=False,
+                          margin_reference="lowest")
     config = BuildConfig(output=run.run_dir, ingest=IngestConfig(beir_dir="unused", split="train"),
                          index=IndexConfig(num_shards=2), mining=mining)
     out = RunLayout(str(tmp_path / "out"))

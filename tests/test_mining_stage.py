@@ -69,7 +69,7 @@ def planted() -> tuple[dict, dict, list, dict, dict]:
 
 
 MINING = MiningConfig(hard=3, semi_hard=2, random=1, range_max=10, relative_margin=0.05, max_depth=100,
-                      semi_hard_band=(0.10, 0.30))
+                      semi_hard_band=(0.10, 0.30), margin_reference="lowest")
 
 
 def config_for(run_dir: str, mining: MiningConfig = MINING, num_shards: int = 3) -> BuildConfig:

@@ -3,8 +3,9 @@
 Everything here works on one query at a time and knows nothing about Beam, faiss or shards, so it is tested
 directly. Scores are cosine similarities; every decision uses scores rounded to the 1e-6 grid
 (topk.round_scores) and breaks ties by doc id, so results never depend on shard or block layout.
-Margins, max_score, the semi-hard band and SimANS are taken against the query's lowest judged-positive score
-(sentence-transformers' rule; CONTRACT.md "Mining semantics").
+Margins, the semi-hard band and SimANS are taken against a reference score per (query, positive) pair: the
+query's lowest judged-positive score (--margin-reference lowest, sentence-transformers' rule) or the pair's own
+positive score (pair); pairs sharing a reference share their negatives (docs/CONTRACT.md "Mining semantics").
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.build_config import MiningConfig
+from schemas.build_config import MARGIN_REFERENCES, MiningConfig
 from transforms.topk import round_scores
 
 # Guards in the order they are tested; a dropped candidate counts once, under the first guard that drops it.
@@ -25,6 +26,7 @@ KEEP = 0  # reason code of a surviving candidate; GUARDS[i] has code i + 1
 DEPTH_GROWTH = 4
 
 _TIER_STREAMS = {"hard": 1, "semi_hard": 2, "random": 3}
+_UNIFORM_CHUNK = 32  # doubles drawn at once by pick_random (the rng is not used after it)
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,95 @@ def cosine_rows(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 
 def similarity_to_positives(vectors: np.ndarray, positives: Positives) -> np.ndarray:
-    """[n, p] float64 cos(positive_j, candidate_i) for L2-normalised vectors (computed like cosine_rows)."""
-    candidates = np.asarray(vectors, dtype=np.float64)[:, None, :]  # [n, 1, dim]
-    return (candidates * np.asarray(positives.vectors, dtype=np.float64)[None, :, :]).sum(axis=-1)  # [n, p]
+    """[n, p] float64 cos(positive_j, candidate_i) for L2-normalised vectors: one BLAS matrix product.
+
+    Float64 products of float32 inputs (issue 15: no [n, p, dim] broadcast); BLAS may sum in another order
+    than cosine_rows, a difference of ~1e-16, far below the 1e-6 grid the near-copy decision is taken on.
+    """
+    candidates = np.asarray(vectors, dtype=np.float64).reshape(-1, positives.vectors.shape[-1])  # [n, dim]
+    return candidates @ np.asarray(positives.vectors, dtype=np.float64).T  # [n, p]
+
+
+def reference_scores(positives: Positives, reference: str) -> np.ndarray:
+    """[p] float64, on the 1e-6 grid: the score each pair's margins, max_score ceiling and band are taken against.
+
+    lowest: the query's lowest positive for every pair (sentence-transformers' rule; CONTRACT.md);
+    pair: each pair's own positive score (issue 15: a query with many graded positives is not starved by its
+    weakest one). Whatever the reference, every judged positive of the query stays excluded for every pair.
+    """
+    scores = round_scores(positives.scores)  # [p]
+    if reference == "lowest":
+        return np.full(len(scores), float(np.min(scores)) if len(scores) else 0.0)
+    if reference == "pair":
+        return scores
+    raise ValueError(f"margin reference must be one of {', '.join(MARGIN_REFERENCES)}, got {reference!r}")
+
+
+@dataclass(frozen=True)
+class PairGroups:
+    """The query's pairs grouped by reference score: pairs sharing a reference share their negatives."""
+
+    references: np.ndarray  # [g] float64 distinct reference scores, ascending
+    of_pair: np.ndarray  # [p] int64 group of each positive
+
+    def sizes(self) -> np.ndarray:
+        return np.bincount(self.of_pair, minlength=len(self.references))  # [g]
+
+
+def pair_groups(positives: Positives, reference: str) -> PairGroups:
+    references, of_pair = np.unique(reference_scores(positives, reference), return_inverse=True)
+    return PairGroups(references=references, of_pair=of_pair.astype(np.int64).reshape(-1))
+
+
+def candidate_codes(
+    ids: np.ndarray,  # [n] str
+    text_hashes: np.ndarray,  # [n] str
+    scores: np.ndarray,  # [n] cos(query, candidate)
+    max_sims: np.ndarray,  # [n] max_j cos(positive_j, candidate)
+    positives: Positives,
+    mining: MiningConfig,
+) -> np.ndarray:
+    """[n] int8: the first guard that does not depend on the margin reference (judged positive, text copy,
+    near copy, max_score) dropping each candidate, or KEEP. Computed once per candidate, on the shard."""
+    n = len(ids)
+    drops = {
+        "judged_positive": np.isin(ids, positives.ids),
+        "text_copy": np.isin(text_hashes, positives.text_hashes) if mining.text_copy_guard else None,
+        "near_copy": (
+            round_scores(max_sims) >= mining.near_copy_threshold if mining.near_copy_guard and n else None
+        ),
+        "max_score": round_scores(scores) > mining.max_score if mining.max_score is not None else None,
+    }
+    codes = np.zeros(n, dtype=np.int8)
+    for name, drop in drops.items():
+        if drop is not None:
+            codes[(codes == KEEP) & drop] = GUARDS.index(name) + 1
+    return codes
+
+
+def margin_codes(scores: np.ndarray, reference: np.ndarray | float, mining: MiningConfig) -> np.ndarray:
+    """int8 code of the margin guard that drops each score against `reference` (broadcast), or KEEP.
+
+    scores [n] with a scalar reference gives [n]; scores [1, n] with references [g, 1] gives [g, n].
+    """
+    s = round_scores(scores)
+    ref = np.asarray(reference, dtype=np.float64)
+    shape = np.broadcast_shapes(s.shape, ref.shape)
+    codes = np.zeros(shape, dtype=np.int8)
+    m = mining.absolute_margin
+    if m is not None:
+        codes[np.broadcast_to(s + m > ref, shape)] = GUARDS.index("absolute_margin") + 1
+    m = mining.relative_margin
+    if m is not None:  # written last: the relative margin is the first reason when both drop
+        codes[np.broadcast_to(s > ref - np.abs(ref) * m, shape)] = GUARDS.index("relative_margin") + 1
+    return codes
+
+
+def first_reasons(cand_codes: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """Combine candidate and margin codes into the first reason in GUARDS order (max_score comes last)."""
+    max_score = GUARDS.index("max_score") + 1
+    early = (cand_codes != KEEP) & (cand_codes < max_score)
+    return np.where(early, cand_codes, np.where(margin != KEEP, margin, cand_codes)).astype(np.int8)
 
 
 def guard_reasons(
@@ -64,27 +152,15 @@ def guard_reasons(
     sims: np.ndarray,  # [n, p] cos(positive, candidate)
     positives: Positives,
     mining: MiningConfig,
+    reference: float | None = None,
 ) -> np.ndarray:
-    """[n] int8 reason codes: KEEP, or 1 + the index in GUARDS of the first guard that drops the candidate."""
-    n = len(ids)
-    scores_r = round_scores(scores)
-    floor = positives.floor
-    drops = [np.isin(ids, positives.ids)]
-    drops.append(np.isin(text_hashes, positives.text_hashes) if mining.text_copy_guard else np.zeros(n, bool))
-    if mining.near_copy_guard and sims.size:
-        drops.append(round_scores(sims).max(axis=1) >= mining.near_copy_threshold)
-    else:
-        drops.append(np.zeros(n, bool))
-    m = mining.relative_margin
-    drops.append(scores_r > floor - abs(floor) * m if m is not None else np.zeros(n, bool))
-    m = mining.absolute_margin
-    drops.append(scores_r + m > floor if m is not None else np.zeros(n, bool))
-    cap = mining.max_score
-    drops.append(scores_r > cap if cap is not None else np.zeros(n, bool))
-    reasons = np.zeros(n, dtype=np.int8)
-    for code, drop in enumerate(drops, start=1):
-        reasons[(reasons == KEEP) & drop] = code
-    return reasons
+    """[n] int8 reason codes: KEEP, or 1 + the index in GUARDS of the first guard that drops the candidate.
+
+    reference: the score margins are taken against (default: the query's lowest positive, positives.floor).
+    """
+    max_sims = np.asarray(sims).max(axis=1) if np.size(sims) else np.full(len(ids), -np.inf)
+    codes = candidate_codes(ids, text_hashes, scores, max_sims, positives, mining)
+    return first_reasons(codes, margin_codes(scores, positives.floor if reference is None else reference, mining))
 
 
 def tier_rng(seed: int, query_id: str, tier: str) -> np.random.Generator:
@@ -137,6 +213,7 @@ class MinedPick:
     semi_hard: np.ndarray  # [<= K_semi] int positions
     hard_short: bool  # fewer survivors than the window needs
     band_short: bool  # the semi-hard band was not fully seen and the pool is not full
+    used: int = 0  # length of the ranked prefix the choice depends on (the whole list when short)
 
     @property
     def needs_deeper(self) -> bool:
@@ -157,6 +234,11 @@ def semi_hard_need(mining: MiningConfig) -> int:
     return mining.semi_hard if mining.sampling == "top" else mining.semi_hard_pool
 
 
+def below_band(scores: np.ndarray, floor: float, band: tuple[float, float]) -> np.ndarray:
+    """[n] bool: the (rounded) score is below the semi-hard band, floor - HIGH."""
+    return round_scores(scores) < floor - band[1]
+
+
 def pick_mined(
     scores: np.ndarray,  # [n] exact cos(query, candidate) of the ranked list, best first
     reasons: np.ndarray,  # [n] guard reason codes
@@ -165,15 +247,19 @@ def pick_mined(
     mining: MiningConfig,
     rngs: dict[str, np.random.Generator],
 ) -> MinedPick:
-    """Choose the hard and semi-hard negatives of one query from its ranked (complete-prefix) list.
+    """Choose the hard and semi-hard negatives of one pair group from its ranked (complete-prefix) list.
 
     Guards already dropped candidates (reasons != KEEP); the hard window [range_min, range_max) counts
-    survivors; semi-hard takes band survivors that hard left (the first semi_hard_pool of them).
+    survivors; semi-hard takes band survivors that hard left (the first semi_hard_pool of them). `floor` is the
+    reference score of the group (reference_scores). `used`: the choice is the same on any longer list.
     """
+    n = len(scores)
     survivors = np.flatnonzero(reasons == KEEP)  # [s] positions, best first
     window = survivors[mining.range_min : mining.range_max]
     hard = window[sample_positions(mining.hard, mining.sampling, rngs["hard"], scores[window], floor, mining)]
-    hard_short = len(survivors) < hard_need(mining)
+    need = hard_need(mining)
+    hard_short = len(survivors) < need
+    used = n if hard_short else (int(survivors[need - 1]) + 1 if need else 0)
 
     semi = np.zeros(0, dtype=np.int64)
     band_short = False
@@ -182,11 +268,76 @@ def pick_mined(
         pool = rest[in_band(scores[rest], floor, mining.semi_hard_band)][: mining.semi_hard_pool]
         chosen = sample_positions(mining.semi_hard, mining.sampling, rngs["semi_hard"], scores[pool], floor, mining)
         semi = pool[chosen]
-        passed_band = len(scores) > 0 and round_scores(scores[-1]) < floor - mining.semi_hard_band[1]
-        band_short = len(pool) < semi_hard_need(mining) and not passed_band
+        below = np.flatnonzero(below_band(scores, floor, mining.semi_hard_band))
+        need = semi_hard_need(mining)
+        band_short = len(pool) < need and not below.size
+        if len(pool) >= need:
+            used = max(used, int(pool[need - 1]) + 1)
+        else:
+            used = max(used, int(below[0]) + 1 if below.size else n)
     return MinedPick(
-        hard=hard, semi_hard=semi, hard_short=hard_short and not exhausted, band_short=band_short and not exhausted
+        hard=hard,
+        semi_hard=semi,
+        hard_short=hard_short and not exhausted,
+        band_short=band_short and not exhausted,
+        used=used,
     )
+
+
+def shard_prefix(
+    scores: np.ndarray,  # [n] one shard's candidates, best first by (-rounded score, id)
+    cand_codes: np.ndarray,  # [n] candidate_codes
+    references: np.ndarray,  # [g] reference score of each pair group
+    mining: MiningConfig,
+) -> tuple[int | None, np.ndarray]:
+    """(prefix of this shard's list that holds enough for every group, or None; [n] bool rows a group may pick).
+
+    Enough, for each group: hard_need survivors, and semi_hard_need + K_hard band survivors or a candidate below
+    the band. If the shard whose list ends first in the global order holds enough, so does the merged list's
+    complete prefix, so the picks there are final (MergeShardsFn). Rows a group may pick are its first
+    hard_need survivors and its first semi_hard_need + K_hard band survivors (the global picks of a group,
+    restricted to one shard, are among the shard's). One [g, n] pass, no loop over groups. The prefix grows as
+    the reference falls (thresholds and band move down the list), so the lowest reference alone decides it.
+    """
+    n = len(scores)
+    refs = np.asarray(references, dtype=np.float64)[:, None]  # [g, 1]
+    survive = (cand_codes == KEEP)[None, :] & (margin_codes(scores[None, :], refs, mining) == KEEP)  # [g, n]
+    need_h = hard_need(mining)
+    rank = np.cumsum(survive, axis=1)  # [g, n] survivors so far
+    pickable = survive & (rank <= need_h)
+    ends = [_end_of(rank, need_h)]
+    if mining.semi_hard > 0:
+        low, high = mining.semi_hard_band
+        s = round_scores(scores)[None, :]
+        band = survive & (s >= refs - high) & (s <= refs - low)  # [g, n]
+        need_b = semi_hard_need(mining) + mining.hard
+        band_rank = np.cumsum(band, axis=1)
+        pickable |= band & (band_rank <= need_b)
+        end_b = _end_of(band_rank, need_b)
+        below = s < refs - high  # [g, n]
+        first_below = np.where(below.any(axis=1), below.argmax(axis=1) + 1, -1)  # [g]
+        ends.append(np.where(end_b >= 0, end_b, first_below))
+    ends = np.stack(ends)  # [tiers, g]
+    if n == 0 or (ends < 0).any():
+        return None, pickable.any(axis=0) if n else np.zeros(0, bool)
+    return int(ends.max()) if ends.size else 0, pickable.any(axis=0)
+
+
+def _end_of(rank: np.ndarray, need: int) -> np.ndarray:
+    """[g] prefix length at which each row of `rank` reaches `need` (0 for need 0), or -1 if it never does."""
+    if need == 0:
+        return np.zeros(len(rank), dtype=np.int64)
+    reached = rank >= need  # [g, n]
+    return np.where(reached.any(axis=1), reached.argmax(axis=1) + 1, -1)
+
+
+def rounds_for(used: int, mining: MiningConfig, num_positives: int) -> int:
+    """Depth growths (x DEPTH_GROWTH, from initial_depth) a global search schedule needs to reach `used`
+    results: the query's deeper-search histogram key, whatever the shard layout."""
+    depth, rounds = initial_depth(mining, num_positives), 0
+    while depth < used and depth < mining.max_depth:
+        depth, rounds = next_depth(depth, mining), rounds + 1
+    return rounds
 
 
 def next_depth(depth: int, mining: MiningConfig) -> int:
@@ -197,14 +348,6 @@ def initial_depth(mining: MiningConfig, num_positives: int) -> int:
     """Raw results searched first: the window plus room for the query's own positives (sentence-transformers'
     range_max + positives), capped by max_depth."""
     return min(mining.range_max + num_positives, mining.max_depth)
-
-
-def max_deeper_rounds(mining: MiningConfig) -> int:
-    """How many deeper-search rounds the pipeline unrolls: enough to reach max_depth from the smallest start."""
-    depth, rounds = initial_depth(mining, 1), 0
-    while depth < mining.max_depth:
-        depth, rounds = next_depth(depth, mining), rounds + 1
-    return rounds
 
 
 def random_draw_count(mining: MiningConfig, num_positives: int, ntotal: int) -> int:
@@ -231,21 +374,29 @@ def pick_random(
     spent drops out; its prefix covers the whole shard when the shard is small).
     """
     pointers = [0] * len(draws_ok)
+    sizes = [len(ok) for ok in draws_ok]
     weights = np.asarray(shard_sizes, dtype=np.float64).copy()
     chosen: list[tuple[int, int]] = []
     taken: set[str] = set()
+    cdf, uniforms, u = None, np.zeros(0), 0
     while len(chosen) < k:
-        for s, ok in enumerate(draws_ok):
-            if pointers[s] >= len(ok):
-                weights[s] = 0.0
-        total = weights.sum()
-        if total <= 0:
-            break
-        s = int(rng.choice(len(weights), p=weights / total))
+        spent = [s for s in range(len(sizes)) if pointers[s] >= sizes[s] and weights[s] > 0]
+        if spent or cdf is None:
+            weights[spent] = 0.0
+            total = weights.sum()
+            if total <= 0:
+                break
+            cdf = np.cumsum(weights / total)  # what rng.choice(p=weights / total) searches, computed once
+            cdf /= cdf[-1]
+        if u == len(uniforms):  # a chunk of the doubles rng.choice would draw one by one: the same stream
+            uniforms, u = rng.random(_UNIFORM_CHUNK), 0
+        s = int(np.searchsorted(cdf, uniforms[u], side="right"))
+        u += 1
         i = pointers[s]
         pointers[s] += 1
-        doc_id = str(draws_ids[s][i])
-        if draws_ok[s][i] and doc_id not in exclude and doc_id not in taken:
-            chosen.append((s, i))
-            taken.add(doc_id)
+        if draws_ok[s][i]:
+            doc_id = str(draws_ids[s][i])
+            if doc_id not in exclude and doc_id not in taken:
+                chosen.append((s, i))
+                taken.add(doc_id)
     return chosen

@@ -14,7 +14,15 @@ import time
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.options import is_dry_run, make_pipeline_options
-from pipelines.run_files import clear_stage, delete_tree, list_files, promote_stage, read_json, write_json
+from pipelines.run_files import (
+    clear_stage,
+    delete_tree,
+    ensure_dir,
+    list_files,
+    promote_stage,
+    read_json,
+    write_json,
+)
 from schemas.build_config import BuildConfig
 from schemas.layout import STAGES, RunLayout
 from schemas.manifest import new_manifest, reusable_stages, stage_fingerprint
@@ -73,8 +81,7 @@ def prepare_run_dir(config: BuildConfig, run: RunLayout) -> dict:
         manifest["stages"] = {s: v for s, v in manifest.get("stages", {}).items() if s in keep}
         manifest["config"] = config.to_dict()
         return manifest
-    if not FileSystems.exists(run.run_dir):
-        FileSystems.mkdirs(run.run_dir)  # fail now on a bad path, not after an hour of embedding
+    ensure_dir(run.run_dir)  # fail now on a bad local path, not after an hour of embedding
     return new_manifest(config)
 
 

@@ -70,16 +70,37 @@ class DevSet:
     qrels: dict[str, dict[str, int]]
 
 
+def _remote_files(folder: str) -> list[str]:
+    """Every file under a gs:// (any non-local) folder, by prefix: object stores have no folders."""
+    from pipelines.run_files import list_files  # Beam's FileSystems, only for remote paths
+
+    return list_files(folder)
+
+
+def _local(paths: list[str], root: str) -> list[str]:
+    """Remote files downloaded once (Polars cannot reach gs:// through Beam's filesystems or credentials)."""
+    from pipelines.run_files import local_copies
+
+    return local_copies(paths, root)
+
+
 def _read_parts(folder: str, columns: list[str]) -> pl.DataFrame:
     if "://" in folder:
-        return pl.read_parquet(f"{folder.rstrip('/')}/*.parquet", columns=columns, hive_partitioning=False)
-    files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
+        prefix = folder.rstrip("/") + "/"
+        parts = [p for p in _remote_files(folder) if p.endswith(".parquet") and "/" not in p[len(prefix) :]]
+        files = _local(parts, folder)
+    else:
+        files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
     if not files:
         raise FileNotFoundError(f"{folder} holds no *.parquet parts; is this a finished RUN_DIR (`negforge build`)?")
     return pl.read_parquet(files, columns=columns, hive_partitioning=False)
 
 
 def _available_tiers(run_dir: str) -> list[str]:
+    if "://" in run_dir:
+        folder = f"{run_dir.rstrip('/')}/negatives/"
+        names = {p[len(folder) :].split("/", 1)[0] for p in _remote_files(folder)}
+        return sorted(n.split("=", 1)[1] for n in names if n.startswith("tier="))
     return sorted(p.split("tier=", 1)[1] for p in glob.glob(os.path.join(run_dir, "negatives", "tier=*")))
 
 
@@ -87,7 +108,8 @@ def _read_negatives(run_dir: str, tiers: tuple[str, ...]) -> pl.DataFrame:
     frames = []
     for tier in tiers:
         folder = os.path.join(run_dir, "negatives", f"tier={tier}")
-        if "://" not in run_dir and not os.path.isdir(folder):
+        missing = tier not in _available_tiers(run_dir) if "://" in run_dir else not os.path.isdir(folder)
+        if missing:
             raise FileNotFoundError(
                 f"tier {tier!r} is not in {run_dir} (tiers there: {', '.join(_available_tiers(run_dir)) or 'none'}); "
                 "pick --tiers from those, or build it (e.g. `negforge build ... --contextual 3`)"
@@ -130,7 +152,13 @@ def load_run_dir(run_dir: str, tiers: tuple[str, ...]) -> TrainingData:
         logger.warning("%d pairs name a query or doc missing from %s/inputs; skipped", skipped, run_dir)
     manifest_path = os.path.join(run_dir, "manifest.json")
     manifest = {}
-    if os.path.exists(manifest_path):
+    if "://" in run_dir:
+        from apache_beam.io.filesystems import FileSystems
+
+        if FileSystems.exists(manifest_path):
+            with FileSystems.open(manifest_path) as handle:
+                manifest = json.loads(handle.read().decode("utf-8"))
+    elif os.path.exists(manifest_path):
         with open(manifest_path) as handle:
             manifest = json.load(handle)
     source = {"path": run_dir, "kind": "run_dir", "tiers": list(tiers), "manifest": _manifest_summary(manifest)}
@@ -155,7 +183,7 @@ def load_export(path: str) -> TrainingData:
     Ids are text hashes ('q:<hash>', 'd:<hash>'); a query's judged positives are every positive sharing its
     anchor text (CONTRACT.md, pair files). Negatives without a tier column go to the tier 'exported'.
     """
-    frame = pl.read_parquet(path)
+    frame = pl.read_parquet(_local([path], path.rsplit("/", 1)[0])[0] if "://" in path else path)
     neg_columns = _negative_columns(frame.columns)
     if "anchor" not in frame.columns or "positive" not in frame.columns or not neg_columns:
         raise ValueError(

@@ -13,17 +13,18 @@ import time
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.options import is_dry_run, make_pipeline_options
+from pipelines.options import is_dry_run, make_pipeline_options, runner_name, workers_see_local_files
 from pipelines.run_files import (
     clear_stage,
     delete_tree,
     ensure_dir,
+    is_remote,
     list_files,
     promote_stage,
     read_json,
     write_json,
 )
-from schemas.build_config import BuildConfig
+from schemas.build_config import BuildConfig, ConfigError
 from schemas.layout import STAGES, RunLayout
 from schemas.manifest import new_manifest, reusable_stages, stage_fingerprint
 
@@ -39,6 +40,10 @@ _STAGE_FUNCTIONS = {
 
 class RunDirExistsError(FileExistsError):
     """RUN_DIR already holds a run and neither --overwrite nor --resume was given."""
+
+
+class LocalPathError(ConfigError):
+    """A local path was given to a runner whose workers run on other machines and cannot read it."""
 
 
 class StrictModeError(RuntimeError):
@@ -63,6 +68,32 @@ def preflight(config: BuildConfig) -> None:
         from transforms.wordnet import prepare_wordnet
 
         prepare_wordnet()
+
+
+def path_flags(config: BuildConfig) -> list[tuple[str, str]]:
+    """(flag, path) of every path the workers read or write; 'bundled' models ship inside the package."""
+    flags = [
+        ("--beir", config.ingest.beir_dir),
+        ("--pairs", config.ingest.pairs_file),
+        ("--corpus", config.ingest.corpus_file),
+        ("--output", config.output),
+        ("--model", None if config.embed.model == "bundled" else config.embed.model),
+        ("--embedding-cache", getattr(config.embed, "embedding_cache", None)),
+    ]
+    return [(flag, path) for flag, path in flags if path]
+
+
+def check_paths_reachable(config: BuildConfig, options) -> None:
+    """Refuse, before any work, local paths that the runner's workers (other machines) cannot see."""
+    if workers_see_local_files(options):
+        return
+    local = [f"{flag} {path}" for flag, path in path_flags(config) if not is_remote(path)]
+    if local:
+        raise LocalPathError(
+            f"--runner {runner_name(options)} runs its workers on other machines, which cannot read the local "
+            f"path(s) {'; '.join(local)}. Copy them to shared storage (e.g. `gsutil cp -r DIR gs://BUCKET/DIR`) "
+            "and pass the gs:// paths, or run with --runner DirectRunner"
+        )
 
 
 def prepare_run_dir(config: BuildConfig, run: RunLayout) -> dict:
@@ -111,7 +142,9 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None, test_pipe
     test_pipeline_factory: optional zero-argument callable giving a fresh TestPipeline per stage (tests).
     """
     beam_args = list(beam_args or [])
-    dry_run = is_dry_run(make_pipeline_options(beam_args))
+    options = make_pipeline_options(beam_args)
+    dry_run = is_dry_run(options)
+    check_paths_reachable(config, options)
     preflight(config)
     run = RunLayout(config.output)
     manifest = prepare_run_dir(config, run)

@@ -75,3 +75,21 @@ def gcs_emulator():
                 os.environ.pop("PYTHONPATH", None)
             else:
                 os.environ["PYTHONPATH"] = previous_path
+
+
+@pytest.fixture(scope="session")
+def scaleout_beir(tmp_path_factory) -> str:
+    """A small synthetic BEIR folder (tests/scaleout_data.py) shared by the gs:// and runner tests."""
+    from scaleout_data import BEIR_SIZE, write_beir
+
+    return write_beir(str(tmp_path_factory.mktemp("scaleout") / "beir"), **BEIR_SIZE)
+
+
+@pytest.fixture(scope="session")
+def scaleout_direct_run(scaleout_beir, tiny_model_dir, tmp_path_factory) -> str:
+    """scaleout_beir built locally with the DirectRunner: the rows every other runner and store must give."""
+    from scaleout_data import build
+
+    run_dir = str(tmp_path_factory.mktemp("scaleout-direct") / "run")
+    assert build(scaleout_beir, run_dir, tiny_model_dir) == 0
+    return run_dir

@@ -14,6 +14,11 @@ WORDS = (
     "bacteria infection cancer risk dose trial mouse human child adult aging memory"
 ).split()
 
+# Flags of every scale-out test build: 2 shards, contextual generation on (the shared model sees concurrent
+# encode calls from both embedding and contextual generation), small encode batches (more calls).
+BUILD_FLAGS = ("--split", "train", "--num-shards", "2", "--contextual", "1", "--embed-batch-size", "4")
+BEIR_SIZE = {"docs": 48, "queries": 10}
+
 ROW_KEY = ["query_id", "positive_id", "negative_id", "tier", "rank", "generator"]
 
 
@@ -49,3 +54,10 @@ def assert_same_rows(left: pl.DataFrame, right: pl.DataFrame) -> None:
         if column in left.columns:
             assert (left[column] - right[column]).abs().max() <= 1e-4, column
     assert left["negative"].equals(right["negative"])  # negative rows keep their texts
+
+
+def build(beir: str, run_dir: str, model: str, *extra: str) -> int:
+    """`negforge build` with BUILD_FLAGS; extra: more negforge flags or Beam flags (--runner ...)."""
+    from pipelines.cli import main
+
+    return main(["build", "--beir", beir, "--model", model, "--output", run_dir, *BUILD_FLAGS, *extra])

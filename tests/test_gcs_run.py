@@ -12,16 +12,11 @@ import polars as pl
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from gcs_emulator import upload_tree
-from scaleout_data import assert_same_rows, negative_rows, write_beir
+from scaleout_data import assert_same_rows, build, negative_rows
 
 from pipelines.cli import main
 from pipelines.run_files import delete_tree, list_files, local_copies, path_exists, promote_stage
 from schemas.layout import RunLayout
-
-
-def _build(beir: str, run_dir: str, model: str, *extra: str) -> int:
-    return main(["build", "--beir", beir, "--split", "train", "--model", model, "--output", run_dir,
-                 "--num-shards", "2", *extra])
 
 
 def _read_parquet(path: str) -> pl.DataFrame:
@@ -29,11 +24,10 @@ def _read_parquet(path: str) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def beir_inputs(tmp_path_factory, gcs_emulator):
-    local = write_beir(str(tmp_path_factory.mktemp("beir") / "beir"))
+def remote_beir(scaleout_beir, gcs_emulator):
     remote = f"{gcs_emulator}/inputs/beir"
-    upload_tree(local, remote)
-    return local, remote
+    upload_tree(scaleout_beir, remote)
+    return remote
 
 
 def test_run_files_use_prefixes_not_folders(gcs_emulator):
@@ -52,14 +46,12 @@ def test_run_files_use_prefixes_not_folders(gcs_emulator):
 
 
 def test_gs_run_dir_build_refuse_overwrite_resume_export_audit_train(
-    beir_inputs, gcs_emulator, tiny_model_dir, tmp_path, capsys
+    remote_beir, scaleout_direct_run, gcs_emulator, tiny_model_dir, tmp_path, capsys
 ):
-    local_beir, remote_beir = beir_inputs
-    local_run, remote_run = str(tmp_path / "local"), f"{gcs_emulator}/runs/e2e"
-    assert _build(local_beir, local_run, tiny_model_dir) == 0
+    local_run, remote_run = scaleout_direct_run, f"{gcs_emulator}/runs/e2e"
     expected = negative_rows(local_run)
 
-    assert _build(remote_beir, remote_run, tiny_model_dir) == 0
+    assert build(remote_beir, remote_run, tiny_model_dir) == 0
     files = [p[len(remote_run) + 1 :] for p in list_files(remote_run)]
     assert not [f for f in files if f.startswith("_staging/")], files  # every stage promoted
     for folder in ("inputs/docs/", "embeddings/", "index/", "negatives/tier=hard/", "stats/mine/"):
@@ -69,14 +61,14 @@ def test_gs_run_dir_build_refuse_overwrite_resume_export_audit_train(
     assert_same_rows(negative_rows(remote_run), expected)
 
     capsys.readouterr()
-    assert _build(remote_beir, remote_run, tiny_model_dir) == 2
+    assert build(remote_beir, remote_run, tiny_model_dir) == 2
     err = capsys.readouterr().err
     assert "--overwrite" in err and "--resume" in err
 
-    assert _build(remote_beir, remote_run, tiny_model_dir, "--overwrite") == 0
+    assert build(remote_beir, remote_run, tiny_model_dir, "--overwrite") == 0
     assert not any(f.startswith("_staging/") for f in [p[len(remote_run) + 1 :] for p in list_files(remote_run)])
     assert_same_rows(negative_rows(remote_run), expected)
-    assert _build(remote_beir, remote_run, tiny_model_dir, "--resume") == 0
+    assert build(remote_beir, remote_run, tiny_model_dir, "--resume") == 0
     assert_same_rows(negative_rows(remote_run), expected)
 
     for fmt in ("triplet", "n-tuple"):
@@ -86,10 +78,10 @@ def test_gs_run_dir_build_refuse_overwrite_resume_export_audit_train(
         assert _read_parquet(remote_out).equals(pl.read_parquet(local_out))
     assert main(["export", f"{gcs_emulator}/runs/none", "--format", "triplet", "--output", str(tmp_path / "x")]) == 2
 
-    assert main(["audit", remote_run]) == 0
+    audit_code = main(["audit", remote_run])
     report = json.loads(FileSystems.open(f"{remote_run}/audit/report.json").read())
     local_report_dir = str(tmp_path / "audit")
-    assert main(["audit", local_run, "--report", local_report_dir]) == 0
+    assert main(["audit", local_run, "--report", local_report_dir]) == audit_code
     local_report = json.load(open(f"{local_report_dir}/report.json"))
     for key in ("tiers", "violations", "suspects", "diversity"):
         assert report[key] == local_report[key], key

@@ -24,7 +24,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 
 from schemas.build_config import EmbedConfig
 from schemas.inputs import EMBEDDING_KINDS, embeddings_schema
-from transforms.model import load_sentence_transformer
+from transforms.model import load_sentence_transformer, model_lock
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +114,14 @@ class SentenceTransformerModelHandler(ModelHandler[str, np.ndarray, Any]):
         self, batch: Sequence[str], model: Any, inference_args: dict[str, Any] | None = None
     ) -> Iterable[np.ndarray]:
         encode = model.encode_query if self._kind == "query" else model.encode_document
-        vectors = encode(
-            list(batch),
-            prompt=self._prompt or None,
-            batch_size=self._batch_size,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )  # [n, dim]
+        with model_lock(model):  # threads of a worker share the model; its tokenizer is not thread-safe
+            vectors = encode(
+                list(batch),
+                prompt=self._prompt or None,
+                batch_size=self._batch_size,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )  # [n, dim]
         return list(l2_normalise(vectors))
 
     def get_num_bytes(self, batch: Sequence[str]) -> int:

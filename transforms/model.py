@@ -20,6 +20,8 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
+import weakref  # noqa: E402
 
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
@@ -182,3 +184,17 @@ def load_sentence_transformer(spec: str, device: str = "cpu", max_seq_length: in
     model.eval()
     logger.info("loaded model %s from %s (max_seq_length %s)", spec, local_dir, model.max_seq_length)
     return model
+
+
+_LOCKS_GUARD = threading.Lock()
+_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def model_lock(model) -> threading.Lock:
+    """One lock per loaded model object: the harness threads of a worker share one model (Beam's Shared),
+    and Hugging Face fast tokenizers are not thread-safe ("Already borrowed"); hold it around encode()."""
+    with _LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.Lock()
+        return lock

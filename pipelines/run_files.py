@@ -147,3 +147,22 @@ def local_copies(paths: list[str], root: str) -> list[str]:
             shutil.copyfileobj(source, sink, 1 << 20)
         local.append(target)
     return local
+
+
+def upload_tree(local_dir: str, remote_dir: str) -> int:
+    """Copy every file below a local folder to remote_dir (gs://...), object by object; returns the count."""
+    import os
+    import shutil
+
+    count = 0
+    for folder, _, names in os.walk(local_dir):
+        for name in sorted(names):
+            source = os.path.join(folder, name)
+            relative = os.path.relpath(source, local_dir).replace(os.sep, "/")
+            target = FileSystems.join(remote_dir, relative)
+            with open(source, "rb") as handle, FileSystems.create(
+                target, compression_type=CompressionTypes.UNCOMPRESSED
+            ) as sink:
+                shutil.copyfileobj(handle, sink, 1 << 20)
+            count += 1
+    return count

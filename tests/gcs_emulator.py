@@ -72,14 +72,9 @@ def emulator_process(bucket: str = BUCKET):
 
 def upload_tree(local_dir: str, remote_dir: str) -> None:
     """Copy every file below local_dir to remote_dir (gs://...) through Beam's FileSystems."""
-    from apache_beam.io.filesystems import FileSystems
+    from pipelines.run_files import upload_tree as upload
 
-    for folder, _, names in os.walk(local_dir):
-        for name in names:
-            source = os.path.join(folder, name)
-            relative = os.path.relpath(source, local_dir).replace(os.sep, "/")
-            with open(source, "rb") as handle, FileSystems.create(f"{remote_dir.rstrip('/')}/{relative}") as sink:
-                sink.write(handle.read())
+    upload(local_dir, remote_dir)
 
 
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gcs_site")

@@ -94,3 +94,12 @@ def test_gs_run_dir_build_refuse_overwrite_resume_export_audit_train(
         assert main(["train", source, "--output", str(tmp_path / f"model-{name}"), *train]) == 0
         summaries[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summaries["gs"]["first_loss"] == pytest.approx(summaries["local"]["first_loss"], abs=1e-5)
+
+    remote_model, trained = f"{gcs_emulator}/models/tiny", f"{gcs_emulator}/models/trained"
+    upload_tree(tiny_model_dir, remote_model)
+    remote_train = ["--base-model", remote_model, *train[2:]]
+    assert main(["train", remote_run, "--output", trained, *remote_train]) == 0
+    assert path_exists(f"{trained}/modules.json") and path_exists(f"{trained}/train_summary.json")
+    capsys.readouterr()
+    assert main(["eval", "--beir", remote_beir, "--split", "train", "--model", trained]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["queries"] > 0

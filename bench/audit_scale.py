@@ -6,7 +6,7 @@
 
 The run: queries with 1 or 2 positives (1 in 4 has two); per pair 3 hard, 2 semi-hard, 1 random and 2
 contextual rows, so rows ≈ 8 per pair. Passage lengths are sampled from SciFact's corpus
-(/work/shared/data/scifact/corpus.jsonl, title + " " + text); texts are slices of one random-word string,
+(data/scifact-sample/corpus.jsonl by default, title + " " + text); texts are slices of one random-word string,
 so generating them is cheap. A few judged positives are planted as hard negatives: the audit must find
 exactly those. The audit (imports, API end to end and the report with plots) runs in a subprocess; its
 wall time, CPU time and peak RSS (the child's VmHWM) are written to bench/results/audit_scale.json.
@@ -40,7 +40,9 @@ try:  # run as a file (python bench/audit_scale.py): bench/ is on sys.path
 except ImportError:  # run as a module (python -m bench.audit_scale)
     from bench.common import write_results
 
-SCIFACT = "/work/shared/data/scifact/corpus.jsonl"
+SCIFACT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "scifact-sample", "corpus.jsonl"
+)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS_PER_PAIR = {"hard": 3, "semi_hard": 2, "random": 1, "contextual": 2}
 PLANTED = 3  # queries whose first hard negative is one of their own positives

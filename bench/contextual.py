@@ -2,7 +2,7 @@
 
     python bench/contextual.py [--pairs 200 | --quick] [--band 0.80,0.995] [--kinds antonym,...] [--per-pair 2]
 
-Runs transforms.perturb_batch.ContextualGenerator (what the Beam DoFn runs per batch of 16 pairs) on
+Runs transforms.contextual.generator.ContextualGenerator (what the Beam DoFn runs per batch of 16 pairs) on
 --pairs (query, positive) pairs of qrels/train.tsv, chosen by crc32 order (deterministic), and prints and
 writes bench/results/contextual[-quick].json with: candidates and accepted negatives per second (model and
 WordNet loading timed apart), the share of positives with >= 1 accepted negative per kind, guard
@@ -28,8 +28,8 @@ from common import Timer, write_results  # noqa: E402
 from schemas.build_config import CONTEXTUAL_KINDS, ContextualConfig, EmbedConfig  # noqa: E402
 from schemas.inputs import passage_of  # noqa: E402
 from schemas.negatives import text_hash  # noqa: E402
-from transforms.perturb_batch import ContextualGenerator  # noqa: E402
-from transforms.perturb_entity import entities_in, vocabulary_from_counts  # noqa: E402
+from transforms.contextual.entity import entities_in, vocabulary_from_counts  # noqa: E402
+from transforms.contextual.generator import ContextualGenerator  # noqa: E402
 
 BATCH = 16
 SWEEP_HIGH = (0.995, 0.998, 0.999, 0.9995, 0.9999, 0.999999)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="40 pairs")
-    parser.add_argument("--data", default="/work/shared/data/scifact")
+    parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "data", "scifact-sample"))
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--band", default=None, help="LOW,HIGH (default: ContextualConfig's)")
     parser.add_argument("--kinds", default=",".join(CONTEXTUAL_KINDS))

@@ -33,7 +33,7 @@ from schemas.negatives import text_hash  # noqa: E402
 from transforms.model import load_sentence_transformer  # noqa: E402
 
 logger = logging.getLogger("bench.embed_throughput")
-DEFAULT_BEIR = "/work/shared/data/scifact"
+DEFAULT_BEIR = os.path.join(ROOT, "data", "scifact-sample")
 
 
 def load_slice(beir_dir: str, n: int) -> list[dict]:

@@ -178,7 +178,7 @@ def _spawn(side: str, beir: str, split: str, workdir: str, threads: int) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--beir", default="/work/shared/data/scifact")
+    parser.add_argument("--beir", default=os.path.join(os.path.dirname(__file__), "..", "data", "scifact-sample"))
     parser.add_argument("--split", default="train")
     parser.add_argument("--quick", action="store_true", help="50 queries, their positives + 250 other docs")
     parser.add_argument("--threads", type=int, default=2)

@@ -37,7 +37,6 @@ import sys
 import time
 import zlib
 
-SCIFACT = "/work/shared/data/scifact"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_NDCG, REFERENCE_TOLERANCE = 0.645, 0.005
 EVAL_MAX_SEQ_LENGTH = 256  # every scheme is scored at the base model's length (a saved model keeps its training one)
@@ -298,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.usefulness", description=__doc__.split("\n")[0])
     parser.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated, from a,b,c,d,e,f,g,h")
     parser.add_argument("--quick", action="store_true", help="a small slice and 3 steps: a smoke run")
-    parser.add_argument("--beir", default=SCIFACT)
+    parser.add_argument("--beir", required=True, help="BEIR folder of the full SciFact (not shipped)")
     parser.add_argument("--workdir", default=None, help="runs and models (default runs/usefulness[-quick])")
     args = parser.parse_args(argv)
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]

@@ -7,7 +7,6 @@ the finished stages whose fingerprints still match; `--overwrite` starts from an
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 
@@ -30,14 +29,6 @@ from schemas.manifest import new_manifest, reusable_stages, stage_fingerprint
 
 logger = logging.getLogger(__name__)
 
-_STAGE_FUNCTIONS = {
-    "ingest": ("pipelines.stage_ingest", "run_ingest"),
-    "embed": ("pipelines.stage_embed", "run_embed"),
-    "index": ("pipelines.stage_index", "run_index"),
-    "mine": ("pipelines.stage_mine", "run_mine"),
-}
-
-
 class RunDirExistsError(FileExistsError):
     """RUN_DIR already holds a run and neither --overwrite nor --resume was given."""
 
@@ -50,22 +41,45 @@ class StrictModeError(RuntimeError):
     """--strict was given and some input rows were dead-lettered."""
 
 
-def _stage_function(stage: str):
-    module, name = _STAGE_FUNCTIONS[stage]
-    return getattr(importlib.import_module(module), name)
+def _run_ingest(*args, **kwargs) -> dict:
+    from pipelines.stage_ingest import run_ingest
+
+    return run_ingest(*args, **kwargs)
+
+
+def _run_embed(*args, **kwargs) -> dict:
+    from pipelines.stage_embed import run_embed
+
+    return run_embed(*args, **kwargs)
+
+
+def _run_index(*args, **kwargs) -> dict:
+    from pipelines.stage_index import run_index
+
+    return run_index(*args, **kwargs)
+
+
+def _run_mine(*args, **kwargs) -> dict:
+    from pipelines.stage_mine import run_mine
+
+    return run_mine(*args, **kwargs)
+
+
+# stage -> its run function (config, run, out, beam_args, test_pipeline=...); each imports its stage lazily
+STAGE_FUNCTIONS = {"ingest": _run_ingest, "embed": _run_embed, "index": _run_index, "mine": _run_mine}
 
 
 def preflight(config: BuildConfig) -> None:
     """Every check that can fail without heavy work: inputs, model, index factory, WordNet."""
-    from pipelines.stage_ingest import validate_inputs
     from transforms.index import validate_index_config
+    from transforms.ingest_checks import validate_inputs
     from transforms.model import model_dimension, validate_model_spec
 
     validate_inputs(config.ingest)
     validate_model_spec(config.embed.model)
     validate_index_config(config.index, model_dimension(config.embed.model))
     if config.contextual.per_pair > 0:
-        from transforms.wordnet import prepare_wordnet
+        from transforms.contextual.wordnet_install import prepare_wordnet
 
         prepare_wordnet()
 
@@ -158,7 +172,7 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None, test_pipe
         logger.info("stage %s: running", stage)
         out = RunLayout(run.staging_dir(stage))
         test_pipeline = test_pipeline_factory() if test_pipeline_factory else None
-        stats = _stage_function(stage)(config, run, out, beam_args, test_pipeline=test_pipeline)
+        stats = STAGE_FUNCTIONS[stage](config, run, out, beam_args, test_pipeline=test_pipeline)
         if dry_run:
             logger.info("stage %s: graph built (--dry_run); nothing was run", stage)
             continue

@@ -11,7 +11,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import importlib  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
@@ -24,16 +23,6 @@ USAGE = """usage: negforge {build,export,audit,train,eval} ...
   eval    nDCG@10, MRR@10, Recall@100 of a model on a BEIR split (one JSON line)
 
 `negforge COMMAND --help` lists each command's flags."""
-
-# command -> (module, function taking argv and returning an exit code)
-COMMANDS = {
-    "build": ("pipelines.cli", "main_build"),
-    "export": ("pipelines.export", "main_export"),
-    "audit": ("pipelines.audit", "main_audit"),
-    "train": ("pipelines.train", "main_train"),
-    "eval": ("pipelines.eval", "main_eval"),
-}
-
 
 def _summary(manifest: dict, output: str) -> str:
     selection = manifest.get("selection", {})
@@ -54,10 +43,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or flags: reported in one line, exit code 2, no traceback."""
     from pipelines.build import RunDirExistsError
     from pipelines.options import UnknownFlagError
-    from pipelines.stage_ingest import InputLayoutError
     from schemas.build_config import ConfigError
+    from transforms.contextual.wordnet_install import WordNetMissingError
+    from transforms.ingest_checks import InputLayoutError
     from transforms.model import ModelSpecError
-    from transforms.wordnet import WordNetMissingError
 
     return (ConfigError, UnknownFlagError, RunDirExistsError, InputLayoutError, ModelSpecError,
             WordNetMissingError, FileNotFoundError, NotADirectoryError)
@@ -81,6 +70,34 @@ def main_build(argv: list[str]) -> int:
     return 0
 
 
+def _export(argv: list[str]) -> int:
+    from pipelines.export import main_export
+
+    return main_export(argv)
+
+
+def _audit(argv: list[str]) -> int:
+    from pipelines.audit import main_audit
+
+    return main_audit(argv)
+
+
+def _train(argv: list[str]) -> int:
+    from pipelines.train import main_train
+
+    return main_train(argv)
+
+
+def _eval(argv: list[str]) -> int:
+    from pipelines.eval import main_eval
+
+    return main_eval(argv)
+
+
+# command -> function taking argv and returning an exit code; each imports its module only when called
+COMMANDS = {"build": main_build, "export": _export, "audit": _audit, "train": _train, "eval": _eval}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("NEGFORGE_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
@@ -93,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"negforge: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module, function = COMMANDS[command]
-    return int(getattr(importlib.import_module(module), function)(rest) or 0)
+    return int(COMMANDS[command](rest) or 0)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,16 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from pipelines.options import make_pipeline_options, run_pipeline
 from schemas.build_config import BuildConfig
-from schemas.inputs import DEADLETTER_SCHEMA, embeddings_schema
+from schemas.inputs import DEADLETTER_SCHEMA
 from schemas.layout import RunLayout
 from schemas.negatives import text_hash
-from transforms.embed import EmbedTexts, available_cores, rows_to_embeddings_table
+from transforms.counts import SumCountsFn, WriteJson
+from transforms.embed import EmbedTexts, available_cores
 from transforms.model import model_dimension
+from transforms.write_embeddings import WriteEmbeddings
 
 logger = logging.getLogger(__name__)
 
-ROWS_PER_FILE_BATCH = 4096  # rows per Arrow table handed to the Parquet writer
 STATS_FILE = "embed.json"
 
 
@@ -51,37 +52,13 @@ def _query_row(row: dict) -> tuple[str, str, str]:
     return row["query_id"], row["text"], text_hash(row["text"])
 
 
-def _write_stats(counts: dict, path: str) -> None:
-    with FileSystems.create(path) as handle:
-        handle.write(json.dumps(counts, sort_keys=True).encode("utf-8"))
-
-
 def _read_stats(path: str) -> dict:
     with FileSystems.open(path) as handle:
         return json.loads(handle.read().decode("utf-8"))
 
 
-class WriteEmbeddings(beam.PTransform):
-    """Row dicts -> <prefix>-XXXXX-of-YYYYY.parquet in embeddings_schema(dim)."""
-
-    def __init__(self, prefix: str, dim: int):
-        super().__init__()
-        self._prefix = prefix
-        self._dim = dim
-
-    def expand(self, rows):
-        dim = self._dim
-        return (
-            rows
-            | "BatchRows" >> beam.BatchElements(min_batch_size=ROWS_PER_FILE_BATCH, max_batch_size=ROWS_PER_FILE_BATCH)
-            | "ToArrow" >> beam.Map(rows_to_embeddings_table, dim)
-            | "WriteParquet"
-            >> beam.io.WriteToParquetBatched(self._prefix, embeddings_schema(dim), file_name_suffix=".parquet")
-        )
-
-
 def _count(pcoll, label: str, name: str):
-    return pcoll | f"Count{label}" >> beam.combiners.Count.Globally() | f"Name{label}" >> beam.Map(lambda n: (name, n))
+    return pcoll | f"Count{label}" >> beam.combiners.Count.Globally() | f"Name{label}" >> beam.Map(lambda n: {name: n})
 
 
 def build_embed_pipeline(
@@ -125,8 +102,7 @@ def build_embed_pipeline(
     )
     reason_counts = (
         dead
-        | "ReasonKeys" >> beam.Map(lambda row: (f"deadletter:{row['reason']}", 1))
-        | "CountReasons" >> beam.CombinePerKey(sum)
+        | "ReasonKeys" >> beam.Map(lambda row: {f"deadletter:{row['reason']}": 1})
     )
     counts = (
         _count(doc_rows, "Docs", "docs_embedded"),
@@ -138,8 +114,8 @@ def build_embed_pipeline(
     _ = (
         counts
         | "AllCounts" >> beam.Flatten()
-        | "CountsToDict" >> beam.combiners.ToDict()
-        | "WriteStats" >> beam.Map(_write_stats, FileSystems.join(out.stats_dir, STATS_FILE))
+        | "SumCounts" >> beam.CombineGlobally(SumCountsFn())
+        | "WriteStats" >> WriteJson(FileSystems.join(out.stats_dir, STATS_FILE))
     )
 
 

@@ -2,11 +2,58 @@
 
 Flags are parsed once (pipelines/cli.py) into these objects; DoFns receive them (never PipelineOptions).
 Every validation error names the bad value, what is allowed and a hint.
+
+Each `negforge build` flag is declared once, here, on the field it sets: `field(metadata=flag("--hard", ...))`.
+pipelines/build_args.py generates the parser from these fields; a field without `flag` metadata is set by
+--config FILE.toml or a preset only.
 """
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FLAG = "negforge.flag"  # the metadata key of a field's command-line flag
+
+
+def flag(
+    name: str,
+    *,
+    type: Callable[[str], Any] | None = None,  # noqa: A002 - argparse's own word
+    metavar: str | None = None,
+    help: str | None = None,  # noqa: A002
+    choices: tuple[str, ...] | None = None,
+    action: str | None = None,
+    group: str | None = None,
+) -> dict:
+    """Field metadata declaring the field's command-line flag (argparse keyword arguments)."""
+    options = {"type": type, "metavar": metavar, "help": help, "choices": choices, "action": action}
+    spec = {"name": name, "options": {k: v for k, v in options.items() if v is not None}}
+    if group is not None:
+        spec["group"] = group  # e.g. "mode": flags of one mutually exclusive group
+    return {FLAG: spec}
+
+
+def optional_float(text: str) -> float | None:
+    """A float, or None for 'none' / 'off' (turns a guard off)."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    return float(text)
+
+
+def float_pair(text: str) -> tuple[float, float]:
+    """'LOW,HIGH' -> (LOW, HIGH)."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two numbers), got {text!r}")
+    return float(parts[0]), float(parts[1])
+
+
+def names(text: str) -> tuple[str, ...]:
+    """'a, b,c' -> ('a', 'b', 'c')."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 class ConfigError(ValueError):
@@ -22,12 +69,26 @@ def _require(condition: bool, message: str) -> None:
 class IngestConfig:
     """Where the inputs are and how strictly they are read."""
 
-    beir_dir: str | None = None  # BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
-    split: str | None = None
-    pairs_file: str | None = None  # JSONL of {"query"|"anchor", "positive", optional ids}
-    corpus_file: str | None = None  # optional extra corpus (BEIR corpus.jsonl layout) for pair files
-    max_text_chars: int = 20_000  # longer texts are truncated and noted in warnings/
-    strict: bool = False  # any dead-letter row makes the build exit non-zero
+    beir_dir: str | None = field(
+        default=None,
+        metadata=flag("--beir", metavar="DIR", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv"),
+    )
+    split: str | None = field(default=None, metadata=flag("--split", metavar="S"))
+    pairs_file: str | None = field(
+        default=None,
+        metadata=flag("--pairs", metavar="FILE", help="JSONL of {query|anchor, positive[, query_id, positive_id]}"),
+    )
+    corpus_file: str | None = field(
+        default=None,
+        metadata=flag("--corpus", metavar="FILE", help="extra corpus (BEIR corpus.jsonl layout) for --pairs"),
+    )
+    max_text_chars: int = field(  # longer texts are truncated and noted in warnings/
+        default=20_000, metadata=flag("--max-text-chars", type=int, metavar="N")
+    )
+    strict: bool = field(
+        default=False,
+        metadata=flag("--strict", action="store_true", help="exit non-zero when any input row is dead-lettered"),
+    )
 
     def __post_init__(self) -> None:
         has_beir = self.beir_dir is not None
@@ -48,11 +109,16 @@ class IngestConfig:
 class EmbedConfig:
     """The embedding model and how it is run."""
 
-    model: str = "bundled"  # 'bundled' or a sentence-transformers directory (local or gs://)
-    batch_size: int = 64
-    max_seq_length: int | None = None  # None: the model's own
-    query_prompt: str = ""
-    doc_prompt: str = ""
+    model: str = field(
+        default="bundled",
+        metadata=flag("--model", metavar="SPEC", help="'bundled' (default) or a sentence-transformers directory"),
+    )
+    batch_size: int = field(default=64, metadata=flag("--embed-batch-size", type=int, metavar="N"))
+    max_seq_length: int | None = field(  # None: the model's own
+        default=None, metadata=flag("--max-seq-length", type=int, metavar="N")
+    )
+    query_prompt: str = field(default="", metadata=flag("--query-prompt", metavar="TEXT"))
+    doc_prompt: str = field(default="", metadata=flag("--doc-prompt", metavar="TEXT"))
     torch_threads: int | None = None  # None: cores / workers
 
     def __post_init__(self) -> None:
@@ -68,9 +134,12 @@ class EmbedConfig:
 class IndexConfig:
     """The sharded faiss index. Always inner product on L2-normalised vectors."""
 
-    num_shards: int = 4
-    index_factory: str = "Flat"
-    nprobe: int = 16
+    num_shards: int = field(default=4, metadata=flag("--num-shards", type=int, metavar="N"))
+    index_factory: str = field(
+        default="Flat",
+        metadata=flag("--index-factory", metavar="STR", help="faiss factory string: Flat, IVF1024,Flat, IVF1024,PQ32"),
+    )
+    nprobe: int = field(default=16, metadata=flag("--nprobe", type=int, metavar="N"))
     train_sample: int = 100_000  # vectors sampled (seeded) to train IVF/PQ quantisers
     block_size: int = 4096  # rows per element when embeddings travel through Beam
 
@@ -97,21 +166,36 @@ class MiningConfig:
     query's lowest judged-positive score (sentence-transformers' rule).
     """
 
-    hard: int = 3
-    semi_hard: int = 2
-    random: int = 1
-    range_min: int = 0  # hard window [range_min, range_max) over surviving candidates
-    range_max: int = 30
-    relative_margin: float | None = 0.05  # drop s_neg > s_pos - |s_pos| * m (NV-Retriever TopK-PercPos)
-    absolute_margin: float | None = None  # drop s_neg + m > s_pos
-    max_score: float | None = None  # drop s_neg > max_score
-    semi_hard_band: tuple[float, float] = (0.10, 0.30)  # keep s_pos - HIGH <= s_neg <= s_pos - LOW
+    hard: int = field(default=3, metadata=flag("--hard", type=int, metavar="K"))
+    semi_hard: int = field(default=2, metadata=flag("--semi-hard", type=int, metavar="K"))
+    random: int = field(default=1, metadata=flag("--random", type=int, metavar="K"))
+    range_min: int = field(  # hard window [range_min, range_max) over surviving candidates
+        default=0, metadata=flag("--range-min", type=int, metavar="N")
+    )
+    range_max: int = field(default=30, metadata=flag("--range-max", type=int, metavar="N"))
+    relative_margin: float | None = field(  # drop s_neg > s_pos - |s_pos| * m (NV-Retriever TopK-PercPos)
+        default=0.05,
+        metadata=flag("--relative-margin", type=optional_float, metavar="F", help="0.05 = NV-Retriever; 'none' off"),
+    )
+    absolute_margin: float | None = field(  # drop s_neg + m > s_pos
+        default=None, metadata=flag("--absolute-margin", type=optional_float, metavar="F")
+    )
+    max_score: float | None = field(  # drop s_neg > max_score
+        default=None, metadata=flag("--max-score", type=optional_float, metavar="F")
+    )
+    semi_hard_band: tuple[float, float] = field(  # keep s_pos - HIGH <= s_neg <= s_pos - LOW
+        default=(0.10, 0.30), metadata=flag("--semi-hard-band", type=float_pair, metavar="LOW,HIGH")
+    )
     semi_hard_pool: int = 100  # at most this many band candidates are considered per query
-    sampling: str = "top"  # top | uniform | simans (applies to the hard window and the semi-hard band)
+    sampling: str = field(  # applies to the hard window and the semi-hard band
+        default="top", metadata=flag("--sampling", choices=SAMPLING_STRATEGIES)
+    )
     simans_a: float = 100.0  # SimANS: p ∝ exp(-a * (s_neg - s_pos - b)^2)
     simans_b: float = -0.15
-    near_copy_guard: bool = True
-    near_copy_threshold: float = 0.98  # drop candidates with cos(positive, candidate) >= threshold
+    near_copy_guard: bool = field(default=True, metadata=flag("--no-near-copy-guard", action="store_false"))
+    near_copy_threshold: float = field(  # drop candidates with cos(positive, candidate) >= threshold
+        default=0.98, metadata=flag("--near-copy-threshold", type=float, metavar="F")
+    )
     text_copy_guard: bool = True  # drop candidates whose normalised text equals a positive's
     max_depth: int = 2000  # deeper searches stop here (per shard)
 
@@ -158,8 +242,11 @@ CONTEXTUAL_KINDS = ("antonym", "synonym", "negation", "number", "entity", "focus
 class ContextualConfig:
     """Contextual negatives: meaning-changing perturbations of the positive (tier=contextual)."""
 
-    per_pair: int = 0  # --contextual K; 0 turns the stage off
-    kinds: tuple[str, ...] = ("antonym", "negation", "number", "entity")
+    per_pair: int = field(default=0, metadata=flag("--contextual", type=int, metavar="K"))  # 0: off
+    kinds: tuple[str, ...] = field(
+        default=("antonym", "negation", "number", "entity"),
+        metadata=flag("--contextual-kinds", type=names, metavar="K1,K2"),
+    )
     similarity_band: tuple[float, float] = (0.80, 0.995)  # keep LOW <= cos(positive, candidate) < HIGH
     max_length_ratio: float = 1.5  # candidate length / positive length must stay below this
     edit_window_tokens: int | None = None  # None: the model's max_seq_length
@@ -177,16 +264,16 @@ class ContextualConfig:
 class BuildConfig:
     """Everything `negforge build` needs, resolved (flag > --config file > preset > default)."""
 
-    output: str
-    ingest: IngestConfig
+    output: str = field(metadata=flag("--output", metavar="RUN_DIR"))
+    ingest: IngestConfig = field()
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     contextual: ContextualConfig = field(default_factory=ContextualConfig)
-    seed: int = 13
-    preset: str = "baseline"
-    overwrite: bool = False
-    resume: bool = False
+    seed: int = field(default=13, metadata=flag("--seed", type=int, metavar="N"))
+    preset: str = "baseline"  # --preset: resolved in pipelines/build_args.py (it picks the layers)
+    overwrite: bool = field(default=False, metadata=flag("--overwrite", action="store_true", group="mode"))
+    resume: bool = field(default=False, metadata=flag("--resume", action="store_true", group="mode"))
 
     def __post_init__(self) -> None:
         _require(not (self.overwrite and self.resume), "--overwrite and --resume exclude each other; pick one")

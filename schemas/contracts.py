@@ -1,4 +1,4 @@
-"""The per-tier contract of the negatives dataset (CONTRACT.md, Mining semantics), written once as Polars expressions.
+"""The per-tier contract of the negatives dataset (docs/CONTRACT.md, Mining semantics), as Polars expressions.
 
 Used by `negforge audit` and by the tests of every stage that writes negatives. Each contract is a dict
 name -> violation expression (True where a row breaks that rule), built from the resolved config dict
@@ -88,7 +88,7 @@ def margin_breaches(mining: dict) -> dict[str, pl.Expr]:
 
 
 def _guard_contract(mining: dict) -> dict[str, pl.Expr]:
-    """Rules every mined tier obeys: guards and margins (CONTRACT.md table, columns 2-4)."""
+    """Rules every mined tier obeys: guards and margins (docs/CONTRACT.md table, columns 2-4)."""
     rules: dict[str, pl.Expr] = {"judged_positive": pl.col(IS_JUDGED)}
     if mining["text_copy_guard"]:
         rules["text_copy_of_positive"] = pl.col(COPIES_JUDGED)

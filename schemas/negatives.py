@@ -1,6 +1,6 @@
 """Arrow schema of the negatives dataset (one row per query, positive, negative).
 
-Column names and meanings are fixed by CONTRACT.md; bump SCHEMA_VERSION on any breaking change.
+Column names and meanings are fixed by docs/CONTRACT.md; bump SCHEMA_VERSION on any breaking change.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Deterministic: the same source gives byte-identical files. Keeps every file in BEIR layout, qrels with
 their header and CRLF endings, so the sample exercises the same reader as the full dataset.
 
-    python scripts/make_sample.py ../shared/data/scifact data/scifact-sample
+    python scripts/make_sample.py SCIFACT_DIR data/scifact-sample    # SCIFACT_DIR: the full BEIR SciFact folder
 """
 
 from __future__ import annotations

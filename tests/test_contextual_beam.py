@@ -15,8 +15,8 @@ from apache_beam.testing import test_pipeline
 
 from schemas.build_config import CONTEXTUAL_KINDS, ContextualConfig, EmbedConfig
 from schemas.negatives import IDENTITY_COLUMNS, rows_to_table
-from transforms.contextual import GenerateContextualNegatives, contextual_stats
-from transforms.perturb_guard import GuardCounts
+from transforms.contextual.beam import GenerateContextualNegatives, contextual_stats
+from transforms.contextual.guard import GuardCounts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "contextual"
 SEED = 13

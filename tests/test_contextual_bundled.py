@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from schemas.build_config import ContextualConfig, EmbedConfig
-from transforms.perturb_entity import entities_in, vocabulary_from_counts
+from transforms.contextual.entity import entities_in, vocabulary_from_counts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "contextual"
 # Measured on these 6 pairs: entity swaps accepted for 5 positives, antonyms for 1; negation and number 0.
@@ -24,7 +24,7 @@ MIN_ANTONYM = 1
 
 @pytest.mark.slow
 def test_default_config_with_the_bundled_model(bundled_model_dir):
-    from transforms.perturb_batch import ContextualGenerator
+    from transforms.contextual.generator import ContextualGenerator
 
     config = ContextualConfig(per_pair=100)  # default kinds (antonym, negation, number, entity) and band
     generator = ContextualGenerator.load(config, EmbedConfig(model=bundled_model_dir), 13)

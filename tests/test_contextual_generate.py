@@ -15,7 +15,7 @@ import pytest
 
 from schemas.build_config import CONTEXTUAL_KINDS, ContextualConfig, EmbedConfig
 from schemas.negatives import IDENTITY_COLUMNS, NEGATIVES_SCHEMA, lexical_overlap, rows_to_table, text_hash
-from transforms.perturb_entity import entities_in, vocabulary_from_counts
+from transforms.contextual.entity import entities_in, vocabulary_from_counts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "contextual"
 BAND = (0.5, 0.999999)
@@ -57,7 +57,7 @@ def embed(tiny_model_dir) -> EmbedConfig:
 
 @pytest.fixture(scope="module")
 def generator(embed):
-    from transforms.perturb_batch import ContextualGenerator
+    from transforms.contextual.generator import ContextualGenerator
 
     config = ContextualConfig(per_pair=100, kinds=CONTEXTUAL_KINDS, similarity_band=BAND)
     return ContextualGenerator.load(config, embed, SEED)
@@ -120,7 +120,7 @@ def test_rows_are_valid_contextual_negatives(all_accepted, pairs, generator):
 
 
 def test_edits_fall_inside_the_model_window(all_accepted, generator):
-    from transforms.perturb_common import split_at_window
+    from transforms.contextual.common import split_at_window
 
     rows, _, _ = all_accepted
     tokenizer = generator.model.tokenizer
@@ -166,7 +166,7 @@ def test_per_pair_cap_spreads_across_kinds_and_is_deterministic(generator, pairs
 
 
 def test_a_failing_perturbation_is_dead_lettered_and_the_run_goes_on(generator, pairs, vocab):
-    from transforms.perturb_batch import default_generators
+    from transforms.contextual.generator import default_generators
 
     def broken_number(text, rng, resources, attempts=3):
         if "HIV" in text:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from schemas.negatives import text_hash
-from transforms.contextual import TopEntitiesPerShapeFn
-from transforms.perturb_batch import pair_rng, spread_across_kinds
-from transforms.perturb_entity import vocabulary_from_counts
-from transforms.perturb_guard import REJECTION_REASONS, GuardCounts, band_rejection, text_rejection
+from transforms.contextual.beam import TopEntitiesPerShapeFn
+from transforms.contextual.entity import vocabulary_from_counts
+from transforms.contextual.generator import pair_rng, spread_across_kinds
+from transforms.contextual.guard import REJECTION_REASONS, GuardCounts, band_rejection, text_rejection
 
 POSITIVE = "Expression of BRCA1 is associated with lower risk of breast cancer in 120 women."
 JUDGED = frozenset({text_hash("Another judged positive passage about BRCA1 and risk.")})

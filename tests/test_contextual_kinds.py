@@ -9,18 +9,20 @@ import threading
 import numpy as np
 import pytest
 
-from transforms.perturb_common import Candidate, PerturbResources, describe_edit, split_at_window
-from transforms.perturb_entity import entities_in, entity_candidates, entity_shape
-from transforms.perturb_focus import focus_candidates, focus_sentence
-from transforms.perturb_lexical import antonym_candidates, synonym_candidates
-from transforms.perturb_negation import negation_candidates
-from transforms.perturb_number import number_candidates
+from transforms.contextual.common import Candidate, PerturbResources, describe_edit, split_at_window
+from transforms.contextual.entity import entities_in, entity_candidates, entity_shape
+from transforms.contextual.focus import focus_candidates, focus_sentence
+from transforms.contextual.lexical import antonym_candidates, synonym_candidates
+from transforms.contextual.negation import negation_candidates
+from transforms.contextual.number import number_candidates
 
 
 @pytest.fixture(scope="module")
 def resources() -> PerturbResources:
-    from transforms.perturb_lexical import build_lexical_augmenters
-    from transforms.wordnet import WordNetTagger, disable_nltk_download, load_wordnet
+    from transforms.contextual.lexical import build_lexical_augmenters
+    from transforms.contextual.tagger import WordNetTagger
+    from transforms.contextual.wordnet_install import disable_nltk_download
+    from transforms.contextual.wordnet_reader import load_wordnet
 
     disable_nltk_download()
     tagger = WordNetTagger(load_wordnet())

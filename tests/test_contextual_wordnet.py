@@ -8,7 +8,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from transforms import wordnet as wn
+from transforms.contextual import tagger as pos
+from transforms.contextual import wordnet_install as wn
+from transforms.contextual import wordnet_reader
 
 
 def _fake_source(path, content: str = "x") -> str:
@@ -82,7 +84,7 @@ def test_missing_wordnet_fails_while_building_the_pipeline(tmp_path, monkeypatch
     from apache_beam.testing.test_pipeline import TestPipeline
 
     from schemas.build_config import ContextualConfig, EmbedConfig
-    from transforms.contextual import GenerateContextualNegatives
+    from transforms.contextual.beam import GenerateContextualNegatives
 
     monkeypatch.setenv(wn.WORDNET_DIR_ENV, str(tmp_path / "nowhere"))
     pipeline = TestPipeline()
@@ -116,14 +118,14 @@ def test_real_wordnet_loads_offline_and_tags_words():
     cache = wn.prepare_wordnet()
     assert cache == wn.prepare_wordnet()  # idempotent
     assert nltk.data.find("corpora/wordnet/lexnames").path.startswith(cache)  # nltk itself finds the copy
-    reader = wn.load_wordnet()
+    reader = wordnet_reader.load_wordnet()
     assert reader.get_version() == "3.0" and reader.map30 is None
     assert [s.name() for s in reader.synsets("increase", "v")][:1] == ["increase.v.01"]
-    tagger = wn.WordNetTagger(reader)
+    tagger = pos.WordNetTagger(reader)
     tags = dict(tagger.tag("The drug increased survival of cells ; levels were higher in 12 patients".split()))
     assert tags["increased"] == "VBD" and tags["cells"] == "NNS" and tags["higher"] == "JJR"
     assert tags["The"] == "DT" and tags["12"] == "CD" and tags[";"] == ";" and tags["drug"] == "NN"
-    assert wn.inflect("decrease", "VBD") == "decreased" and wn.inflect("low", "JJR") == "lower"
+    assert pos.inflect("decrease", "VBD") == "decreased" and pos.inflect("low", "JJR") == "lower"
 
 
 def test_a_wordnet_that_is_not_3_0_is_refused(tmp_path, monkeypatch):
@@ -141,7 +143,7 @@ def test_fast_reader_loads_exactly_what_nltk_loads():
 
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    fast = wn.load_wordnet()
+    fast = wordnet_reader.load_wordnet()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = WordNetCorpusReader(os.path.join(wn.prepare_wordnet(), "corpora", "wordnet"), None)
@@ -155,7 +157,7 @@ def test_fast_reader_loads_exactly_what_nltk_loads():
 def test_fast_lemma_counts_equal_nltks():
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    reader = wn.load_wordnet()
+    reader = wordnet_reader.load_wordnet()
     lemmas = [
         lemma
         for word in ("increase", "cell", "high", "risk", "run")

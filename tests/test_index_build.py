@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from pipelines.stage_index import TrainSampleFn, run_index
+from pipelines.stage_index import run_index
 from schemas.build_config import BuildConfig, ConfigError, IndexConfig, IngestConfig
 from schemas.inputs import embeddings_schema
 from schemas.layout import RunLayout
+from transforms.build_index import TrainSampleFn
 from transforms.index import (
     DocBlock,
     concat_blocks,

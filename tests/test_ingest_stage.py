@@ -13,12 +13,13 @@ from apache_beam.io.filesystem import BeamIOError, CompressedFile, FileMetadata,
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.testing import test_pipeline
 
-from pipelines.stage_ingest import InputLayoutError, run_ingest, validate_inputs
+from pipelines.stage_ingest import run_ingest
 from schemas.build_config import BuildConfig, IngestConfig
 from schemas.inputs import DEADLETTER_SCHEMA, DOCS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA, passage_of
 from schemas.layout import RunLayout
 from schemas.negatives import text_hash
 from transforms.beir import BeirLayoutError
+from transforms.ingest_checks import InputLayoutError, validate_inputs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 MEMFS_ROOT_ENV = "NEGFORGE_TEST_MEMFS_ROOT"

@@ -17,7 +17,7 @@ from planted_run import read_rows, write_run
 from pipelines.stage_mine import run_mine
 from schemas.build_config import BuildConfig, IndexConfig, IngestConfig, MiningConfig
 from schemas.layout import RunLayout
-from transforms.search_api import round_scores
+from transforms.topk import round_scores
 
 K = 3
 MEAN_SHIFT = 1.0

@@ -12,19 +12,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import search_reference
+from apache_beam.internal.cloudpickle import cloudpickle
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that
+from search_reference import SearchTopK
 
-from pipelines.stage_index import EMBEDDING_COLUMNS, BuildShardedIndex
+from pipelines.stage_index import EMBEDDING_COLUMNS
 from schemas.build_config import ConfigError, IndexConfig
 from schemas.inputs import embeddings_schema
 from schemas.layout import RunLayout
+from transforms.build_index import BuildShardedIndex
 from transforms.index import DocBlock, doc_blocks_from_table, fill_shard, train_index, write_shard
-from transforms.search import SearchShards, SearchTopK, ToQueryBlocks, make_query_blocks
-from transforms.search_api import round_scores
+from transforms.search import SearchShards, ToQueryBlocks, make_query_blocks
 from transforms.shard_search import ShardSearcher, load_store
-from transforms.topk import merge_topk
+from transforms.topk import merge_topk, round_scores
+
+# tests/ is not on the path of multi-processing workers: ship the reference search by value
+cloudpickle.register_pickle_by_value(search_reference)
 
 K = 8
 SHARD_COUNTS = (1, 3, 7)

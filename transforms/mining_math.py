@@ -2,7 +2,7 @@
 
 Everything here works on one query at a time and knows nothing about Beam, faiss or shards, so it is tested
 directly. Scores are cosine similarities; every decision uses scores rounded to the 1e-6 grid
-(search_api.round_scores) and breaks ties by doc id, so results never depend on shard or block layout.
+(topk.round_scores) and breaks ties by doc id, so results never depend on shard or block layout.
 Margins, max_score, the semi-hard band and SimANS are taken against the query's lowest judged-positive score
 (sentence-transformers' rule; CONTRACT.md "Mining semantics").
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas.build_config import MiningConfig
-from transforms.search_api import round_scores
+from transforms.topk import round_scores
 
 # Guards in the order they are tested; a dropped candidate counts once, under the first guard that drops it.
 GUARDS = ("judged_positive", "text_copy", "near_copy", "relative_margin", "absolute_margin", "max_score")

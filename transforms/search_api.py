@@ -48,11 +48,3 @@ class ShardQueryFn(Protocol):
     def __call__(self, searcher: ShardView, block: QueryBlock) -> Iterable[tuple[str, Any]]:
         """Yield (query_id, shard_result) for the queries of the block."""
         ...
-
-
-SCORE_GRID = 1e-6  # decisions use scores rounded to this grid; ties broken by id (CONTRACT.md)
-
-
-def round_scores(scores: np.ndarray) -> np.ndarray:
-    """Scores snapped to the 1e-6 grid (float64), so float noise never decides an order."""
-    return np.round(np.asarray(scores, dtype=np.float64) / SCORE_GRID) * SCORE_GRID

@@ -27,7 +27,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.layout import RunLayout
-from transforms.search_api import SCORE_GRID, round_scores
+from transforms.topk import SCORE_GRID, round_scores
 
 logger = logging.getLogger(__name__)
 

@@ -1,15 +1,20 @@
 """Pure numpy top-k ordering and merging, shared by the shard searcher and the per-query merge.
 
 Orders are total and independent of shard count and chunking: scores are snapped to the 1e-6 grid
-(search_api.round_scores) and ties are broken by doc id, so the same candidates always come out in the
-same order (CONTRACT.md, Determinism).
+(round_scores) and ties are broken by doc id, so the same candidates always come out in the
+same order (docs/CONTRACT.md, Determinism).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from transforms.search_api import round_scores
+SCORE_GRID = 1e-6  # decisions use scores rounded to this grid; ties broken by id (docs/CONTRACT.md)
+
+
+def round_scores(scores: np.ndarray) -> np.ndarray:
+    """Scores snapped to the 1e-6 grid (float64), so float noise never decides an order."""
+    return np.round(np.asarray(scores, dtype=np.float64) / SCORE_GRID) * SCORE_GRID
 
 
 def order_by_score_then_id(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:

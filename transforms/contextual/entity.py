@@ -9,14 +9,14 @@ words inside a sentence ("Alzheimer", "Danish") also count; statistics abbreviat
 capitals written "A", of small letters "a", of digits "9", of Greek letters "α" ("IL-6" -> "A-9").
 The vocabulary (shape -> entities by document frequency, capped) is built from the corpus passages
 (`entities_in` per passage, document frequencies, `vocabulary_from_counts`; in Beam
-transforms.contextual.BuildEntityVocabulary) and reaches workers as a side input.
+transforms.contextual.beam.BuildEntityVocabulary) and reaches workers as a side input.
 """
 
 from __future__ import annotations
 
 import re
 
-from transforms.perturb_common import STOPWORDS, Candidate, PerturbResources, describe_edit, pick
+from transforms.contextual.common import STOPWORDS, Candidate, PerturbResources, describe_edit, pick
 
 _GREEK = "\u0370-\u03ff"
 _TOKEN_RE = re.compile(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from transforms.perturb_common import Candidate, PerturbResources, content_words, match_case, pick, sentences
+from transforms.contextual.common import Candidate, PerturbResources, content_words, match_case, pick, sentences
 
 _WORD_SPAN_RE = re.compile(r"[\w\u0370-\u03ff]+(?:[-'][\w\u0370-\u03ff]+)*")
 

@@ -3,7 +3,7 @@
 nlpaug's AntonymAug / SynonymAug are used as they are, with four things swapped in:
 - `sample()`/`prob()` draw from a per-call numpy Generator instead of the global `random` state, so the
   output depends only on (text, rng) whatever the thread or worker count;
-- the part-of-speech tagger is transforms.wordnet.WordNetTagger (nltk.pos_tag's model is not shipped
+- the part-of-speech tagger is transforms.contextual.tagger.WordNetTagger (nltk.pos_tag's model is not shipped
   offline; nlpaug would download it);
 - substitutes are inflected like the word they replace with lemminflect ("increased" -> "decreased");
 - tokens are words, whitespace and punctuation kept verbatim, so only the substituted word changes
@@ -21,8 +21,8 @@ import nlpaug.augmenter.word as naw
 import nlpaug.model.word_dict as nmw
 from nlpaug.util import PartOfSpeech
 
-from transforms.perturb_common import Candidate, PerturbResources, describe_edit, gap_tokens, is_content_word
-from transforms.wordnet import inflect
+from transforms.contextual.common import Candidate, PerturbResources, describe_edit, gap_tokens, is_content_word
+from transforms.contextual.tagger import inflect
 
 NEGATION_CUES = frozenset("no not nor never without cannot none nothing neither".split())
 _OPEN_CLASS_PREFIXES = ("NN", "VB", "JJ", "RB")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from transforms.perturb_common import Candidate, PerturbResources, describe_edit, match_case, pick
+from transforms.contextual.common import Candidate, PerturbResources, describe_edit, match_case, pick
 
 _AUX = "is|are|was|were|can|could|may|might|must|should|will|would|does|do|did|has|have|had"
 _BE_MODAL = frozenset("is are was were can could may might must should will would".split())

@@ -5,7 +5,7 @@ either way), new for this pair (no earlier candidate with the same normalised te
 positive in at least one content word (a change of case, spacing or punctuation is no negative), equals no
 judged positive of the query, and cos(positive, candidate) lies in [LOW, HIGH) of similarity_band: below
 LOW the text drifted, at or above HIGH it is a copy as far as the model can tell. The text checks run
-first so that only survivors are embedded. Similarities are decided on a 1e-6 grid (CONTRACT.md).
+first so that only survivors are embedded. Similarities are decided on a 1e-6 grid (docs/CONTRACT.md).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas.negatives import normalise_text, text_hash
-from transforms.perturb_common import content_words
+from transforms.contextual.common import content_words
 
 TEXT_REJECTIONS = ("empty", "length_ratio", "duplicate", "no_content_change", "judged_positive")
 BAND_REJECTIONS = ("too_dissimilar", "too_similar")

@@ -6,7 +6,7 @@ pairs: one dict per (query, positive): query_id, positive_id, anchor, positive, 
 positive_vector (float32 [dim], L2-normalised), score_positive, judged_positive_ids, judged_positive_hashes.
 corpus: passage strings, from which the entity vocabulary (side input) is counted.
 rows: NEGATIVES_SCHEMA dicts, tier "contextual"; deadletter: DEADLETTER_SCHEMA dicts (reason
-"perturbation_failed"). The work per batch of pairs is transforms.perturb_batch.ContextualGenerator; the
+"perturbation_failed"). The work per batch of pairs is transforms.contextual.generator.ContextualGenerator; the
 model, WordNet tagger and nlpaug augmenters are built in setup(), once per worker process (beam Shared:
 threads share them; the augmenters take a lock per call, the model only reads).
 
@@ -27,9 +27,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.utils import shared
 
 from schemas.build_config import ContextualConfig, EmbedConfig
-from transforms.perturb_entity import entities_in, entity_shape
-from transforms.perturb_guard import GuardCounts
-from transforms.wordnet import disable_nltk_download, prepare_wordnet
+from transforms.contextual.entity import entities_in, entity_shape
+from transforms.contextual.guard import GuardCounts
+from transforms.contextual.wordnet_install import disable_nltk_download, prepare_wordnet
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class GenerateContextualFn(beam.DoFn):
         self._generator = None
 
     def setup(self):
-        from transforms.perturb_batch import ContextualGenerator
+        from transforms.contextual.generator import ContextualGenerator
 
         self._generator = self._shared.acquire(
             lambda: ContextualGenerator.load(self.contextual, self.embed, self.seed),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from transforms.perturb_common import Candidate, PerturbResources, describe_edit, pick
+from transforms.contextual.common import Candidate, PerturbResources, describe_edit, pick
 
 # Number not glued to a word, hyphen, slash or decimal point on its left, with its unit (if any) on the right.
 _NUMBER_RE = re.compile(

@@ -1,9 +1,9 @@
 """Candidates -> guard -> selection for a batch of (query, positive) pairs, without Beam.
 
-transforms/contextual.py's DoFn and bench/contextual.py both call `ContextualGenerator.run()`.
-For every pair the generators of ContextualConfig.kinds (transforms/perturb_*.py) edit the part of the
+transforms/contextual/beam.py's DoFn and bench/contextual.py both call `ContextualGenerator.run()`.
+For every pair the generators of ContextualConfig.kinds (transforms/contextual/<kind>.py) edit the part of the
 positive the model reads (its first max_seq_length tokens, prompt and special tokens included); the guard
-(transforms/perturb_guard.py) keeps candidates that are new, differ in a content word, are no judged
+(transforms/contextual/guard.py) keeps candidates that are new, differ in a content word, are no judged
 positive, and whose re-embedding lies in the similarity band; up to `per_pair` survivors are chosen, spread
 across kinds. All candidates of a batch are re-embedded in one encode() call.
 
@@ -23,9 +23,9 @@ import numpy as np
 
 from schemas.build_config import ContextualConfig, EmbedConfig
 from schemas.negatives import lexical_overlap, text_hash
-from transforms.perturb_common import Candidate, PerturbResources, split_at_window
-from transforms.perturb_guard import GuardCounts, band_rejection, text_rejection
-from transforms.wordnet import disable_nltk_download
+from transforms.contextual.common import Candidate, PerturbResources, split_at_window
+from transforms.contextual.guard import GuardCounts, band_rejection, text_rejection
+from transforms.contextual.wordnet_install import disable_nltk_download
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +42,11 @@ RAW_CHARS = 300
 
 
 def default_generators() -> dict[str, Callable]:
-    from transforms.perturb_entity import entity_candidates
-    from transforms.perturb_focus import focus_candidates
-    from transforms.perturb_lexical import antonym_candidates, synonym_candidates
-    from transforms.perturb_negation import negation_candidates
-    from transforms.perturb_number import number_candidates
+    from transforms.contextual.entity import entity_candidates
+    from transforms.contextual.focus import focus_candidates
+    from transforms.contextual.lexical import antonym_candidates, synonym_candidates
+    from transforms.contextual.negation import negation_candidates
+    from transforms.contextual.number import number_candidates
 
     return {
         "antonym": antonym_candidates,
@@ -115,8 +115,9 @@ class ContextualGenerator:
     @classmethod
     def load(cls, contextual: ContextualConfig, embed: EmbedConfig, seed: int, **kwargs) -> ContextualGenerator:
         """Prepare WordNet offline, load the model, tagger and augmenters (once per worker)."""
-        from transforms.perturb_lexical import build_lexical_augmenters
-        from transforms.wordnet import WordNetTagger, load_wordnet
+        from transforms.contextual.lexical import build_lexical_augmenters
+        from transforms.contextual.tagger import WordNetTagger
+        from transforms.contextual.wordnet_reader import load_wordnet
 
         disable_nltk_download()
         tagger = WordNetTagger(load_wordnet())

@@ -44,9 +44,9 @@ class PerturbResources:
     """Per-worker helpers plus the pair's query; generators read only what they need."""
 
     query: str = ""
-    tagger: Any = None  # transforms.wordnet.WordNetTagger
-    augmenters: dict = field(default_factory=dict)  # kind -> nlpaug augmenter (perturb_lexical)
-    entity_vocab: dict = field(default_factory=dict)  # shape -> tuple of entities (perturb_entity)
+    tagger: Any = None  # transforms.contextual.tagger.WordNetTagger
+    augmenters: dict = field(default_factory=dict)  # kind -> nlpaug augmenter (contextual/lexical.py)
+    entity_vocab: dict = field(default_factory=dict)  # shape -> tuple of entities (contextual/entity.py)
 
 
 def gap_tokens(text: str) -> list[str]:

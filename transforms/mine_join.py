@@ -1,0 +1,101 @@
+"""The joins around mining, as Beam transforms (CoGroupByKey: big inputs travel through shuffles, not side inputs).
+
+    {"embeddings", "pairs"} | BuildQueryPayloads(mining) -> QueryPayload per query (vector, judged positives)
+    MinedQuery | JoinTexts(docs, queries, contextual)    -> row dicts (+ contextual pair elements)
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+
+from transforms import mining_math as mm
+from transforms.mine import CONTEXTUAL_PAIRS, BuildRowsFn, QueryPayload, text_requests
+
+
+def _vectors_of(table, kind: str):
+    """(id, (vector [dim] float32, text_hash)) for the rows of one kind of an embeddings table."""
+    kinds = np.asarray(table.column("kind").to_pylist())
+    vectors = table.column("vector").combine_chunks()
+    flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    matrix = flat.reshape(len(kinds), vectors.type.list_size)  # [n, dim]
+    ids, hashes = table.column("id").to_pylist(), table.column("text_hash").to_pylist()
+    for i in np.flatnonzero(kinds == kind):
+        yield ids[i], (matrix[i].copy(), hashes[i])  # a copy: never pins the whole batch in memory
+
+
+def _positives_for_queries(element):
+    doc_id, groups = element
+    found = list(groups["vector"])
+    if not found:
+        return
+    vector, text_hash = found[0]
+    for query_id in groups["queries"]:
+        yield query_id, (doc_id, vector, text_hash)
+
+
+def _payload(element, mining) -> list[QueryPayload]:
+    query_id, groups = element
+    query_vectors, positives = list(groups["query"]), sorted(groups["positives"], key=lambda p: p[0])
+    if not query_vectors or not positives:
+        return []
+    vector = query_vectors[0][0]  # [dim] float32
+    pos_vectors = np.stack([p[1] for p in positives]).astype(np.float32)  # [p, dim]
+    pos = mm.Positives(
+        ids=np.array([p[0] for p in positives], dtype=str),
+        text_hashes=np.array([p[2] for p in positives], dtype=str),
+        vectors=pos_vectors,
+        scores=mm.cosine_rows(pos_vectors, vector),
+    )
+    return [QueryPayload(query_id, vector, pos, depth=mm.initial_depth(mining, len(positives)))]
+
+
+class BuildQueryPayloads(beam.PTransform):
+    """{'embeddings': pyarrow tables, 'pairs': pair rows} -> QueryPayload per query with >= 1 embedded positive."""
+
+    def __init__(self, mining):
+        super().__init__()
+        self.mining = mining
+
+    def expand(self, inputs):
+        tables, pairs = inputs["embeddings"], inputs["pairs"]
+        query_vectors = tables | "QueryVectors" >> beam.FlatMap(_vectors_of, "query")
+        doc_vectors = tables | "DocVectors" >> beam.FlatMap(_vectors_of, "doc")
+        positive_to_query = pairs | "PositiveToQuery" >> beam.Map(lambda r: (r["positive_id"], r["query_id"]))
+        query_to_positive = (
+            {"vector": doc_vectors, "queries": positive_to_query}
+            | "JoinPositiveVectors" >> beam.CoGroupByKey()
+            | "PositivesPerQuery" >> beam.FlatMap(_positives_for_queries)
+        )
+        return (
+            {"query": query_vectors, "positives": query_to_positive}
+            | "JoinQueryVectors" >> beam.CoGroupByKey()
+            | "MakePayloads" >> beam.FlatMap(_payload, self.mining)
+        )
+
+
+class JoinTexts(beam.PTransform):
+    """MinedQuery -> row dicts (+ contextual pair elements on 'contextual_pairs'), texts joined by id."""
+
+    def __init__(self, docs, queries, contextual: bool):
+        super().__init__()
+        self.docs, self.queries, self.contextual = docs, queries, contextual
+
+    def expand(self, mined):
+        passages = self.docs | "PassageById" >> beam.Map(lambda r: (r["doc_id"], r["passage"]))
+        requests = mined | "TextRequests" >> beam.FlatMap(text_requests)
+        texts_per_query = (
+            {"doc": passages, "request": requests}
+            | "JoinDocTexts" >> beam.CoGroupByKey()
+            | "TextsToQueries"
+            >> beam.FlatMap(lambda e: [(q, (e[0], e[1]["doc"][0])) for q in e[1]["request"] if e[1]["doc"]])
+        )
+        return (
+            {
+                "mined": mined | "KeyMined" >> beam.Map(lambda m: (m.query_id, m)),
+                "texts": texts_per_query,
+                "query": self.queries | "QueryText" >> beam.Map(lambda r: (r["query_id"], r["text"])),
+            }
+            | "JoinPerQuery" >> beam.CoGroupByKey()
+            | "BuildRows" >> beam.ParDo(BuildRowsFn(self.contextual)).with_outputs(CONTEXTUAL_PAIRS, main="rows")
+        )

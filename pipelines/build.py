@@ -7,6 +7,7 @@ the finished stages whose fingerprints still match; `--overwrite` starts from an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -110,6 +111,26 @@ def check_paths_reachable(config: BuildConfig, options) -> None:
         )
 
 
+def size_index(config: BuildConfig, docs: int | None) -> BuildConfig:
+    """With no explicit --num-shards, the shard count for `docs` docs within --worker-memory-gb."""
+    if not config.index.auto_shards or docs is None:
+        return config
+    from transforms.model import model_dimension
+    from transforms.sizing import estimated_worker_gb, shards_for
+
+    dim = model_dimension(config.embed.model)
+    shards = shards_for(int(docs), dim, config.index.worker_memory_gb)
+    if shards != config.index.num_shards:
+        logger.info("index: %d shards for %d docs x %d dims within --worker-memory-gb %s (about %.1f GB/worker)",
+                    shards, docs, dim, config.index.worker_memory_gb, estimated_worker_gb(int(docs), dim, shards))
+    return dataclasses.replace(config, index=dataclasses.replace(config.index, num_shards=shards))
+
+
+def _docs(manifest: dict) -> int | None:
+    docs = (manifest.get("counts") or {}).get("docs")
+    return int(docs) if docs is not None else None
+
+
 def prepare_run_dir(config: BuildConfig, run: RunLayout) -> dict:
     """Create, replace or reopen RUN_DIR per --overwrite / --resume; return the manifest to continue."""
     existing = list_files(run.run_dir)
@@ -122,6 +143,7 @@ def prepare_run_dir(config: BuildConfig, run: RunLayout) -> dict:
         delete_tree(run.run_dir)
     if config.resume and FileSystems.exists(run.manifest):
         manifest = read_json(run.manifest)
+        config = size_index(config, _docs(manifest))  # as the earlier run sized it, for the fingerprints
         keep = set(reusable_stages(manifest, config))
         manifest["stages"] = {s: v for s, v in manifest.get("stages", {}).items() if s in keep}
         manifest["config"] = config.to_dict()
@@ -164,6 +186,9 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None, test_pipe
     manifest = prepare_run_dir(config, run)
     started = time.monotonic()
     for stage in STAGES:
+        if stage == "index":  # the corpus size is known now
+            config = size_index(config, _docs(manifest))
+            manifest["config"] = config.to_dict()
         if stage in manifest["stages"]:
             logger.info("stage %s: reused from the earlier run (--resume)", stage)
             continue

@@ -112,6 +112,7 @@ def test_dataflow_job_builds_offline_under_dry_run(gcs_emulator):
         "--output", run_dir, "--runner", "DataflowRunner", "--dry_run=True",
         "--project", "my-project-123", "--region", "us-central1", "--temp_location", f"{gcs_emulator}/tmp",
         "--setup_file", os.path.join(REPO, "setup.py"), "--sdk_container_image", DATAFLOW_IMAGE,
+        "--worker-memory-gb", "4",
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

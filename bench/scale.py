@@ -28,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_results  # noqa: E402
+from common import RESULTS_DIR, write_results  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 2**20
@@ -192,6 +192,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2k and 8k docs")
     parser.add_argument("--workdir", default=None, help="where corpora and runs go (default: a temp folder)")
     parser.add_argument("--build-flag", action="append", default=[], help="extra build flag (repeatable)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs of other sizes already in the results file (fit over all of them)")
     args = parser.parse_args()
     sizes = [2_000, 8_000] if args.quick else args.docs
     workdir = args.workdir or tempfile.mkdtemp(prefix="negforge-scale-")
@@ -202,6 +204,12 @@ def main() -> None:
         result = {"docs": docs, **run_build(beir, model, os.path.join(workdir, f"run-{docs}"), args.build_flag)}
         print(json.dumps(result), flush=True)
         results.append(result)
+    name = "scale_quick" if args.quick else "scale"
+    if args.merge and os.path.exists(os.path.join(RESULTS_DIR, f"{name}.json")):
+        with open(os.path.join(RESULTS_DIR, f"{name}.json"), encoding="utf-8") as handle:
+            earlier = [r for r in json.load(handle)["runs"] if r["docs"] not in sizes]
+        results = sorted(earlier + results, key=lambda r: r["docs"])
+        sizes = [r["docs"] for r in results]
     xs = [r["docs"] for r in results]
     intercept, slope = linear_fit(xs, [r["worker_peak_mib"] for r in results])
     t_intercept, t_slope = linear_fit(xs, [r["wall_s"] for r in results])
@@ -215,10 +223,10 @@ def main() -> None:
         "seconds_per_1k_docs": [round(1000 * r["wall_s"] / r["docs"], 2) for r in results],
     }
     inputs = {"docs": sizes, "queries": QUERIES, "words_per_doc": WORDS_PER_DOC,
-              "model": "1-layer BERT, 384-d, random, mean pooling", "build_flags": args.build_flag or "defaults",
+              "model": "1-layer BERT, 384-d, random (position and type embeddings zeroed), mean pooling",
+              "build_flags": args.build_flag or "defaults",
               "beam": "--direct_running_mode multi_processing --direct_num_workers 2"}
-    path = write_results("scale_quick" if args.quick else "scale", {"inputs": inputs, "runs": results,
-                                                                      "figures": figures})
+    path = write_results(name, {"inputs": inputs, "runs": results, "figures": figures})
     print(json.dumps(figures, indent=2))
     print(f"wrote {path}")
 

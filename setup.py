@@ -30,7 +30,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "datasets>=2.19", "pandas>=2.0",
+        "dev": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "datasets>=2.19", "pandas>=2.0", "hypothesis>=6.100",
                 "gcp-storage-emulator>=2024.0"],
     },
     entry_points={"console_scripts": ["negforge=pipelines.cli:main"]},

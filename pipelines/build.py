@@ -1,8 +1,15 @@
 """`negforge build`: ingest -> embed -> index -> mine, each stage one Beam pipeline, into RUN_DIR.
 
 Stages run in order; each writes into a staging folder that is moved into RUN_DIR only after its pipeline
-finished, and the manifest marks it finished with a fingerprint of the config it used. `--resume` reuses
-the finished stages whose fingerprints still match; `--overwrite` starts from an empty RUN_DIR.
+finished, and the manifest marks it finished with a fingerprint of the config and the content (input files,
+model) it used. `--resume` reuses the finished stages whose fingerprints still match; `--overwrite` starts
+from an empty RUN_DIR, and replaces only a negforge run (a folder with its manifest.json) or an empty one.
+
+Killed at any point (SIGKILL included), a build leaves RUN_DIR resumable: the manifest on disk never claims a
+stage whose outputs are not all in place (it is rewritten, without the stages about to run, before their
+outputs are cleared), manifest.json is replaced through a complete manifest.json.tmp, and a stage's outputs
+appear only after its pipeline finished. `--strict` is judged on the manifest's ingest counts, whether
+ingest ran now or was reused.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from pipelines.run_files import (
     write_json,
 )
 from schemas.build_config import BuildConfig, ConfigError
+from schemas.fingerprints import inputs_fingerprint, model_fingerprint
 from schemas.layout import STAGES, RunLayout
-from schemas.manifest import new_manifest, reusable_stages, stage_fingerprint
+from schemas.manifest import new_manifest, resume_plan, stage_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +44,10 @@ class RunDirExistsError(FileExistsError):
 
 class LocalPathError(ConfigError):
     """A local path was given to a runner whose workers run on other machines and cannot read it."""
+
+
+class NotARunDirError(FileExistsError):
+    """--overwrite or --resume names a folder that holds files but no negforge run."""
 
 
 class StrictModeError(RuntimeError):
@@ -131,31 +143,92 @@ def _docs(manifest: dict) -> int | None:
     return int(docs) if docs is not None else None
 
 
-def prepare_run_dir(config: BuildConfig, run: RunLayout) -> dict:
-    """Create, replace or reopen RUN_DIR per --overwrite / --resume; return the manifest to continue."""
+def run_content(config: BuildConfig) -> dict:
+    """What the stages read besides config: {"inputs": {path: fingerprint}, "model": fingerprint}."""
+    from transforms.ingest import input_sources
+
+    return {
+        "inputs": inputs_fingerprint([path for _, path in input_sources(config.ingest)]),
+        "model": model_fingerprint(config.embed.model),
+    }
+
+
+def _read_manifest(run: RunLayout) -> dict | None:
+    """The run's manifest: manifest.json, or the complete .tmp a kill left between its delete and rename."""
+    for path in (run.manifest, run.manifest + ".tmp"):
+        if FileSystems.exists(path):
+            try:
+                manifest = read_json(path)
+            except ValueError:  # not JSON (a .tmp cut short while manifest.json still existed, or not ours)
+                continue
+            if isinstance(manifest, dict) and "schema_version" in manifest and "stages" in manifest:
+                return manifest
+    return None
+
+
+def _check_ours(run: RunLayout, existing: list[str], flag: str) -> dict | None:
+    """The manifest of the negforge run in RUN_DIR; raises NotARunDirError if the files there are not one."""
+    manifest = _read_manifest(run)
+    staging = FileSystems.join(run.run_dir, "_staging") + "/"
+    if manifest is not None or all(path.startswith(staging) or path == run.manifest + ".tmp" for path in existing):
+        return manifest  # a run, or the leftovers of one killed before its first manifest
+    names = [path[len(run.run_dir.rstrip("/")) + 1 :] for path in existing[:3]]
+    more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+    found = "a manifest.json that is not a negforge manifest" if FileSystems.exists(run.manifest) else (
+        "no negforge manifest.json"
+    )
+    raise NotARunDirError(
+        f"refusing {flag}: {run.run_dir} is not a negforge run folder ({found}; it holds {len(existing)} "
+        f"file(s): {', '.join(names)}{more}); nothing was deleted. Give --output a new or empty folder"
+    )
+
+
+def prepare_run_dir(config: BuildConfig, run: RunLayout, content: dict | None = None, dry_run: bool = False) -> dict:
+    """Create, replace or reopen RUN_DIR per --overwrite / --resume; return the manifest to continue.
+
+    --overwrite and --resume act only on a negforge run folder (NotARunDirError otherwise); under dry_run
+    nothing is deleted. content: run_content(config), fingerprinted with each stage (None: config only).
+    """
     existing = list_files(run.run_dir)
     if existing and not (config.overwrite or config.resume):
         raise RunDirExistsError(
             f"{run.run_dir} already exists and is not empty; pass --overwrite to replace it "
             "or --resume to reuse the stages it finished"
         )
+    earlier = _check_ours(run, existing, "--overwrite" if config.overwrite else "--resume") if existing else None
     if existing and config.overwrite:
-        delete_tree(run.run_dir)
-    if config.resume and FileSystems.exists(run.manifest):
-        manifest = read_json(run.manifest)
-        config = size_index(config, _docs(manifest))  # as the earlier run sized it, for the fingerprints
-        keep = set(reusable_stages(manifest, config))
-        manifest["stages"] = {s: v for s, v in manifest.get("stages", {}).items() if s in keep}
+        if dry_run:
+            logger.info("--dry_run: %s would be replaced; nothing was deleted", run.run_dir)
+        else:
+            delete_tree(run.run_dir)
+    if config.resume and earlier is not None:
+        config = size_index(config, _docs(earlier))  # as the earlier run sized it, for the fingerprints
+        reusable, reason = resume_plan(earlier, config, content)
+        keep = set(reusable)
+        manifest = dict(earlier)
+        manifest["stages"] = {s: v for s, v in earlier.get("stages", {}).items() if s in keep}
         manifest["config"] = config.to_dict()
-        return manifest
-    ensure_dir(run.run_dir)  # fail now on a bad local path, not after an hour of embedding
-    return new_manifest(config)
+        manifest["resume"] = {"reused": reusable, "rerun": [s for s in STAGES if s not in keep], "reason": reason}
+        if "ingest" not in keep:
+            manifest["counts"] = {}
+        if "mine" not in keep:
+            manifest["selection"] = {}
+        manifest["timings_s"] = {s: t for s, t in earlier.get("timings_s", {}).items() if s in keep}
+    else:
+        manifest = new_manifest(config)
+    if content is not None:
+        manifest["content"] = content
+    if not dry_run:
+        ensure_dir(run.run_dir)  # fail now on a bad local path, not after an hour of embedding
+    return manifest
 
 
-def _record_stage(manifest: dict, config: BuildConfig, stage: str, stats: dict, seconds: float) -> None:
+def _record_stage(
+    manifest: dict, config: BuildConfig, stage: str, stats: dict, seconds: float, content: dict | None
+) -> None:
     manifest["stages"][stage] = {
         "finished": True,
-        "fingerprint": stage_fingerprint(config, stage),
+        "fingerprint": stage_fingerprint(config, stage, content),
         "stats": stats,
         "wall_s": round(seconds, 3),
     }
@@ -183,7 +256,12 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None, test_pipe
     check_paths_reachable(config, options)
     preflight(config)
     run = RunLayout(config.output)
-    manifest = prepare_run_dir(config, run)
+    content = None if dry_run else run_content(config)
+    manifest = prepare_run_dir(config, run, content, dry_run=dry_run)
+    if manifest.get("resume", {}).get("reason"):
+        logger.info("--resume: %s; rerunning %s", manifest["resume"]["reason"], ", ".join(manifest["resume"]["rerun"]))
+    if not dry_run:
+        write_json(run.manifest, manifest)  # on disk before any stage's outputs are cleared (kill-safe)
     started = time.monotonic()
     for stage in STAGES:
         if stage == "index":  # the corpus size is known now
@@ -191,8 +269,10 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None, test_pipe
             manifest["config"] = config.to_dict()
         if stage in manifest["stages"]:
             logger.info("stage %s: reused from the earlier run (--resume)", stage)
+            _check_strict(config, manifest, stage, run)
             continue
-        clear_stage(run, stage)
+        if not dry_run:
+            clear_stage(run, stage)
         stage_started = time.monotonic()
         logger.info("stage %s: running", stage)
         out = RunLayout(run.staging_dir(stage))
@@ -202,12 +282,18 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None, test_pipe
             logger.info("stage %s: graph built (--dry_run); nothing was run", stage)
             continue
         promote_stage(run, stage)
-        _record_stage(manifest, config, stage, stats or {}, time.monotonic() - stage_started)
+        _record_stage(manifest, config, stage, stats or {}, time.monotonic() - stage_started, content)
         manifest["wall_s"] = round(time.monotonic() - started, 3)
         write_json(run.manifest, manifest)
-        if stage == "ingest" and config.ingest.strict and _dead_lettered(stats):
-            raise StrictModeError(
-                f"--strict: {_dead_lettered(stats)} input row(s) were dead-lettered "
-                f"({stats.get('deadletter_by_reason')}); see {run.deadletter_dir}"
-            )
+        _check_strict(config, manifest, stage, run)
     return manifest
+
+
+def _check_strict(config: BuildConfig, manifest: dict, stage: str, run: RunLayout) -> None:
+    """--strict: stop after ingest (run now or reused) when the run's accounting has dead-lettered rows."""
+    counts = manifest.get("counts") or {}
+    if stage == "ingest" and config.ingest.strict and _dead_lettered(counts):
+        raise StrictModeError(
+            f"--strict: {_dead_lettered(counts)} input row(s) were dead-lettered "
+            f"({counts.get('deadletter_by_reason')}); see {run.deadletter_dir}"
+        )

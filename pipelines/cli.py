@@ -41,14 +41,14 @@ def _summary(manifest: dict, output: str) -> str:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or flags: reported in one line, exit code 2, no traceback."""
-    from pipelines.build import RunDirExistsError
+    from pipelines.build import NotARunDirError, RunDirExistsError
     from pipelines.options import UnknownFlagError
     from schemas.build_config import ConfigError
     from transforms.contextual.wordnet_install import WordNetMissingError
     from transforms.ingest_checks import InputLayoutError
     from transforms.model import ModelSpecError
 
-    return (ConfigError, UnknownFlagError, RunDirExistsError, InputLayoutError, ModelSpecError,
+    return (ConfigError, UnknownFlagError, RunDirExistsError, NotARunDirError, InputLayoutError, ModelSpecError,
             WordNetMissingError, FileNotFoundError, NotADirectoryError)
 
 

@@ -89,6 +89,10 @@ class IngestConfig:
         default=False,
         metadata=flag("--strict", action="store_true", help="exit non-zero when any input row is dead-lettered"),
     )
+    max_line_bytes: int = field(  # longer lines are dead-lettered (line_too_long), never held whole
+        default=8 * 1024 * 1024,
+        metadata=flag("--max-line-bytes", type=int, metavar="N", help="longer lines are dead-lettered (8 MiB)"),
+    )
 
     def __post_init__(self) -> None:
         has_beir = self.beir_dir is not None
@@ -103,6 +107,7 @@ class IngestConfig:
         )
         _require(not (has_beir and self.corpus_file), "--corpus goes with --pairs; a BEIR folder has its own corpus")
         _require(self.max_text_chars >= 1, f"max_text_chars must be >= 1, got {self.max_text_chars}")
+        _require(self.max_line_bytes >= 1, f"max_line_bytes must be >= 1, got {self.max_line_bytes}")
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,8 @@ def test_embed_texts_keeps_ids_with_vectors_batches_and_passes_prompts(tmp_path,
             ("bad-zero", "zero_embedding"),
         ]
         assert all(d["source"] == f"embed:{kind}" for d in dead)
+        details = {d["raw"]: d["detail"] for d in dead}
+        assert details["bad-nan"] == "1 of 4 components non-finite" and "all zero" in details["bad-zero"]
 
     with BeamTestPipeline() as p:
         rows, dead = (

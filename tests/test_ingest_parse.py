@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import re
 
 import pytest
 
 from schemas.negatives import text_hash
-from transforms import parse
+from transforms import parse, read
 from transforms.ingest import DeadMark, Kept, check_pair_docs, resolve_duplicates, settle_query
 from transforms.parse import parse_line
 from transforms.read import SourceLine, iter_source_lines
@@ -56,6 +58,17 @@ def test_lines_keep_number_and_byte_offset_and_skip_blank_lines(tmp_path, name):
         ("pairs", b'{"positive": "p"}', parse.EMPTY_TEXT),
         ("pairs", b'{"query": "a?", "positive": "  "}', parse.EMPTY_TEXT),
         ("pairs", b'{"query": "a?", "positive": "p", "query_id": ""}', parse.MISSING_ID),
+        ("docs", rb'{"_id": "d1", "text": "lone \ud800 surrogate"}', parse.INVALID_TEXT),
+        ("docs", rb'{"_id": "d\udfff", "text": "x"}', parse.INVALID_TEXT),
+        ("docs", rb'{"_id": "d1", "text": "x", "meta": [{"\udc00": 1}]}', parse.INVALID_TEXT),
+        ("docs", '{"_id": "d1", "text": "x", "m": {"\u00e9\U0001f600\\ud800": 1}}'.encode(), parse.INVALID_TEXT),
+        ("queries", rb'{"_id": "q1", "text": "\uDBFF?"}', parse.INVALID_TEXT),
+        ("pairs", rb'{"query": "a?", "positive": "p\ud800"}', parse.INVALID_TEXT),
+        ("pairs", rb'{"query": "a?", "positive": "p", "positive_id": "\ud800"}', parse.INVALID_TEXT),
+        ("docs", b'{"_id": "' + b"i" * 513 + b'", "text": "x"}', parse.ID_TOO_LONG),
+        ("docs", ('{"_id": "' + "\u00e9" * 257 + '", "text": "x"}').encode(), parse.ID_TOO_LONG),  # 514 bytes
+        ("pairs", b'{"query": "a?", "positive": "p", "query_id": "' + b"i" * 513 + b'"}', parse.ID_TOO_LONG),
+        ("qrels", b"q1\t" + b"d" * 513 + b"\t1", parse.ID_TOO_LONG),
     ],
 )
 def test_bad_rows_are_dead_lettered_with_their_reason_location_and_raw(kind, data, reason):
@@ -67,11 +80,47 @@ def test_bad_rows_are_dead_lettered_with_their_reason_location_and_raw(kind, dat
     assert parsed.deadletter["raw"] == data.decode("utf-8", errors="replace")
 
 
+def test_valid_surrogate_pairs_and_512_byte_ids_are_accepted():
+    (doc,) = parse_line("docs", _line(rb'{"_id": "d1", "text": "smile \ud83d\ude00"}'), 100).records
+    assert doc.text == "smile \U0001f600"
+    (doc,) = parse_line("docs", _json({"_id": "i" * 512, "text": "x"}), 100).records
+    assert doc.doc_id == "i" * 512
+
+
+def test_a_line_over_the_limit_is_dead_lettered_from_its_prefix():
+    parsed = parse_line("docs", SourceLine("f.jsonl", 3, 30, b'{"_id": "d1", "te', too_long=40_000_001), 100)
+    assert parsed.deadletter["reason"] == parse.LINE_TOO_LONG and "40000001 bytes" in parsed.deadletter["detail"]
+    assert parsed.deadletter["raw"] == '{"_id": "d1", "te' and parsed.dead_id is None
+
+
+@pytest.mark.parametrize("name", ["plain.txt", "packed.txt.gz"])
+def test_reading_never_holds_a_line_over_the_limit(tmp_path, name, monkeypatch):
+    monkeypatch.setattr(read, "READ_CHUNK_BYTES", 7)  # lines straddle many chunks
+    raw = b"ok\r\n" + b"x" * 5000 + b"\nabcdefghij\r\n" + b"y" * 3000
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    lines = list(iter_source_lines(str(path), max_line_bytes=10))
+    assert [(x.line, x.offset, x.too_long) for x in lines] == [(1, 0, 0), (2, 4, 5001), (3, 5005, 0), (4, 5017, 3000)]
+    assert [len(x.data) for x in lines] == [2, read.KEPT_PREFIX_BYTES, 10, read.KEPT_PREFIX_BYTES]
+    assert lines[2].data == b"abcdefghij"
+
+
+@pytest.mark.parametrize(("doc", "heading"), [("README.md", "Dead-letter reasons:"),
+                                              ("docs/CONTRACT.md", "Dead-letter reasons (")])
+def test_every_dead_letter_reason_is_listed_in_the_readme_and_the_contract(doc, heading):
+    text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), doc)).read()
+    listed = set(re.findall(r"[a-z_]+", text.split(heading, 1)[1].split("\n\n", 1)[0].split("Warning reasons")[0]))
+    missing = [r for r in (*parse.DEADLETTER_REASONS, "non_finite_embedding", "zero_embedding") if r not in listed]
+    assert not missing
+
+
 def test_dead_lettered_rows_keep_their_id_when_it_can_be_read():
     assert parse_line("docs", _line(b'{"_id": "d5", "text": "bad \xff"}'), 100).dead_id == "d5"
     assert parse_line("docs", _json({"_id": "d4", "text": " "}), 100).dead_id == "d4"
     assert parse_line("queries", _json({"_id": 12, "text": ""}), 100).dead_id == "12"
     assert parse_line("docs", _line(b'{"_id": "d2"'), 100).dead_id is None
+    assert parse_line("docs", _line(rb'{"_id": "d6", "text": "\ud800"}'), 100).dead_id == "d6"
+    assert parse_line("docs", _line(rb'{"_id": "d\ud800", "text": "x"}'), 100).dead_id is None
 
 
 def test_doc_rows_truncate_long_text_but_keep_the_identity_of_the_full_text():
@@ -164,3 +213,28 @@ def test_settle_query_writes_queries_with_a_pair_and_splits_out_the_rest():
     lonely = settle_query("q1", [kept], [], [])
     assert lonely.main == [] and lonely.ledger == [("queries.jsonl", "out_of_split")] * 2
     assert [r["reason"] for r in settle_query("q9", [], [], pairs[:1]).deadletter] == ["unknown_query_id"]
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "message"),
+    [
+        ("corpus.jsonl", b'{"_id": "d9", "text": "lone \\ud800"}', "corpus.jsonl line 2: text UTF-8 cannot encode"),
+        ("corpus.jsonl", b'{"text": "no id"}', 'corpus.jsonl line 2: expected a JSON object with an "_id"'),
+        ("queries.jsonl", b"{not json", "queries.jsonl line 2: not a JSON object"),
+        ("queries.jsonl", b'{"_id": "q9", "text": "caf\xe9"}', "queries.jsonl line 2: invalid UTF-8"),
+        ("qrels/train.tsv", b"q1\td1\tx", "train.tsv line 2: score 'x' is not an integer"),
+    ],
+)
+def test_load_beir_names_the_file_and_line_of_a_bad_row(tmp_path, name, bad, message):
+    from transforms.beir import load_beir
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_bytes(b'{"_id": "d1", "title": "T", "text": "x"}\n')
+    (tmp_path / "queries.jsonl").write_bytes(b'{"_id": "q1", "text": "q?"}\n')
+    (tmp_path / "qrels" / "train.tsv").write_bytes(b"query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\n")
+    data = load_beir(str(tmp_path), "train")
+    assert (data.corpus, data.queries, data.qrels) == ({"d1": "T x"}, {"q1": "q?"}, {"q1": {"d1": 1}})
+    path = tmp_path / name
+    path.write_bytes(path.read_bytes().split(b"\n")[0] + b"\n" + bad + b"\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_beir(str(tmp_path), "train")

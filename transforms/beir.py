@@ -1,18 +1,19 @@
 """Plain (non-Beam) BEIR loader for evaluation and benchmarks: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
 
 The Beam ingest (transforms/ingest.py) is the robust path with dead-letter output; this loader is for
-clean reference data and raises on the first bad row, naming file and line.
+clean reference data and raises ValueError on the first bad row (invalid UTF-8 or JSON, no `_id`, text UTF-8
+cannot encode such as a lone surrogate escape, a non-integer score), naming file and line.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.inputs import passage_of
+from transforms.read import iter_source_lines
 
 
 class BeirLayoutError(FileNotFoundError):
@@ -47,11 +48,33 @@ def check_beir_layout(beir_dir: str, split: str) -> dict[str, str]:
 
 
 def _lines(path: str):
-    with FileSystems.open(path) as raw:
-        for number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8", newline=""), start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield number, line
+    """(line number, text) of the non-blank lines, read in bounded chunks (transforms/read.py)."""
+    for line in iter_source_lines(path):
+        if line.too_long:
+            raise ValueError(f"{path} line {line.line}: {line.too_long} bytes, over the line limit; {_HINT}")
+        try:
+            text = line.data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} line {line.line}: invalid UTF-8 ({err.reason}); {_HINT}") from None
+        yield line.line, text.lstrip("\ufeff") if line.line == 1 else text
+
+
+_HINT = "`negforge build` dead-letters such rows; this loader needs clean data"
+
+
+def _row(path: str, number: int, line: str) -> tuple[str, dict]:
+    """(id, row) of one JSON Lines row, or ValueError naming the file and line."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        raise ValueError(f"{path} line {number}: not a JSON object; {_HINT}") from None
+    if not isinstance(row, dict) or row.get("_id") is None:
+        raise ValueError(f"{path} line {number}: expected a JSON object with an \"_id\"; {_HINT}")
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{path} line {number}: text UTF-8 cannot encode (a lone surrogate?); {_HINT}") from None
+    return str(row["_id"]), row
 
 
 def read_qrels(path: str) -> dict[str, dict[str, int]]:
@@ -62,6 +85,8 @@ def read_qrels(path: str) -> dict[str, dict[str, int]]:
             continue
         if len(fields) != 3:
             raise ValueError(f"{path} line {number}: expected query-id<TAB>corpus-id<TAB>score, got {line!r}")
+        if not fields[2].strip().lstrip("+-").isdigit():
+            raise ValueError(f"{path} line {number}: score {fields[2]!r} is not an integer; {_HINT}")
         query_id, doc_id, score = fields[0].strip(), fields[1].strip(), int(fields[2])
         if score > 0:
             qrels.setdefault(query_id, {})[doc_id] = score
@@ -72,12 +97,12 @@ def load_beir(beir_dir: str, split: str) -> BeirData:
     paths = check_beir_layout(beir_dir, split)
     qrels = read_qrels(paths["qrels"])
     corpus = {}
-    for _, line in _lines(paths["corpus"]):
-        row = json.loads(line)
-        corpus[str(row["_id"])] = passage_of(row.get("title") or "", row.get("text") or "")
+    for number, line in _lines(paths["corpus"]):
+        doc_id, row = _row(paths["corpus"], number, line)
+        corpus[doc_id] = passage_of(row.get("title") or "", row.get("text") or "")
     queries = {}
-    for _, line in _lines(paths["queries"]):
-        row = json.loads(line)
-        if str(row["_id"]) in qrels:
-            queries[str(row["_id"])] = row["text"]
+    for number, line in _lines(paths["queries"]):
+        query_id, row = _row(paths["queries"], number, line)
+        if query_id in qrels:
+            queries[query_id] = row.get("text") or ""
     return BeirData(corpus=corpus, queries=queries, qrels={q: d for q, d in qrels.items() if q in queries})

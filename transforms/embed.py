@@ -151,13 +151,17 @@ class CheckEmbeddingFn(beam.DoFn):
         if reason is not None:
             self._rejected.inc()
             bad = int((~np.isfinite(vector)).sum())
+            if reason == "zero_embedding":
+                detail = f"the model gave a vector of L2 norm {float(np.linalg.norm(vector)):.3g}: all zero"
+            else:
+                detail = f"{bad} of {vector.shape[0]} components non-finite"
             yield beam.pvalue.TaggedOutput(
                 DEADLETTER,
                 {
                     "source": f"embed:{self._kind}",
                     "location": f"id {item_id}",
                     "reason": reason,
-                    "detail": f"{bad} of {vector.shape[0]} components non-finite",
+                    "detail": detail,
                     "raw": item_id,
                 },
             )

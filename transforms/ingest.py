@@ -319,6 +319,6 @@ class IngestInputs(beam.PTransform):
         """Every input file read and parsed; a DoOutputsTuple with one PCollection per parse tag."""
         return (
             pbegin
-            | "ReadInputs" >> ReadSourceLines(input_sources(self.ingest))
+            | "ReadInputs" >> ReadSourceLines(input_sources(self.ingest), self.ingest.max_line_bytes)
             | "ParseRows" >> beam.ParDo(ParseRowsFn(self.ingest.max_text_chars)).with_outputs(*_PARSE_TAGS)
         )

@@ -50,10 +50,10 @@ def _check_file(path: str, flag: str) -> None:
         raise InputLayoutError(f"{flag} {path} is a BEIR folder, not a file; use --beir {path} --split SPLIT instead")
 
 
-def _sniff(kind: str, path: str, max_chars: int) -> None:
+def _sniff(kind: str, path: str, max_chars: int, max_line_bytes: int) -> None:
     """Raise InputLayoutError unless one of the first SNIFF_ROWS rows of `path` parses as `kind`."""
     rows = 0
-    for line in iter_source_lines(path, limit=SNIFF_ROWS):
+    for line in iter_source_lines(path, limit=SNIFF_ROWS, max_line_bytes=max_line_bytes):
         rows += 1
         parsed = parse.parse_line(kind, line, max_chars)
         if parsed.records or parsed.out_of_split:
@@ -74,4 +74,4 @@ def validate_inputs(ingest: IngestConfig) -> None:
         if ingest.corpus_file is not None:
             _check_file(ingest.corpus_file, "--corpus")
     for kind, path in input_sources(ingest):
-        _sniff(kind, path, ingest.max_text_chars)
+        _sniff(kind, path, ingest.max_text_chars, ingest.max_line_bytes)

@@ -9,6 +9,11 @@ No Beam here; transforms/ingest.py wraps these functions in DoFns. Kinds of inpu
            text: "q:" + text_hash(query), "d:" + text_hash(positive), so the same anchor text (up to case
            and whitespace) always maps to one query id.
 
+Bad text never raises: invalid UTF-8 is `undecodable_bytes`; text that cannot be encoded back to UTF-8 (a JSON
+escape of an unpaired surrogate such as "\ud800", in any field or key) is `invalid_text`; a line over
+--max-line-bytes (read.py keeps only its first bytes) is `line_too_long`; an id over MAX_ID_BYTES bytes of UTF-8
+is `id_too_long`.
+
 Texts longer than max_text_chars are cut to their first max_text_chars characters (a `truncated` warning).
 Each record keeps `identity`, the text_hash of its full text before truncation: two rows with one id are
 identical duplicates when their identities match (same text up to case and whitespace), else conflicting.
@@ -17,6 +22,7 @@ identical duplicates when their identities match (same text up to case and white
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from schemas.inputs import passage_of
@@ -29,6 +35,9 @@ INVALID_FIELD = "invalid_field"  # a field of the wrong type, or "query" and "an
 MISSING_ID = "missing_id"
 EMPTY_TEXT = "empty_text"
 UNDECODABLE_BYTES = "undecodable_bytes"
+INVALID_TEXT = "invalid_text"  # text that cannot be encoded as UTF-8 (unpaired surrogates)
+LINE_TOO_LONG = "line_too_long"  # a line over --max-line-bytes
+ID_TOO_LONG = "id_too_long"  # an id over MAX_ID_BYTES bytes of UTF-8
 MALFORMED_ROW = "malformed_row"
 DUPLICATE_ID_CONFLICTING_TEXT = "duplicate_id_conflicting_text"
 DUPLICATE_PAIR_CONFLICTING_SCORE = "duplicate_pair_conflicting_score"
@@ -41,6 +50,13 @@ DOC_DEAD_LETTERED = "doc_dead_lettered"
 TRUNCATED = "truncated"
 IDENTICAL_DUPLICATE = "identical_duplicate"
 
+DEADLETTER_REASONS = (
+    INVALID_JSON, INVALID_FIELD, MISSING_ID, EMPTY_TEXT, UNDECODABLE_BYTES, INVALID_TEXT, LINE_TOO_LONG, ID_TOO_LONG,
+    MALFORMED_ROW, DUPLICATE_ID_CONFLICTING_TEXT, DUPLICATE_PAIR_CONFLICTING_SCORE, ANCHOR_CONFLICTING_QUERY_ID,
+    UNKNOWN_QUERY_ID, UNKNOWN_DOC_ID, QUERY_DEAD_LETTERED, DOC_DEAD_LETTERED,
+)  # every reason ingest writes; the README and docs/CONTRACT.md list them
+
+MAX_ID_BYTES = 512
 ROW_KINDS = ("docs", "queries", "qrels", "pairs")
 _QRELS_FIELDS = "query-id<TAB>corpus-id<TAB>score"
 
@@ -121,14 +137,66 @@ def _json_object(line: SourceLine) -> dict:
         text = _decode(line)
     except _Reject as reject:  # recover the id (if readable) so references to it say doc_dead_lettered
         row = _try_json(_lossy(line.data))
-        reject.dead_id = _optional_id(row, "_id") if isinstance(row, dict) else None
+        reject.dead_id = _usable_id(_optional_id(row, "_id")) if isinstance(row, dict) else None
         raise
     row = _try_json(text)
     if row is None:
         raise _Reject(INVALID_JSON, "not valid JSON; every line must be one JSON object")
     if not isinstance(row, dict):
         raise _Reject(INVALID_JSON, f"expected a JSON object, got {type(row).__name__}")
+    bad = _unencodable_field(row) if _SURROGATE_ESCAPE.search(line.data) else None
+    if bad is not None:
+        raise _Reject(
+            INVALID_TEXT,
+            f"{bad} holds text that cannot be encoded as UTF-8 (an unpaired surrogate escape such as \\ud800)",
+            _usable_id(_optional_id(row, "_id")),
+        )
     return row
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # only a JSON escape can put a surrogate into a str
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unencodable_field(row: dict) -> str | None:
+    """The JSON path (e.g. 'text' or 'meta.tags[2]') of the first key or string that UTF-8 cannot encode."""
+    stack: list[tuple[str, object]] = [("", row)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return f"field {path!r}"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _encodable(key):
+                    return f"a key ({ascii(key)}) of {repr(path) if path else 'the row'}"
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def _usable_id(value: str | None) -> str | None:
+    """value when it can key a dead mark (encodable, at most MAX_ID_BYTES), else None."""
+    if value is None or not _encodable(value) or len(value.encode("utf-8")) > MAX_ID_BYTES:
+        return None
+    return value
+
+
+def _check_id(value: str, name: str) -> str:
+    if not _encodable(value):
+        raise _Reject(INVALID_TEXT, f"{name} holds text that cannot be encoded as UTF-8 (an unpaired surrogate)")
+    size = len(value.encode("utf-8"))
+    if size > MAX_ID_BYTES:
+        raise _Reject(ID_TOO_LONG, f"{name} is {size} bytes of UTF-8; ids may have at most {MAX_ID_BYTES}")
+    return value
 
 
 def _try_json(text: str):
@@ -149,9 +217,14 @@ def _optional_id(row: dict, key: str) -> str | None:
 def _required_id(row: dict, key: str) -> str:
     value = _optional_id(row, key)
     if value is None:
-        shown = "absent" if key not in row else repr(row[key])
+        shown = "absent" if key not in row else _shown(row[key])
         raise _Reject(MISSING_ID, f"{key!r} must be a non-empty string or integer, got {shown}")
-    return value
+    return _check_id(value, repr(key))
+
+
+def _shown(value, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 def _text_field(row: dict, key: str, dead_id: str | None = None) -> str:
@@ -216,9 +289,11 @@ def parse_qrel(line: SourceLine, max_chars: int) -> Parsed:
         raise _Reject(MALFORMED_ROW, f"expected 3 tab-separated fields {_QRELS_FIELDS}, got {len(fields)}")
     query_id, doc_id, score = fields
     if not _is_int(score):
-        raise _Reject(MALFORMED_ROW, f"score {score!r} is not an integer ({_QRELS_FIELDS})")
+        raise _Reject(MALFORMED_ROW, f"score {_shown(score)} is not an integer ({_QRELS_FIELDS})")
     if not query_id or not doc_id:
         raise _Reject(MISSING_ID, f"empty {'query-id' if not query_id else 'corpus-id'} ({_QRELS_FIELDS})")
+    _check_id(query_id, "query-id")
+    _check_id(doc_id, "corpus-id")
     if int(score) <= 0:  # a judged non-relevant pair: not a positive of this split
         return Parsed(out_of_split=True)
     return Parsed(records=(PairRecord(query_id, doc_id, int(score), _ref(line)),))
@@ -242,8 +317,8 @@ def parse_pair(line: SourceLine, max_chars: int) -> Parsed:
     for name, text in (("query (or anchor)", query), ("positive", positive)):
         if not text.strip():
             raise _Reject(EMPTY_TEXT, f"{name} is empty or absent")
-    query_id = _optional_id(row, "query_id") or _derived_id("query_id", row, "q:", query)
-    doc_id = _optional_id(row, "positive_id") or _derived_id("positive_id", row, "d:", positive)
+    query_id = _given_id(row, "query_id") or _derived_id("query_id", row, "q:", query)
+    doc_id = _given_id(row, "positive_id") or _derived_id("positive_id", row, "d:", positive)
     ref = _ref(line)
     kept, warnings = _truncate(ref, max_chars, None, query=query, positive=positive)
     derived_ref = RowRef(ref.source, ref.line, ref.location, None)
@@ -257,9 +332,14 @@ def parse_pair(line: SourceLine, max_chars: int) -> Parsed:
     )
 
 
+def _given_id(row: dict, key: str) -> str | None:
+    value = _optional_id(row, key)
+    return None if value is None else _check_id(value, repr(key))
+
+
 def _derived_id(key: str, row: dict, prefix: str, text: str) -> str:
     if key in row and row[key] is not None:
-        raise _Reject(MISSING_ID, f"{key!r} must be a non-empty string or integer when given, got {row[key]!r}")
+        raise _Reject(MISSING_ID, f"{key!r} must be a non-empty string or integer when given, got {_shown(row[key])}")
     return prefix + text_hash(text)
 
 
@@ -271,6 +351,10 @@ def parse_line(kind: str, line: SourceLine, max_chars: int) -> Parsed:
     if kind not in _PARSERS:
         raise ValueError(f"unknown row kind {kind!r}; allowed: {', '.join(ROW_KINDS)}")
     try:
+        if line.too_long:
+            raise _Reject(
+                LINE_TOO_LONG, f"the line is {line.too_long} bytes, over --max-line-bytes; only its start is kept"
+            )
         return _PARSERS[kind](line, max_chars)
     except _Reject as reject:
         ref = _ref(line)

@@ -34,7 +34,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "datasets>=2.19", "pandas>=2.0", "hypothesis>=6.100",
-                "accelerate>=1.1"],
+                "accelerate>=1.1", "gcp-storage-emulator>=2024.0"],
     },
     entry_points={"console_scripts": ["negforge=pipelines.cli:main"]},
 )

@@ -2,7 +2,8 @@
 
 Nothing is read eagerly except manifest.json; every table is a Polars LazyFrame so statistics stay
 streaming on millions of rows. Paths come from schemas.layout.RunLayout; listing and reading go through
-Beam's FileSystems (local and gs:// alike; Polars scans gs:// itself).
+Beam's FileSystems (local and gs:// alike); remote parts are copied to a local temporary folder first, since
+Polars cannot open gs:// through Beam's filesystems (pipelines.run_files.local_copies).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import polars as pl
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.run_files import list_files, local_copies
 from schemas.contracts import resolved_section
 from schemas.layout import RunLayout
 
@@ -51,8 +53,9 @@ def read_manifest(path: str) -> dict:
 
 
 def _parquet_parts(folder: str) -> list[str]:
-    matches = FileSystems.match([FileSystems.join(folder, "**.parquet")])[0].metadata_list
-    return sorted(m.path for m in matches)
+    """Local paths of folder's Parquet parts (recursive; remote ones downloaded once); [] when none."""
+    parts = [path for path in list_files(folder) if path.endswith(".parquet")]
+    return local_copies(parts, folder)
 
 
 def scan_negatives(run_dir: str) -> pl.LazyFrame:

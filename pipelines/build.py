@@ -14,14 +14,24 @@ ingest ran now or was reused.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.options import is_dry_run, make_pipeline_options
-from pipelines.run_files import clear_stage, delete_tree, list_files, promote_stage, read_json, write_json
-from schemas.build_config import BuildConfig
+from pipelines.options import is_dry_run, make_pipeline_options, runner_name, workers_see_local_files
+from pipelines.run_files import (
+    clear_stage,
+    delete_tree,
+    ensure_dir,
+    is_remote,
+    list_files,
+    promote_stage,
+    read_json,
+    write_json,
+)
+from schemas.build_config import BuildConfig, ConfigError
 from schemas.fingerprints import inputs_fingerprint, model_fingerprint
 from schemas.layout import STAGES, RunLayout
 from schemas.manifest import new_manifest, resume_plan, stage_fingerprint
@@ -30,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 class RunDirExistsError(FileExistsError):
     """RUN_DIR already holds a run and neither --overwrite nor --resume was given."""
+
+
+class LocalPathError(ConfigError):
+    """A local path was given to a runner whose workers run on other machines and cannot read it."""
 
 
 class NotARunDirError(FileExistsError):
@@ -81,6 +95,52 @@ def preflight(config: BuildConfig) -> None:
         from transforms.contextual.wordnet_install import prepare_wordnet
 
         prepare_wordnet()
+
+
+def path_flags(config: BuildConfig) -> list[tuple[str, str]]:
+    """(flag, path) of every path the workers read or write; 'bundled' models ship inside the package."""
+    flags = [
+        ("--beir", config.ingest.beir_dir),
+        ("--pairs", config.ingest.pairs_file),
+        ("--corpus", config.ingest.corpus_file),
+        ("--output", config.output),
+        ("--model", None if config.embed.model == "bundled" else config.embed.model),
+        ("--embedding-cache", getattr(config.embed, "embedding_cache", None)),
+    ]
+    return [(flag, path) for flag, path in flags if path]
+
+
+def check_paths_reachable(config: BuildConfig, options) -> None:
+    """Refuse, before any work, local paths that the runner's workers (other machines) cannot see."""
+    if workers_see_local_files(options):
+        return
+    local = [f"{flag} {path}" for flag, path in path_flags(config) if not is_remote(path)]
+    if local:
+        raise LocalPathError(
+            f"--runner {runner_name(options)} runs its workers on other machines, which cannot read the local "
+            f"path(s) {'; '.join(local)}. Copy them to shared storage (e.g. `gsutil cp -r DIR gs://BUCKET/DIR`) "
+            "and pass the gs:// paths, or run with --runner DirectRunner"
+        )
+
+
+def size_index(config: BuildConfig, docs: int | None) -> BuildConfig:
+    """With no explicit --num-shards, the shard count for `docs` docs within --worker-memory-gb."""
+    if not config.index.auto_shards or docs is None:
+        return config
+    from transforms.model import model_dimension
+    from transforms.sizing import estimated_worker_gb, shards_for
+
+    dim = model_dimension(config.embed.model)
+    shards = shards_for(int(docs), dim, config.index.worker_memory_gb)
+    if shards != config.index.num_shards:
+        logger.info("index: %d shards for %d docs x %d dims within --worker-memory-gb %s (about %.1f GB/worker)",
+                    shards, docs, dim, config.index.worker_memory_gb, estimated_worker_gb(int(docs), dim, shards))
+    return dataclasses.replace(config, index=dataclasses.replace(config.index, num_shards=shards))
+
+
+def _docs(manifest: dict) -> int | None:
+    docs = (manifest.get("counts") or {}).get("docs")
+    return int(docs) if docs is not None else None
 
 
 def run_content(config: BuildConfig) -> dict:
@@ -142,6 +202,7 @@ def prepare_run_dir(config: BuildConfig, run: RunLayout, content: dict | None = 
         else:
             delete_tree(run.run_dir)
     if config.resume and earlier is not None:
+        config = size_index(config, _docs(earlier))  # as the earlier run sized it, for the fingerprints
         reusable, reason = resume_plan(earlier, config, content)
         keep = set(reusable)
         manifest = dict(earlier)
@@ -157,8 +218,8 @@ def prepare_run_dir(config: BuildConfig, run: RunLayout, content: dict | None = 
         manifest = new_manifest(config)
     if content is not None:
         manifest["content"] = content
-    if not dry_run and not FileSystems.exists(run.run_dir):
-        FileSystems.mkdirs(run.run_dir)  # fail now on a bad path, not after an hour of embedding
+    if not dry_run:
+        ensure_dir(run.run_dir)  # fail now on a bad local path, not after an hour of embedding
     return manifest
 
 
@@ -190,7 +251,9 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None, test_pipe
     test_pipeline_factory: optional zero-argument callable giving a fresh TestPipeline per stage (tests).
     """
     beam_args = list(beam_args or [])
-    dry_run = is_dry_run(make_pipeline_options(beam_args))
+    options = make_pipeline_options(beam_args)
+    dry_run = is_dry_run(options)
+    check_paths_reachable(config, options)
     preflight(config)
     run = RunLayout(config.output)
     content = None if dry_run else run_content(config)
@@ -201,6 +264,9 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None, test_pipe
         write_json(run.manifest, manifest)  # on disk before any stage's outputs are cleared (kill-safe)
     started = time.monotonic()
     for stage in STAGES:
+        if stage == "index":  # the corpus size is known now
+            config = size_index(config, _docs(manifest))
+            manifest["config"] = config.to_dict()
         if stage in manifest["stages"]:
             logger.info("stage %s: reused from the earlier run (--resume)", stage)
             _check_strict(config, manifest, stage, run)

@@ -118,6 +118,8 @@ def resolve_build_config(argv: list[str]) -> tuple[BuildConfig, list[str]]:
             layered.setdefault(section, {})[name] = value
     top.setdefault("seed", layered.pop("seed", 13))
     layered.pop("seed", None)
+    if "num_shards" not in layered.get("index", {}):  # no flag, file or preset: size it from the corpus
+        layered.setdefault("index", {})["auto_shards"] = True
     sections = {name: _build_section(cls, layered.get(name, {})) for name, cls in SECTIONS.items()}
     return BuildConfig(**top, **sections), beam_args
 

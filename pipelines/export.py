@@ -18,6 +18,7 @@ import sys
 import polars as pl
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.run_files import list_files, local_copies
 from schemas.layout import RunLayout
 from schemas.negatives import TIERS
 
@@ -41,9 +42,11 @@ def parse_tiers(text: str) -> tuple[str, ...]:
 def read_negatives(run_dir: str, tiers: tuple[str, ...]) -> pl.DataFrame:
     """The chosen tiers' rows of RUN_DIR, sorted for export (tier in the given order)."""
     run = RunLayout(run_dir)
-    if not FileSystems.exists(run.negatives_dir):
+    parts = [p for p in list_files(run.negatives_dir) if p.endswith(".parquet")]
+    if not parts:  # object stores have no folders: "found" means "some part is there"
         raise ExportError(f"{run.negatives_dir} not found: is {run_dir} a finished `negforge build` RUN_DIR?")
-    frame = pl.scan_parquet(FileSystems.join(run.negatives_dir, "**", "*.parquet"), hive_partitioning=True)
+    # Polars cannot open gs:// through Beam's filesystems (nor its credentials): remote parts are copied locally
+    frame = pl.scan_parquet(local_copies(parts, run.negatives_dir), hive_partitioning=True)
     order = {tier: i for i, tier in enumerate(tiers)}
     return (
         frame.with_columns(pl.col("tier").cast(pl.String))

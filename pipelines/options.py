@@ -51,6 +51,39 @@ def make_pipeline_options(beam_args: list[str] | None, **overrides) -> PipelineO
     return options
 
 
+# Runners that run the SDK workers inside the launching process (or its child processes).
+_LOCAL_RUNNERS = ("directrunner", "direct", "interactiverunner", "switchingdirectrunner", "offlinedirectrunner")
+_THIS_MACHINE = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def workers_see_local_files(options: PipelineOptions) -> bool:
+    """True when every SDK worker runs on this machine, so a local path given to the launcher is readable.
+
+    Direct runners, and portable runners with a LOOPBACK environment or an EXTERNAL worker pool on
+    localhost, qualify. Dataflow, and Flink/Spark/Portable with DOCKER, PROCESS or a remote worker pool, do
+    not: their workers run elsewhere.
+    """
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    runner = str(options.view_as(StandardOptions).runner or "direct").rsplit(".", 1)[-1].lower()
+    if runner in _LOCAL_RUNNERS:
+        return True
+    if "dataflow" in runner:
+        return False
+    portable = options.view_as(PortableOptions)
+    environment = str(portable.environment_type or "DOCKER").upper()
+    if environment == "LOOPBACK":
+        return True
+    if environment == "EXTERNAL":
+        host = str(portable.environment_config or "").rsplit(":", 1)[0].lower()
+        return host in _THIS_MACHINE
+    return False
+
+
+def runner_name(options: PipelineOptions) -> str:
+    return str(options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1]
+
+
 def is_dry_run(options: PipelineOptions) -> bool:
     """True for --dry_run=true; Beam keeps the flag's raw string, so 'false' would otherwise be truthy."""
     from apache_beam.options.pipeline_options import TestOptions

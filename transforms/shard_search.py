@@ -15,16 +15,11 @@ so breaking ties by local position is breaking them by doc_id.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import struct
-import tempfile
-import weakref
 import zipfile
 
 import faiss
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from schemas.layout import RunLayout
 from transforms.topk import SCORE_GRID, round_scores
@@ -34,20 +29,7 @@ logger = logging.getLogger(__name__)
 EXACT_MARGIN = 16  # extra depth searched on exact shards so ties around k are seen (at least k // 4)
 DEFAULT_RERANK = 2  # approximate shards: candidates searched per result wanted, then re-scored exactly
 _GATHER_BYTES = 32 * 2**20  # float64 candidate vectors gathered at once while re-scoring
-_COPY_CHUNK = 16 * 2**20
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header (30 bytes)
-
-
-def _is_local(path: str) -> bool:
-    return FileSystems.get_scheme(path) in (None, "file")
-
-
-def _copy_to_local(path: str, folder: str) -> str:
-    """Copy a (gs://) file into folder with FileSystems; returns the local path."""
-    local = os.path.join(folder, path.rstrip("/").rsplit("/", 1)[-1])
-    with FileSystems.open(path) as source, open(local, "wb") as target:
-        shutil.copyfileobj(source, target, _COPY_CHUNK)
-    return local
 
 
 def load_store(path: str) -> dict[str, np.ndarray]:
@@ -135,16 +117,14 @@ class ShardSearcher:
     def load(
         cls, run: RunLayout, shard: int, num_shards: int, nprobe: int, rerank: int = DEFAULT_RERANK
     ) -> ShardSearcher:
-        """Load shard `shard` of `num_shards` from run.index_dir (gs:// files are copied to a local temp dir)."""
-        index_path, store_path = run.shard_index(shard, num_shards), run.shard_store(shard, num_shards)
-        workdir = None
-        if not (_is_local(index_path) and _is_local(store_path)):
-            workdir = tempfile.mkdtemp(prefix=f"negforge-shard-{shard:05d}-")
-            index_path, store_path = _copy_to_local(index_path, workdir), _copy_to_local(store_path, workdir)
+        """Load shard `shard` of `num_shards` from run.index_dir (gs:// files are copied once per machine, shared
+        by its worker processes: transforms/local_cache.py; the store is memory-mapped from that copy)."""
+        from transforms.local_cache import machine_local_copy
+
+        index_path = machine_local_copy(run.shard_index(shard, num_shards))
+        store_path = machine_local_copy(run.shard_store(shard, num_shards))
         searcher = cls(shard, num_shards, _read_index(index_path), load_store(store_path), rerank)
         _set_nprobe(searcher.index, nprobe)
-        if workdir is not None:
-            weakref.finalize(searcher, shutil.rmtree, workdir, True)
         logger.info("loaded shard %d/%d: %d docs, exact=%s", shard, num_shards, searcher.ntotal, searcher.is_exact)
         return searcher
 

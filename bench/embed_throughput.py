@@ -14,7 +14,7 @@ backend (torch, onnx, onnx-int8) on the CPU, and torch on cuda wherever torch se
               the fastest CPU backend: warm / no-cache stage seconds.
 Writes bench/results/embed_throughput[_quick].json (git sha, machine, load average, command, inputs).
 
-    .venv/bin/python bench/embed_throughput.py --beir ../shared/data/scifact    # the issue-14 figures
+    .venv/bin/python bench/embed_throughput.py --beir SCIFACT_DIR    # the issue-14 figures
     .venv/bin/python bench/embed_throughput.py [--quick] [--docs N] [--backends torch,onnx,onnx-int8]
         [--threads N] [--batch-size 64] [--no-stage] [--no-cache-check] [--model bundled]
 """

@@ -132,5 +132,6 @@ def test_main_eval_reports_a_bad_folder(tmp_path, capsys):
 def test_evaluate_imports_without_beam_faiss_or_nlpaug():
     code = "import sys, trainer.evaluate; print(sorted({'apache_beam', 'faiss', 'nlpaug'} & set(sys.modules)))"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.pop("STORAGE_EMULATOR_HOST", None)  # the GCS-emulator fixture's sitecustomize imports Beam when it is set
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -63,7 +63,7 @@ def reset_peak() -> bool:
 
 
 def doc_ids(rows: np.ndarray) -> np.ndarray:
-    return np.array([f"d{i:08d}" for i in rows])
+    return np.array([f"d{i:08d}" for i in rows], dtype=object)  # str objects, like the pipeline's DocBlocks
 
 
 def make_data(workdir: str, docs: int, queries: int, dim: int, seed: int) -> dict:

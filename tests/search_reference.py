@@ -46,7 +46,7 @@ class TopKPerShard:
             scores, local = searcher.search(block.vectors[rows], int(depth))  # [r, depth] each
             for row, row_scores, row_local in zip(rows, scores, local):
                 valid = row_local >= 0
-                yield block.query_ids[row], (row_scores[valid], np.asarray(searcher.doc_ids[row_local[valid]], str))
+                yield block.query_ids[row], (row_scores[valid], searcher.doc_ids[row_local[valid]])
 
 
 class MergeTopKFn(beam.DoFn):

@@ -25,21 +25,27 @@ from apache_beam.io.filesystems import FileSystems
 
 from schemas.build_config import ConfigError, IndexConfig
 from schemas.layout import RunLayout
+from transforms.string_column import as_object_strings, pack_strings
 
 logger = logging.getLogger(__name__)
 
 METRIC = faiss.METRIC_INNER_PRODUCT  # faiss.index_factory defaults to L2; cosine needs IP on unit vectors
 _ADD_CHUNK = 65_536  # rows per faiss add() call, so adding never copies a whole shard at once
 _FACTORY_EXAMPLES = "'Flat' (exact), 'IVF1024,Flat', 'IVF1024,PQ32' or 'HNSW32'"
+STORE_FORMAT = 2  # shard store layout (write_shard); 1 held ids and hashes as fixed-width numpy `U` arrays
 
 
 @dataclass
 class DocBlock:
-    """Many documents as one Beam element: ids travel with their vectors."""
+    """Many documents as one Beam element: ids travel with their vectors.
 
-    doc_ids: np.ndarray  # [n] str
+    Ids and hashes are object arrays of Python str, never fixed-width `U` arrays (one long id would make every
+    row as wide as it: issue 13); str order is code point order, as `U` order was.
+    """
+
+    doc_ids: np.ndarray  # [n] object (str)
     vectors: np.ndarray  # [n, dim] float32, L2-normalised
-    text_hashes: np.ndarray  # [n] str
+    text_hashes: np.ndarray  # [n] object (str)
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -52,7 +58,7 @@ def concat_blocks(blocks: list[DocBlock], dim: int) -> DocBlock:
     """One block from many (an empty list gives an empty [0, dim] block)."""
     blocks = [b for b in blocks if len(b)]
     if not blocks:
-        return DocBlock(np.zeros(0, dtype=str), np.zeros((0, dim), np.float32), np.zeros(0, dtype=str))
+        return DocBlock(np.empty(0, dtype=object), np.zeros((0, dim), np.float32), np.empty(0, dtype=object))
     return DocBlock(
         np.concatenate([b.doc_ids for b in blocks]),
         np.concatenate([b.vectors for b in blocks]).astype(np.float32, copy=False),
@@ -69,9 +75,9 @@ def doc_blocks_from_table(table: pa.Table, block_size: int) -> Iterator[DocBlock
         dim = vectors.type.list_size
         flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         yield DocBlock(
-            np.asarray(part.column("id").to_pylist(), dtype=str),
+            as_object_strings(part.column("id")),
             flat.reshape(-1, dim),
-            np.asarray(part.column("text_hash").to_pylist(), dtype=str),
+            as_object_strings(part.column("text_hash")),
         )
 
 
@@ -204,12 +210,12 @@ def sorted_shard(parts: list[DocBlock], dim: int) -> DocBlock:
     parts = [p for p in parts if len(p)]
     if not parts:
         return concat_blocks([], dim)
-    doc_ids = np.concatenate([p.doc_ids for p in parts])  # [n] str
+    doc_ids = np.concatenate([p.doc_ids for p in parts])  # [n] object (str)
     order = np.argsort(doc_ids, kind="stable")
     destination = np.empty(len(order), np.int64)
     destination[order] = np.arange(len(order))  # sorted position of every concatenated row
     vectors = np.empty((len(order), dim), np.float32)  # [n, dim]
-    text_hashes = np.empty(len(order), dtype=np.result_type(*[p.text_hashes.dtype for p in parts]))
+    text_hashes = np.empty(len(order), dtype=object)
     start = 0
     for part in parts:
         rows = destination[start : start + len(part)]
@@ -253,18 +259,26 @@ def write_atomic(path: str, write: Callable[[io.RawIOBase], None]) -> None:
 
 
 def write_shard(out: RunLayout, shard: int, num_shards: int, index: faiss.Index, docs: DocBlock) -> dict:
-    """Write the shard's faiss index and its exact store (.npz, uncompressed so it can be memory-mapped)."""
+    """Write the shard's faiss index and its exact store (.npz, uncompressed so it can be memory-mapped).
+
+    Store members (plain arrays, no pickle; read by transforms.shard_search.load_store): format [1] int64
+    (STORE_FORMAT), vectors [n, dim] float32, and per string column (doc_ids, text_hashes) `<name>.data`
+    [bytes] uint8 + `<name>.offsets` [n + 1] int64 (transforms/string_column.py).
+    """
     write_atomic(
         out.shard_index(shard, num_shards), lambda h: faiss.write_index(index, faiss.PyCallbackIOWriter(h.write))
     )
-    doc_ids = docs.doc_ids if len(docs) else np.zeros(0, dtype="<U1")
-    hashes = docs.text_hashes if len(docs) else np.zeros(0, dtype="<U1")
-    write_atomic(
-        out.shard_store(shard, num_shards),
-        lambda h: np.savez(
-            h, vectors=np.ascontiguousarray(docs.vectors, np.float32), doc_ids=doc_ids, text_hashes=hashes
-        ),
-    )
+    ids_data, ids_offsets = pack_strings(docs.doc_ids)
+    hashes_data, hashes_offsets = pack_strings(docs.text_hashes)
+    members = {
+        "format": np.array([STORE_FORMAT], np.int64),
+        "vectors": np.ascontiguousarray(docs.vectors, np.float32),
+        "doc_ids.data": ids_data,
+        "doc_ids.offsets": ids_offsets,
+        "text_hashes.data": hashes_data,
+        "text_hashes.offsets": hashes_offsets,
+    }
+    write_atomic(out.shard_store(shard, num_shards), lambda h: np.savez(h, **members))
     return {"shard": shard, "ntotal": int(index.ntotal)}
 
 

@@ -106,8 +106,8 @@ SHARD_CHUNK = 256  # queries of a block mined together on a shard (bounds the pe
 def _guard(shard: ShardView, local: np.ndarray, payload: QueryPayload, mining: MiningConfig):
     """(ids, scores, candidate codes) of local rows: each candidate is scored and guarded once."""
     vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [n, dim]
-    ids = np.asarray(shard.doc_ids[local]).astype(str)
-    hashes = np.asarray(shard.text_hashes[local]).astype(str)
+    ids = np.asarray(shard.doc_ids[local], dtype=object)  # [n] str objects: never as wide as the longest id
+    hashes = np.asarray(shard.text_hashes[local], dtype=object)  # [n] str objects
     scores = mm.cosine_rows(vectors, payload.vector)  # [n]
     if len(payload.positives.ids) and len(local):
         max_sims = mm.similarity_to_positives(vectors, payload.positives).max(axis=1)  # [n]
@@ -139,7 +139,7 @@ class _ShardList:
 
 
 def _empty_list() -> _ShardList:
-    return _ShardList(np.zeros(0, np.int64), np.zeros(0, str), np.zeros(0), np.zeros(0, np.int8))
+    return _ShardList(np.zeros(0, np.int64), np.empty(0, object), np.zeros(0), np.zeros(0, np.int8))
 
 
 def _draws(shard: ShardView, payload: QueryPayload, mining: MiningConfig, seed: int):

@@ -11,6 +11,7 @@ import numpy as np
 
 from transforms import mining_math as mm
 from transforms.mine import CONTEXTUAL_PAIRS, BuildRowsFn, QueryPayload, text_requests
+from transforms.string_column import as_object_strings
 
 
 def _vectors_of(table, kind: str):
@@ -42,8 +43,8 @@ def _payload(element, mining) -> list[QueryPayload]:
     vector = query_vectors[0][0]  # [dim] float32
     pos_vectors = np.stack([p[1] for p in positives]).astype(np.float32)  # [p, dim]
     pos = mm.Positives(
-        ids=np.array([p[0] for p in positives], dtype=str),
-        text_hashes=np.array([p[2] for p in positives], dtype=str),
+        ids=as_object_strings([p[0] for p in positives]),
+        text_hashes=as_object_strings([p[2] for p in positives]),
         vectors=pos_vectors,
         scores=mm.cosine_rows(pos_vectors, vector),
     )

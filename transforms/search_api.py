@@ -32,8 +32,8 @@ class ShardView(Protocol):
     shard: int
     num_shards: int
     ntotal: int
-    doc_ids: np.ndarray  # [ntotal] str, global ids
-    text_hashes: np.ndarray  # [ntotal] str
+    doc_ids: Any  # [ntotal] str, global ids: doc_ids[rows] -> [len(rows)] object array of str (StringColumn)
+    text_hashes: Any  # [ntotal] str, the same way
     vectors: np.ndarray  # [ntotal, dim] float32, exact (memory-mapped where possible)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,8 @@ import faiss
 import numpy as np
 
 from schemas.layout import RunLayout
+from transforms.index import STORE_FORMAT
+from transforms.string_column import StringColumn, as_object_strings
 from transforms.topk import SCORE_GRID, round_scores
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,24 @@ _GATHER_BYTES = 32 * 2**20  # float64 candidate vectors gathered at once while r
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header (30 bytes)
 
 
-def load_store(path: str) -> dict[str, np.ndarray]:
+def load_store(path: str) -> dict:
+    """A shard store (transforms.index.write_shard): {"vectors": [n, dim] float32, "doc_ids": StringColumn,
+    "text_hashes": StringColumn}, every array memory-mapped from the file (read-only)."""
+    arrays = load_npz(path)
+    found = int(arrays["format"][0]) if "format" in arrays else 1
+    if found != STORE_FORMAT:
+        raise ValueError(
+            f"{path}: shard store format {found}, this negforge reads format {STORE_FORMAT}; the index was built by "
+            "another version: rebuild the index stage (run the build again with --overwrite; --resume would reuse "
+            "the old index)"
+        )
+    store = {"vectors": arrays["vectors"]}
+    for name in ("doc_ids", "text_hashes"):
+        store[name] = StringColumn(arrays[f"{name}.data"], arrays[f"{name}.offsets"])
+    return store
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
     """Arrays of an uncompressed .npz, memory-mapped (read-only); compressed members are read into memory."""
     arrays: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
@@ -67,6 +86,11 @@ def _read_index(path: str) -> faiss.Index:
         return faiss.read_index(path)
 
 
+def _strings(column) -> StringColumn | np.ndarray:
+    """A store's string column as given (StringColumn), or any other sequence as an object array of str."""
+    return column if isinstance(column, StringColumn) else as_object_strings(column)
+
+
 def is_exact_index(index: faiss.Index) -> bool:
     """True for brute-force indexes (Flat, IDMap over Flat)."""
     index = faiss.downcast_index(index)
@@ -98,8 +122,8 @@ class ShardSearcher:
         self.shard = shard
         self.num_shards = num_shards
         self.index = index
-        self.doc_ids = store["doc_ids"]  # [ntotal] str, sorted
-        self.text_hashes = store["text_hashes"]  # [ntotal] str
+        self.doc_ids = _strings(store["doc_ids"])  # [ntotal] str, sorted; doc_ids[rows] -> object array
+        self.text_hashes = _strings(store["text_hashes"])  # [ntotal] str
         self.vectors = store["vectors"]  # [ntotal, dim] float32, exact (memory-mapped)
         self.ntotal = len(self.doc_ids)
         self.dim = int(self.vectors.shape[1])

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from apache_beam.io.filesystems import FileSystems
 
 STAGES = ("ingest", "embed", "index", "mine")
+# Shard store layout written by transforms/index.write_shard; part of the index stage's fingerprint, so
+# --resume rebuilds an index an older layout wrote. 1 held ids as fixed-width numpy `U` arrays; 2 as UTF-8 blob
+# + int64 offsets (transforms/string_column.py).
+STORE_FORMAT = 2
 
 
 @dataclass(frozen=True)

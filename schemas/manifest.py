@@ -15,7 +15,7 @@ from importlib import metadata
 
 from schemas.build_config import BuildConfig
 from schemas.fingerprints import describe_change, digest
-from schemas.layout import STAGES
+from schemas.layout import STAGES, STORE_FORMAT
 from schemas.negatives import SCHEMA_VERSION
 
 # Config sections each stage's output depends on (cumulative: a stage also depends on earlier stages).
@@ -38,6 +38,8 @@ def stage_fingerprint(config: BuildConfig, stage: str, content: dict | None = No
     earlier ones depend on. content: {"inputs": ..., "model": ...} from schemas.fingerprints."""
     upto = STAGES[: STAGES.index(stage) + 1]
     sections = {key: _section(config.to_dict(), key) for s in upto for key in STAGE_INPUTS[s]}
+    if "index" in upto:
+        sections["index_store_format"] = STORE_FORMAT
     if content is None:
         blob = json.dumps(sections, sort_keys=True, default=str).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -50,6 +52,8 @@ def _section(config_dict: dict, key: str):
     value = config_dict.get(key)
     if key == "ingest" and isinstance(value, dict):
         return {k: v for k, v in value.items() if k != "strict"}
+    if key == "embed" and isinstance(value, dict):  # a cache changes where vectors come from, never the vectors
+        return {k: v for k, v in value.items() if k != "embedding_cache"}
     return value
 
 
@@ -116,4 +120,4 @@ def _why_changed(manifest: dict, config: BuildConfig, content: dict | None, stag
             change = describe_change(key, old_content.get(key), content.get(key))
             if change:
                 reasons.append(change)
-    return "; ".join(reasons) or "fingerprint changed (an older negforge wrote the manifest)"
+    return "; ".join(reasons) or "fingerprint changed (an older negforge, or another shard store format, wrote it)"

@@ -24,7 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.build_config import ConfigError, IndexConfig
-from schemas.layout import RunLayout
+from schemas.layout import STORE_FORMAT, RunLayout
 from transforms.string_column import as_object_strings, pack_strings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 METRIC = faiss.METRIC_INNER_PRODUCT  # faiss.index_factory defaults to L2; cosine needs IP on unit vectors
 _ADD_CHUNK = 65_536  # rows per faiss add() call, so adding never copies a whole shard at once
 _FACTORY_EXAMPLES = "'Flat' (exact), 'IVF1024,Flat', 'IVF1024,PQ32' or 'HNSW32'"
-STORE_FORMAT = 2  # shard store layout (write_shard); 1 held ids and hashes as fixed-width numpy `U` arrays
 
 
 @dataclass

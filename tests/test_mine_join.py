@@ -1,7 +1,7 @@
 """KeepIds: corpus-sized inputs are cut to the ids a join needs before its shuffle."""
 
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.mine_join import KeepIds, keep_keyed
@@ -15,7 +15,7 @@ def test_keep_keyed_checks_the_key_only():
 
 def test_keep_ids_keeps_exactly_the_needed_ids():
     corpus = [(f"d{i}", f"passage {i}") for i in range(10)]
-    with TestPipeline() as p:
+    with BeamTestPipeline() as p:
         keyed = p | "Corpus" >> beam.Create(corpus)
         needed = p | "Needed" >> beam.Create(["d2", "d7", "d2", "d42"])  # duplicates; d42 is not in the corpus
         kept = keyed | KeepIds(needed)
@@ -23,7 +23,7 @@ def test_keep_ids_keeps_exactly_the_needed_ids():
 
 
 def test_keep_ids_with_no_needed_ids_keeps_nothing():
-    with TestPipeline() as p:
+    with BeamTestPipeline() as p:
         keyed = p | "Corpus" >> beam.Create([("d1", "x")])
         needed = p | "Needed" >> beam.Create([])
         assert_that(keyed | KeepIds(needed), equal_to([]))

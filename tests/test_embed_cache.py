@@ -8,12 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.stage_embed import embedding_cache_dirs, run_embed
+from pipelines.stage_embed import run_embed
 from schemas.build_config import BuildConfig, EmbedConfig, IngestConfig
 from schemas.inputs import DOCS_SCHEMA, QUERIES_SCHEMA, passage_of
 from schemas.layout import RunLayout
 from schemas.negatives import text_hash
 from transforms.embed_cache import cache_namespace, list_cache_files, read_cache_file, text_key, write_cache_file
+from transforms.embed_plan import embedding_cache_dirs
 from transforms.embed_progress import EmbedProgress, progress_line
 
 SAME = "Statins reduce LDL cholesterol."

@@ -11,11 +11,12 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from pipelines.options import UnknownFlagError, make_pipeline_options
-from pipelines.stage_embed import processes_per_machine, run_embed
+from pipelines.stage_embed import run_embed
 from schemas.build_config import BuildConfig, EmbedConfig, IngestConfig
 from schemas.inputs import DOCS_SCHEMA, QUERIES_SCHEMA, embeddings_schema, passage_of
 from schemas.layout import RunLayout
 from schemas.negatives import text_hash
+from transforms.embed_plan import processes_per_machine
 from transforms.model import ModelSpecError
 
 DOCS = [

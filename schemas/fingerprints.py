@@ -64,6 +64,12 @@ def model_fingerprint(spec: str) -> dict:
     return {"spec": spec, "files": files}
 
 
+def model_content_digest(local_dir: str) -> str:
+    """16 hex digits over a model folder's files (relative path, size, checksum), not its path: a copy of a model
+    has the digest of the original (the ONNX export cache is keyed by it)."""
+    return digest(model_fingerprint(local_dir)["files"])
+
+
 def digest(value) -> str:
     """A short stable hash of a JSON-able value."""
     blob = json.dumps(value, sort_keys=True, default=str).encode("utf-8")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import transforms.onnx_backend as onnx_backend
-from transforms.model import load_sentence_transformer, model_fingerprint
+from schemas.fingerprints import model_content_digest
+from transforms.model import load_sentence_transformer
 
 TEXTS = ["a short text", "a somewhat longer text about proteins and cells " * 3, "x", "numbers 1 2 3 and more words"]
 
@@ -22,10 +23,10 @@ def onnx_cache(tmp_path, monkeypatch):
 
 def test_fingerprint_follows_content_not_path(tmp_path, tiny_model_dir):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
-    assert model_fingerprint(str(copy)) == model_fingerprint(tiny_model_dir)
+    assert model_content_digest(str(copy)) == model_content_digest(tiny_model_dir)
     with open(copy / "modules.json", "a", encoding="utf-8") as handle:
         handle.write("\n")
-    assert model_fingerprint(str(copy)) != model_fingerprint(tiny_model_dir)
+    assert model_content_digest(str(copy)) != model_content_digest(tiny_model_dir)
 
 
 def test_onnx_matches_torch_and_is_exported_once(tiny_model_dir, onnx_cache, monkeypatch):
@@ -33,7 +34,7 @@ def test_onnx_matches_torch_and_is_exported_once(tiny_model_dir, onnx_cache, mon
     onnx_model = load_sentence_transformer(tiny_model_dir, backend="onnx", threads=1)
     vectors = onnx_model.encode_document(TEXTS, batch_size=2)  # padded batches of different lengths
     np.testing.assert_allclose(vectors, reference, atol=1e-5)
-    fingerprint = model_fingerprint(tiny_model_dir)
+    fingerprint = model_content_digest(tiny_model_dir)
     assert os.listdir(onnx_cache) == [fingerprint]
     assert sorted(os.listdir(onnx_cache / fingerprint)) == ["model-opset17-eager-ort.onnx", "model-opset17-eager.onnx"]
 
@@ -53,7 +54,7 @@ def test_int8_is_quantized_for_this_cpu_and_stays_close(tiny_model_dir, onnx_cac
     assert vectors.shape == reference.shape
     assert np.abs(vectors - reference).max() > 0  # really another model
     assert (vectors * reference).sum(axis=1).min() > 0.9  # cosine to the fp32 vector
-    files = os.listdir(onnx_cache / model_fingerprint(tiny_model_dir))
+    files = os.listdir(onnx_cache / model_content_digest(tiny_model_dir))
     assert f"model-opset17-eager-ort_qint8_{onnx_backend.quantization_isa()}.onnx" in files
     assert int8[0].model.onnx_path.endswith(f"qint8_{onnx_backend.quantization_isa()}.onnx")
     assert not [name for name in files if name.endswith(".partial")]

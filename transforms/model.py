@@ -34,7 +34,6 @@ _ST_DIR_HELP = (
 )
 # Module types that keep the embedding width (matched on the class name at the end of modules.json "type").
 _SAME_WIDTH_MODULES = ("Normalize", "LayerNorm", "Dropout", "WeightedLayerPooling")
-_FINGERPRINTS: dict[tuple[str, float, int], str] = {}  # (folder, newest mtime, files) -> fingerprint
 _LEGACY_POOLING_FLAGS = (
     "pooling_mode_cls_token",
     "pooling_mode_max_tokens",
@@ -145,31 +144,6 @@ def _copy_remote_dir(spec: str) -> str:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("copied model %s (%d files) to %s", spec, len(files), dest)
     return dest
-
-
-def model_fingerprint(local_dir: str) -> str:
-    """Content fingerprint of a local model folder: blake2b over every file's relative path, size and bytes.
-
-    Pure function of the folder's content (not its path or mtimes), 16 hex digits; memoised per process
-    on (folder, newest mtime, file count) so a worker hashes its model once.
-    """
-    files = []
-    for folder, dirs, names in os.walk(local_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files.extend(os.path.join(folder, name) for name in sorted(names) if not name.startswith("."))
-    files.sort()
-    memo_key = (os.path.abspath(local_dir), max((os.path.getmtime(f) for f in files), default=0.0), len(files))
-    if memo_key in _FINGERPRINTS:  # memo, not state: the value is a pure function of the files
-        return _FINGERPRINTS[memo_key]
-    digest = hashlib.blake2b(digest_size=8)
-    for path in files:
-        relative = os.path.relpath(path, local_dir).replace(os.sep, "/")
-        digest.update(f"{relative}\0{os.path.getsize(path)}\0".encode())
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(8 << 20), b""):
-                digest.update(chunk)
-    _FINGERPRINTS[memo_key] = digest.hexdigest()
-    return _FINGERPRINTS[memo_key]
 
 
 def resolve_model_dir(spec: str) -> str:

@@ -30,7 +30,7 @@ import torch
 
 from schemas.build_config import EMBED_BACKENDS as BACKENDS  # noqa: F401 (re-exported for model.py)
 from schemas.build_config import EMBED_DEVICES as DEVICES
-from transforms.model import model_fingerprint
+from schemas.fingerprints import model_content_digest
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def onnx_model_path(local_dir: str, hf_model, backend: str) -> str:
     """The cached .onnx file of `backend` for the model in `local_dir`, exported, optimized (and quantized) when
     missing: model-opset17-eager.onnx (export) -> ...-eager-ort.onnx (onnx) -> ...-ort_qint8_<isa>.onnx (onnx-int8).
     The file names carry the export recipe, so a changed recipe never reads an older one's files."""
-    folder = os.path.join(onnx_cache_root(), model_fingerprint(local_dir))
+    folder = os.path.join(onnx_cache_root(), model_content_digest(local_dir))
     plain = os.path.join(folder, f"model-opset{ONNX_OPSET}-{EXPORT_RECIPE}.onnx")
     fp32 = os.path.join(folder, f"model-opset{ONNX_OPSET}-{EXPORT_RECIPE}-ort.onnx")
     with _EXPORT_LOCK:

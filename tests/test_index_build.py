@@ -21,6 +21,7 @@ from schemas.layout import RunLayout
 from transforms.build_index import TrainSampleFn
 from transforms.index import (
     DocBlock,
+    build_shard,
     concat_blocks,
     fill_shard,
     keep_lowest_priority,
@@ -244,3 +245,56 @@ def test_sorted_shard_equals_concatenate_then_sort_and_duplicates_are_refused():
     assert filled.doc_ids.tolist() == merged.doc_ids.tolist() and index.ntotal == 90
     with pytest.raises(ValueError, match="doc id 'x3' has more than one embedding"):
         fill_shard(trained, concat_blocks([block, block.take(np.flatnonzero(ids == "x3"))], 6))
+
+
+class Passes:
+    """A re-iterable like Beam's grouped values on a runner that pages them: each pass makes the parts again."""
+
+    def __init__(self, parts):
+        self.parts, self.passes = parts, 0
+
+    def __iter__(self):
+        self.passes += 1
+        for part in self.parts:
+            yield None if part is None else part.take(np.arange(len(part)))  # a fresh copy per pass
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IDMap,Flat", "IVF4,Flat"])
+def test_build_shard_streams_two_passes_into_one_sorted_array(factory):
+    rng = np.random.default_rng(7)
+    ids = np.array([f"x{i}" for i in rng.permutation(300)], dtype=object)
+    block = DocBlock(ids, unit(rng.standard_normal((300, 8))), np.array([f"h{i}" for i in ids], dtype=object))
+    cuts = [np.arange(0, 120), np.arange(120, 120), np.arange(120, 300)]
+    parts = Passes([block.take(cuts[0]), None, block.take(cuts[1]), block.take(cuts[2])])
+    trained = train_index(factory, 8, block)
+    index, shard = build_shard(trained, parts, 8)
+    order = np.argsort(ids)
+    assert parts.passes == 2 and shard.doc_ids.tolist() == sorted(ids.tolist()) and index.ntotal == 300
+    np.testing.assert_array_equal(shard.vectors, block.vectors[order])
+    assert shard.text_hashes.tolist() == [f"h{i}" for i in shard.doc_ids]
+    if factory == "Flat":  # the sorted vectors are the index's own storage, kept alive by the array
+        assert shard.vectors.base is not None and not shard.vectors.flags["OWNDATA"]
+        del index
+    else:
+        _, labels = index.search(shard.vectors[:5], 1)
+        assert labels[:, 0].tolist() == [0, 1, 2, 3, 4]  # faiss ids are positions in doc_id order
+    np.testing.assert_array_equal(shard.vectors, block.vectors[order])
+
+
+def test_build_shard_takes_a_one_shot_iterator_an_empty_shard_and_refuses_parts_that_change():
+    block = DocBlock(np.array(["b", "a"], dtype=object), unit(np.eye(2, 4)), np.array(["hb", "ha"], dtype=object))
+    trained = train_index("Flat", 4, concat_blocks([], 4))
+    index, shard = build_shard(trained, iter([block]), 4)
+    assert shard.doc_ids.tolist() == ["a", "b"] and index.ntotal == 2
+    index, shard = build_shard(trained, [None], 4)
+    assert index.ntotal == 0 and shard.vectors.shape == (0, 4)
+
+    class Changing:
+        passes = 0
+
+        def __iter__(self):
+            self.passes += 1
+            yield block if self.passes == 1 else block.take(np.array([0]))
+
+    with pytest.raises(RuntimeError, match="held 2 docs on the first pass and 1 on the second"):
+        build_shard(trained, Changing(), 4)

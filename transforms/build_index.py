@@ -1,7 +1,10 @@
 """Doc blocks -> a sharded faiss index under RUN_DIR/index, as Beam transforms (the index stage's work).
 
     TrainSample (seeded, train_sample docs) -> TrainIndex (once) ------------------> side input
-    SplitByShard -> GroupByShard (every shard, even empty ones) -> FillShards -> WriteIndexMeta (index.json)
+    SplitByShard + one None per shard (so empty shards exist) -> GroupByShard -> FillShards -> WriteIndexMeta
+
+FillShards streams a shard's grouped blocks (transforms.index.build_shard): a plain GroupByKey, not a
+CoGroupByKey, whose Python implementation copies every group into a list before the DoFn sees it.
 
 The maths (sampling priority, shard split, fill, write) is in transforms/index.py.
 """
@@ -18,13 +21,12 @@ from schemas.build_config import IndexConfig
 from schemas.layout import RunLayout
 from transforms.index import (
     DocBlock,
+    build_shard,
     concat_blocks,
-    fill_shard,
     index_meta,
     keep_lowest_priority,
     make_index,
     sample_priority,
-    sorted_shard,
     split_by_shard,
     train_index,
     write_index_meta,
@@ -63,7 +65,9 @@ class TrainSampleFn(beam.CombineFn):
 
 
 class FillShardFn(beam.DoFn):
-    """(shard, {"parts": [DocBlock], "shard": [shard]}) + trained index -> shard files; yields {shard, ntotal}."""
+    """(shard, iterable of DocBlock | None) + trained index -> shard files; yields {shard, ntotal}.
+
+    The iterable is read twice, block by block (ids, then vectors), never copied as a whole."""
 
     def __init__(self, out: RunLayout, num_shards: int, dim: int) -> None:
         self._out, self._num_shards, self._dim = out, num_shards, dim
@@ -71,9 +75,10 @@ class FillShardFn(beam.DoFn):
         self._shards = Metrics.counter(_NAMESPACE, "shards_written")
 
     def process(self, element, trained):
-        shard, grouped = element
-        index, docs = fill_shard(trained[0], sorted_shard(list(grouped["parts"]), self._dim))
+        shard, parts = element
+        index, docs = build_shard(trained[0], parts, self._dim)
         stats = write_shard(self._out, shard, self._num_shards, index, docs)
+        del index, docs
         self._docs.inc(stats["ntotal"])
         self._shards.inc()
         logger.info("shard %d/%d written: %d docs", shard, self._num_shards, stats["ntotal"])
@@ -101,10 +106,11 @@ class BuildShardedIndex(beam.PTransform):
     def expand(self, doc_blocks):
         n, trained = self._index.num_shards, beam.pvalue.AsSingleton(self._trained(doc_blocks))
         shard_to_parts = doc_blocks | "SplitByShard" >> beam.FlatMap(split_by_shard, n)
-        every_shard = doc_blocks.pipeline | "ShardNumbers" >> beam.Create([(s, s) for s in range(n)])
+        every_shard = doc_blocks.pipeline | "ShardNumbers" >> beam.Create([(s, None) for s in range(n)])
         shard_stats = (
-            {"parts": shard_to_parts, "shard": every_shard}
-            | "GroupByShard" >> beam.CoGroupByKey()
+            (shard_to_parts, every_shard)
+            | "WithEveryShard" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
             | "FillShards" >> beam.ParDo(FillShardFn(self._out, n, self._dim), trained=trained)
         )
         index, dim, seed, out = self._index, self._dim, self._seed, self._out

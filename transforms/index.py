@@ -8,12 +8,13 @@ Files are written through FileSystems (local and gs:// alike), each as `<path>.t
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import json
 import logging
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import faiss
@@ -224,27 +225,83 @@ def sorted_shard(parts: list[DocBlock], dim: int) -> DocBlock:
 
 
 def fill_shard(trained: bytes, block: DocBlock) -> tuple[faiss.Index, DocBlock]:
-    """Sort the shard's docs by doc_id (if not sorted yet) and add them to a copy of the trained index.
+    """One block (any order) -> (index, block sorted by doc_id): build_shard over a single part."""
+    return build_shard(trained, [block], int(block.vectors.shape[1]))
 
-    faiss ids are positions in the sorted block, so position order is doc_id order. Returns (index, sorted block).
+
+def _flat_storage(index: faiss.Index, n: int, dim: int) -> np.ndarray | None:
+    """The [n, dim] float32 storage of an empty IndexFlat, sized once, as a numpy view that keeps the index
+    alive; None for every other index. Filling it fills the index: the vectors are held once, not twice."""
+    if not isinstance(index, faiss.IndexFlat) or index.ntotal != 0 or index.code_size != 4 * dim or n == 0:
+        return None
+    index.codes.resize(n * index.code_size)  # one allocation (chunked add() would regrow, copying, as it goes)
+    index.ntotal = n
+    address = faiss.rev_swig_ptr(index.get_xb(), n * dim).__array_interface__["data"][0]
+    buffer = (ctypes.c_float * (n * dim)).from_address(address)
+    buffer.owner = index  # the view's base chain holds the index: its memory lives as long as the view
+    return np.frombuffer(buffer, dtype=np.float32).reshape(n, dim)
+
+
+def _reiterable(parts: Iterable[DocBlock | None]) -> Iterable[DocBlock | None]:
+    """Beam's grouped values can be iterated again (runners that page them re-read them); a one-shot iterator
+    cannot, so it is held as a list."""
+    return list(parts) if iter(parts) is parts else parts
+
+
+def build_shard(trained: bytes, parts: Iterable[DocBlock | None], dim: int) -> tuple[faiss.Index, DocBlock]:
+    """A shard's parts (DocBlocks in any order; None is skipped) -> (filled index, its docs sorted by doc_id).
+
+    Streams: a first pass over `parts` collects ids and hashes only and argsorts the ids; a second pass copies
+    each part's vectors straight to their sorted rows of one preallocated [n, dim] array, which for Flat is
+    the index's own storage. No concatenation of the shard, no sorted copy beside it, no index copy beside
+    that: the shard's vectors are held once (plus the parts themselves if the runner hands them as a list).
+    faiss ids are positions in the sorted block, so position order is doc_id order.
     """
-    index = faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8))
-    shard = block
-    if len(block) > 1 and not np.all(block.doc_ids[1:] > block.doc_ids[:-1]):
-        shard = block.take(np.argsort(block.doc_ids, kind="stable"))
-    duplicated = shard.doc_ids[1:][shard.doc_ids[1:] == shard.doc_ids[:-1]]
+    parts = _reiterable(parts)
+    ids, hashes = [], []
+    for part in parts:  # first pass: ids and hashes only
+        if part is not None and len(part):
+            ids.append(part.doc_ids)
+            hashes.append(part.text_hashes)
+    doc_ids = np.concatenate(ids) if ids else np.empty(0, dtype=object)  # [n] object (str)
+    del ids
+    order = np.argsort(doc_ids, kind="stable")
+    doc_ids, n = doc_ids[order], len(order)
+    text_hashes = np.concatenate(hashes)[order] if hashes else np.empty(0, dtype=object)
+    del hashes
+    duplicated = doc_ids[1:][doc_ids[1:] == doc_ids[:-1]]
     if duplicated.size:
         raise ValueError(
             f"doc id {str(duplicated[0])!r} has more than one embedding; the embed stage must de-duplicate ids"
         )
-    with_ids = "IDMap" in type(index).__name__
-    for start in range(0, len(shard), _ADD_CHUNK):
-        chunk = np.ascontiguousarray(shard.vectors[start : start + _ADD_CHUNK], dtype=np.float32)  # [c, dim]
-        if with_ids:
-            index.add_with_ids(chunk, np.arange(start, start + len(chunk), dtype=np.int64))
-        else:
-            index.add(chunk)
-    return index, shard
+    destination = np.empty(n, np.int64)
+    destination[order] = np.arange(n)  # sorted row of each row in first-pass order
+    del order
+    index = faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8))
+    storage = _flat_storage(index, n, dim)
+    vectors = storage if storage is not None else np.empty((n, dim), np.float32)  # [n, dim]
+    start = 0
+    for part in parts:
+        if part is None or not len(part):
+            continue
+        rows = destination[start : start + len(part)] if start + len(part) <= n else None
+        if rows is None or not np.array_equal(doc_ids[rows], part.doc_ids):  # parts came back in another order
+            rows = np.minimum(np.searchsorted(doc_ids, part.doc_ids), max(n - 1, 0))
+            if not n or not np.array_equal(doc_ids[rows], part.doc_ids):
+                raise RuntimeError("the shard's parts changed between the two passes over them")
+        vectors[rows] = part.vectors
+        start += len(part)
+    if start != n:
+        raise RuntimeError(f"the shard's parts held {n} docs on the first pass and {start} on the second")
+    if storage is None and n:
+        with_ids = "IDMap" in type(index).__name__
+        for first in range(0, n, _ADD_CHUNK):
+            chunk = vectors[first : first + _ADD_CHUNK]  # [c, dim], contiguous: no copy
+            if with_ids:
+                index.add_with_ids(chunk, np.arange(first, first + len(chunk), dtype=np.int64))
+            else:
+                index.add(chunk)
+    return index, DocBlock(doc_ids, vectors, text_hashes)
 
 
 def write_atomic(path: str, write: Callable[[io.RawIOBase], None]) -> None:

@@ -124,18 +124,22 @@ def check_paths_reachable(config: BuildConfig, options) -> None:
 
 
 def size_index(config: BuildConfig, docs: int | None) -> BuildConfig:
-    """With no explicit --num-shards, the shard count for `docs` docs within --worker-memory-gb."""
-    if not config.index.auto_shards or docs is None:
+    """With no explicit --num-shards / --index-factory / --nprobe, those sized for `docs` docs within
+    --worker-memory-gb (transforms/sizing.py)."""
+    if docs is None or not (config.index.auto_shards or config.index.auto_factory):
         return config
     from transforms.model import model_dimension
-    from transforms.sizing import estimated_worker_gb, shards_for
+    from transforms.sizing import estimated_worker_gb, size_index_config
 
     dim = model_dimension(config.embed.model)
-    shards = shards_for(int(docs), dim, config.index.worker_memory_gb)
-    if shards != config.index.num_shards:
+    index = size_index_config(config.index, int(docs), dim)
+    if index.num_shards != config.index.num_shards:
         logger.info("index: %d shards for %d docs x %d dims within --worker-memory-gb %s (about %.1f GB/worker)",
-                    shards, docs, dim, config.index.worker_memory_gb, estimated_worker_gb(int(docs), dim, shards))
-    return dataclasses.replace(config, index=dataclasses.replace(config.index, num_shards=shards))
+                    index.num_shards, docs, dim, index.worker_memory_gb,
+                    estimated_worker_gb(int(docs), dim, index.num_shards))
+    if index.auto_factory:
+        logger.info("index: --index-factory %s (%s)", index.index_factory, index.factory_reason)
+    return dataclasses.replace(config, index=index)
 
 
 def _docs(manifest: dict) -> int | None:

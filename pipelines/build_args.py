@@ -118,8 +118,10 @@ def resolve_build_config(argv: list[str]) -> tuple[BuildConfig, list[str]]:
             layered.setdefault(section, {})[name] = value
     top.setdefault("seed", layered.pop("seed", 13))
     layered.pop("seed", None)
-    if "num_shards" not in layered.get("index", {}):  # no flag, file or preset: size it from the corpus
-        layered.setdefault("index", {})["auto_shards"] = True
+    automatic = {"num_shards": "auto_shards", "index_factory": "auto_factory", "nprobe": "auto_nprobe"}
+    for name, auto in automatic.items():  # no flag, file or preset: sized from the corpus (transforms/sizing.py)
+        if name not in layered.get("index", {}):
+            layered.setdefault("index", {})[auto] = True
     sections = {name: _build_section(cls, layered.get(name, {})) for name, cls in SECTIONS.items()}
     return BuildConfig(**top, **sections), beam_args
 

@@ -2,7 +2,8 @@
 
     ReadEmbeddings -> DocBlocks (block_size rows per element) -> SplitByShard (crc32(doc_id) % num_shards)
     TrainSample (seeded, train_sample docs) -> TrainIndex (once) ------------------> side input
-    GroupByShard (every shard, even empty ones) -> FillShards (global ids, sorted by doc_id, atomic files)
+    + one None per shard -> GroupByShard (every shard, even empty ones) -> FillShards (streams each shard's
+    blocks twice, ids then vectors, into one preallocated array; sorted by doc_id; atomic files)
     -> WriteIndexMeta (index.json)
 
 Counts come from index.json, which the pipeline itself writes, so they are exact on any runner.
@@ -66,12 +67,15 @@ def run_index(config: BuildConfig, run: RunLayout, out: RunLayout, beam_args: li
         logger.info("index: graph built (--dry_run=true); nothing was run")
         return {}
     meta = read_index_meta(out)
-    logger.info("index: %d docs in %d shards (%s)", meta["ntotal"], meta["num_shards"], meta["factory"])
+    logger.info("index: %d docs in %d shards, %s nprobe %d (%s)", meta["ntotal"], meta["num_shards"],
+                meta["factory"], meta["nprobe"], meta.get("factory_chosen", ""))
     return {
         "docs_indexed": meta["ntotal"],
         "num_shards": meta["num_shards"],
         "shard_ntotal": meta["shard_ntotal"],
         "dim": meta["dim"],
         "factory": meta["factory"],
+        "factory_chosen": meta.get("factory_chosen", ""),
+        "nprobe": meta["nprobe"],
         "trained_on": meta["trained_on"],
     }

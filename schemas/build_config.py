@@ -169,9 +169,13 @@ class IndexConfig:
     worker_memory_gb: float = field(
         default=4.0,
         metadata=flag("--worker-memory-gb", type=float, metavar="GB",
-                      help="memory per worker the default shard count is sized for (transforms/sizing.py)"),
+                      help="memory per worker the default shard count and factory are sized for "
+                           "(transforms/sizing.py)"),
     )
     auto_shards: bool = False  # True when num_shards came from no flag or file: sized from the corpus before indexing
+    auto_factory: bool = False  # True when index_factory came from no flag or file: chosen from the corpus size
+    auto_nprobe: bool = False  # True when nprobe came from no flag or file: an automatic IVF factory sets it
+    factory_reason: str = ""  # why the automatic factory was chosen (transforms/sizing.choose_index)
     train_sample: int = 100_000  # vectors sampled (seeded) to train IVF/PQ quantisers
     block_size: int = 4096  # rows per element when embeddings travel through Beam
 

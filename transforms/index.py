@@ -338,6 +338,13 @@ def write_shard(out: RunLayout, shard: int, num_shards: int, index: faiss.Index,
     return {"shard": shard, "ntotal": int(index.ntotal)}
 
 
+def factory_choice(index: IndexConfig) -> str:
+    """Why the index has its factory, for index.json, the manifest and the log."""
+    if not index.auto_factory:
+        return "given (--index-factory or --config)"
+    return f"automatic: {index.factory_reason}" if index.factory_reason else "default (corpus size not known yet)"
+
+
 def index_meta(index: IndexConfig, dim: int, shard_stats: list[dict], trained_on: int, seed: int) -> dict:
     """The content of index/index.json."""
     shards = sorted(shard_stats, key=lambda s: s["shard"])
@@ -345,6 +352,7 @@ def index_meta(index: IndexConfig, dim: int, shard_stats: list[dict], trained_on
         "dim": int(dim),
         "metric": "inner_product",
         "factory": index.index_factory,
+        "factory_chosen": factory_choice(index),
         "is_exact": index.is_exact,
         "ntotal": int(sum(s["ntotal"] for s in shards)),
         "num_shards": index.num_shards,

@@ -28,7 +28,8 @@ from transforms.topk import SCORE_GRID, round_scores
 logger = logging.getLogger(__name__)
 
 EXACT_MARGIN = 16  # extra depth searched on exact shards so ties around k are seen (at least k // 4)
-DEFAULT_RERANK = 2  # approximate shards: candidates searched per result wanted, then re-scored exactly
+DEFAULT_RERANK = 4  # approximate shards: candidates searched per result wanted, then re-scored exactly (was 2:
+# on 100k x 384 clustered vectors IVF1024,PQ48 recall@100 went 0.985 -> 0.988 at nprobe 16, 0.987 -> 0.992 at 32)
 _GATHER_BYTES = 32 * 2**20  # float64 candidate vectors gathered at once while re-scoring
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header (30 bytes)
 

@@ -1,20 +1,44 @@
-"""Index sizing from the corpus size and a per-worker memory budget (`--worker-memory-gb`).
+"""Index sizing from the corpus size and a per-worker memory budget (`--worker-memory-gb`): shards and factory.
 
-A worker that builds or searches one shard holds that shard's vectors a few times over: while building, the
-grouped DocBlocks, the sorted shard and the faiss index (about three copies); while searching, the index and
-the exact-rescoring store (two). So the number of shards grows with docs x dim / budget, and never drops below
-the historical default of 4 (small corpora keep their old layout and rows). Explicit --num-shards wins.
+Shards. A worker that builds one shard holds that shard's vectors once in the index it fills
+(transforms.index.build_shard streams the grouped blocks into one preallocated array, which for Flat is the
+index's own storage, and the store is written from it), plus the grouped blocks themselves when the runner
+hands a group over as a list (the local runners do; runners that page a large group from shuffle hold one
+block at a time). So VECTOR_COPIES = 2 is the bound on every runner (1 where groups are paged); measured by
+bench/shard_build_memory.py on 200k x 384 (one shard): 3.74 shard copies before streaming, 2.21 (list) and
+1.21 (paged) after, the fraction above the whole copies being ids and hashes (PER_DOC_OVERHEAD_BYTES). While
+searching, the index and the store are memory-mapped. The number of shards grows with docs x dim / budget and
+never drops below the historical default of 4 (small corpora keep their old layout and rows). An explicit
+--num-shards wins.
+
+Factory. With no explicit --index-factory: Flat (exact) up to FLAT_MAX_DOCS docs; past that an IVF-PQ index
+whose candidates are re-scored exactly from the shard's stored vectors (transforms/shard_search.py), so every
+score and mining guard stays exact and only recall depends on the approximation. Flat compares every query
+with every doc (queries x docs x dim); at 1M x 384 bench/index_scale.py searched 10k queries 5.5x slower with
+Flat than with IVF1024,PQ32, and a Flat shard's whole index is read per query batch, where IVF-PQ reads
+m + 8 bytes per doc of the probed lists plus the re-ranked rows. The budget enters through the shard count:
+the lists are sized to the docs per shard. An explicit --index-factory (or --nprobe) wins.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+from schemas.build_config import IndexConfig
+
 DEFAULT_MIN_SHARDS = 4
-VECTOR_COPIES = 3  # per doc, while a shard is built (the search side holds two)
-PER_DOC_OVERHEAD_BYTES = 128  # ids, text hashes, Python/arrow bookkeeping
+VECTOR_COPIES = 2  # per doc while a shard is built: the index's array + grouped blocks handed over as a list
+PER_DOC_OVERHEAD_BYTES = 320  # ids, text hashes (Python str), their sort order and packed copies, measured
 WORKER_FIXED_GB = 1.25  # interpreter, Beam harness, torch and a small model, before any shard
 MAX_SHARDS = 4096
+
+FLAT_MAX_DOCS = 1_000_000  # corpus size up to which the default factory is Flat (exact search)
+IVF_LISTS_PER_SQRT_DOC = 4  # nlist ~ 4 x sqrt(docs per shard) (faiss's guideline: 4 to 16 x sqrt(n))
+IVF_TRAIN_PER_LIST = 39  # faiss's k-means wants >= 39 training vectors per list: nlist <= train vectors / 39
+PQ_MAX_SUB_DIMS = 8  # dims per PQ sub-quantiser (8 bits each): m = dim / 8 when 8 divides dim (384 -> PQ48)
+NPROBE_LIST_FRACTION = 32  # nprobe = nlist / 32, at least MIN_NPROBE
+MIN_NPROBE = 16
 
 
 def shard_bytes_per_doc(dim: int) -> int:
@@ -31,3 +55,55 @@ def shards_for(docs: int, dim: int, worker_memory_gb: float, minimum: int = DEFA
 def estimated_worker_gb(docs: int, dim: int, num_shards: int) -> float:
     """What one shard worker is expected to hold at peak (the model above, for the README and logs)."""
     return WORKER_FIXED_GB + math.ceil(docs / max(num_shards, 1)) * shard_bytes_per_doc(dim) / 1e9
+
+
+def ivf_lists_for(shard_docs: int, train_vectors: int) -> int:
+    """IVF lists: the power of two nearest 4 x sqrt(docs per shard), halved until train_vectors / 39 allow it."""
+    nlist = 2 ** max(0, round(math.log2(IVF_LISTS_PER_SQRT_DOC * math.sqrt(max(shard_docs, 1)))))
+    while nlist > 1 and nlist * IVF_TRAIN_PER_LIST > train_vectors:
+        nlist //= 2
+    return nlist
+
+
+def pq_subquantizers_for(dim: int) -> int:
+    """PQ sub-quantisers m: the smallest divisor of dim leaving <= 8 dims each (faiss needs dim % m == 0)."""
+    return next(m for m in range(1, dim + 1) if dim % m == 0 and dim // m <= PQ_MAX_SUB_DIMS)
+
+
+def nprobe_for(nlist: int) -> int:
+    return min(nlist, max(MIN_NPROBE, nlist // NPROBE_LIST_FRACTION))
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexChoice:
+    factory: str
+    nprobe: int | None  # None: no lists to probe (Flat)
+    reason: str
+
+
+def choose_index(docs: int, dim: int, num_shards: int, train_sample: int) -> IndexChoice:
+    """The default factory for `docs` docs of `dim` dims in `num_shards` shards (see the module docstring)."""
+    if docs <= FLAT_MAX_DOCS:
+        return IndexChoice("Flat", None, f"{docs:,} docs <= {FLAT_MAX_DOCS:,}: exact search stays cheap")
+    shard_docs = math.ceil(docs / max(num_shards, 1))
+    nlist = ivf_lists_for(shard_docs, min(train_sample, docs))
+    m, nprobe = pq_subquantizers_for(dim), nprobe_for(nlist)
+    reason = (
+        f"{docs:,} docs > {FLAT_MAX_DOCS:,}: IVF-PQ with exact re-rank; {num_shards} shards of ~{shard_docs:,} docs "
+        f"-> {nlist} lists (~{IVF_LISTS_PER_SQRT_DOC} x sqrt, <= train_sample {train_sample:,} / "
+        f"{IVF_TRAIN_PER_LIST}), PQ{m} ({dim // m} dims per code byte), nprobe {nprobe} (lists / "
+        f"{NPROBE_LIST_FRACTION}, >= {MIN_NPROBE})"
+    )
+    return IndexChoice(f"IVF{nlist},PQ{m}", nprobe, reason)
+
+
+def size_index_config(index: IndexConfig, docs: int, dim: int) -> IndexConfig:
+    """The index section sized for `docs` docs: shards (if auto_shards), then factory and nprobe (if auto)."""
+    num_shards = shards_for(docs, dim, index.worker_memory_gb) if index.auto_shards else index.num_shards
+    changes: dict = {"num_shards": num_shards}
+    if index.auto_factory:
+        choice = choose_index(docs, dim, num_shards, index.train_sample)
+        changes.update(index_factory=choice.factory, factory_reason=choice.reason)
+        if index.auto_nprobe and choice.nprobe is not None:
+            changes["nprobe"] = choice.nprobe
+    return dataclasses.replace(index, **changes)

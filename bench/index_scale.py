@@ -5,7 +5,7 @@
 
 Synthetic clustered unit vectors (embeddings cluster; uniform vectors on the sphere would be a worst case no
 IVF index is built for). The build and search call the code the index stage and SearchShardFn call
-(transforms.index: shard_of, sample_priority, train_index, sorted_shard, fill_shard, write_shard;
+(transforms.index: shard_of, sample_priority, train_index, build_shard, write_shard;
 transforms.shard_search.ShardSearcher; transforms.topk.merge_topk), without Beam. Each shard is built and
 searched in its own subprocess, so its peak RSS is what one worker holding one shard needs.
 Writes bench/results/index_scale.json (or index_scale_quick.json).
@@ -125,18 +125,16 @@ def worker_build(job: dict) -> dict:
         trained = handle.read()
     started = time.perf_counter()
     vectors = read_rows(os.path.join(job["workdir"], "docs.npy"), rows)  # [n, dim]
-    # the shard's DocBlocks as FillShardFn receives them from the GroupByKey (held while the shard is filled)
+    # the shard's DocBlocks as FillShardFn receives them from the GroupByKey when the runner hands the group
+    # over as a list (held while the shard is filled; a runner that pages the group holds one block at a time)
     parts = [
         ix.DocBlock(doc_ids(rows[a : a + BLOCK]), vectors[a : a + BLOCK], doc_ids(rows[a : a + BLOCK]))
         for a in range(0, len(rows), BLOCK)
     ]  # views: together they hold the shard's vectors once
     dim = vectors.shape[1]
     loaded = time.perf_counter()
-    docs = ix.sorted_shard(parts, dim)
-    # FillShardFn drops its list of parts here; a runner that pages grouped values (Dataflow) frees them too,
-    # one that keeps them in memory (DirectRunner) holds one more shard-size copy until the shard is written.
+    index, shard = ix.build_shard(trained, parts, dim)  # streams the parts into one array (Flat: the index's)
     del parts, vectors
-    index, shard = ix.fill_shard(trained, docs)
     stats = ix.write_shard(RunLayout(job["run_dir"]), job["shard"], job["num_shards"], index, shard)
     done = time.perf_counter()
     return {**stats, "parts_s": loaded - started, "fill_write_s": done - loaded, "baseline": baseline, **memory_mib()}
@@ -366,10 +364,10 @@ def memory_text(figures: dict, model: dict, args) -> str:
         f"{ivf['index_bytes_per_vector']} B/vector (codes + 8-byte ids + lists); exact store "
         f"{flat['store_bytes_per_vector']} B/vector (float32 vectors, doc id, text hash).",
         f"- Build worker (FillShardFn): baseline + {flat['build_peak_in_shard_vector_sizes']} x n*4*dim for Flat "
-        f"(sorted copy + index copy, or grouped parts + sorted copy while sorting), "
-        f"{ivf['build_peak_in_shard_vector_sizes']} x n*4*dim for {args.ivf_factory} (parts + sorted copy; codes "
-        "are small), when the runner pages grouped values (Dataflow); add 1 x n*4*dim where it keeps them in "
-        "memory until the shard is written (DirectRunner).",
+        f"(grouped parts held as a list + the index's own array, which build_shard fills in doc_id order), "
+        f"{ivf['build_peak_in_shard_vector_sizes']} x n*4*dim for {args.ivf_factory} (parts + the sorted array; "
+        "codes are small); about 1 x n*4*dim less where the runner pages grouped values instead of handing "
+        "them over as a list.",
         f"- Search worker: the faiss index and the exact store are memory-mapped, so private memory is a fixed "
         f"working set (+{flat['search_private_over_baseline_mib']} MiB Flat, "
         f"+{ivf['search_private_over_baseline_mib']} MiB {args.ivf_factory} at query blocks of {args.query_block}, "

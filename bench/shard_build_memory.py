@@ -10,7 +10,7 @@ Modes (each in its own process; peak = VmHWM after a reset, minus the RSS before
 - paged: the blocks as a re-iterable that produces them again on each pass, as runners that page a large group
   from shuffle (state-backed iterables) do, then build_shard.
 Every mode writes the shard files (write_shard) inside the measured window.
-Writes bench/results/shard_build_memory.json.
+Writes bench/results/shard_build_memory.json (other factories: shard_build_memory_<factory>.json).
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def main() -> None:
                                 env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    write_results("shard_build_memory", {"load_average": load, "rows": rows})
+    name = "shard_build_memory" + ("" if args.factory == "Flat" else "_" + args.factory.replace(",", "_"))
+    write_results(name, {"load_average": load, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -194,7 +194,8 @@ def test_ivf_recall_against_exact_is_reported_and_above_floor(tmp_path):
     run = RunLayout(run_dir)
     config = build_config(run_dir, num_shards=3, index_factory="IVF24,Flat", nprobe=2, train_sample=1000)
     stats = run_index(config, run, run, [], test_pipeline=BeamTestPipeline())
-    assert stats["trained_on"] == 1000 and stats["factory"] == "IVF24,Flat"
+    assert stats["trained_on"] == 1000 and stats["factory"] == "IVF24,Flat" and stats["nprobe"] == 2
+    assert stats["factory_chosen"] == "given (--index-factory or --config)"
 
     queries = clustered(100, dim, centers=24, seed=3)
     searchers = [ShardSearcher.load(run, s, 3, nprobe=2) for s in range(3)]
@@ -298,3 +299,37 @@ def test_build_shard_takes_a_one_shot_iterator_an_empty_shard_and_refuses_parts_
 
     with pytest.raises(RuntimeError, match="held 2 docs on the first pass and 1 on the second"):
         build_shard(trained, Changing(), 4)
+
+
+def test_fill_shards_reads_groups_paged_through_the_state_api(tmp_path, monkeypatch):
+    """With grouped values paged over the state API (as runners page large groups), FillShards gets a lazy
+    re-iterable, not a list, reads it twice and writes the same shards."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from transforms import build_index
+
+    seen, real = [], build_index.build_shard
+
+    def spy(trained, parts, dim):
+        seen.append(type(parts).__name__)
+        return real(trained, parts, dim)
+
+    monkeypatch.setattr(build_index, "build_shard", spy)
+    run_dir = str(tmp_path / "run")
+    rng = np.random.default_rng(8)
+    ids = [f"doc{i}" for i in rng.permutation(230)]
+    vectors = unit(rng.standard_normal((230, 16)))
+    write_embeddings(run_dir, ids, vectors)
+    run = RunLayout(run_dir)
+    pipeline = beam.Pipeline(runner=FnApiRunner(use_state_iterables=True))
+    stats = run_index(build_config(run_dir, num_shards=2, block_size=20), run, run, [], test_pipeline=pipeline)
+    # the first blocks inline, the rest read from state on each pass (bundle_processor._StateBackedIterable)
+    assert len(seen) == 2 and set(seen) <= {"_ConcatSequence", "_StateBackedIterable"}
+    assert stats["docs_indexed"] == 230
+    by_id = dict(zip(ids, vectors))
+    for shard in range(2):
+        store = load_store(run.shard_store(shard, 2))
+        doc_ids = store["doc_ids"].tolist()
+        assert doc_ids == sorted(doc_ids) and all(zlib.crc32(d.encode()) % 2 == shard for d in doc_ids)
+        np.testing.assert_array_equal(store["vectors"], np.stack([by_id[d] for d in doc_ids]))

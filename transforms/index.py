@@ -31,7 +31,7 @@ from transforms.string_column import as_object_strings, pack_strings
 logger = logging.getLogger(__name__)
 
 METRIC = faiss.METRIC_INNER_PRODUCT  # faiss.index_factory defaults to L2; cosine needs IP on unit vectors
-_ADD_CHUNK = 65_536  # rows per faiss add() call, so adding never copies a whole shard at once
+_ADD_CHUNK = 16_384  # rows per faiss add() call: IVF-PQ makes a few float copies of each chunk (residuals)
 _FACTORY_EXAMPLES = "'Flat' (exact), 'IVF1024,Flat', 'IVF1024,PQ32' or 'HNSW32'"
 
 

@@ -3,13 +3,13 @@
 Shards. A worker that builds one shard holds that shard's vectors once in the index it fills
 (transforms.index.build_shard streams the grouped blocks into one preallocated array, which for Flat is the
 index's own storage, and the store is written from it), plus the grouped blocks themselves when the runner
-hands a group over as a list (the local runners do; runners that page a large group from shuffle hold one
-block at a time). So VECTOR_COPIES = 2 is the bound on every runner (1 where groups are paged); measured by
-bench/shard_build_memory.py on 200k x 384 (one shard): 3.74 shard copies before streaming, 2.21 (list) and
-1.21 (paged) after, the fraction above the whole copies being ids and hashes (PER_DOC_OVERHEAD_BYTES). While
-searching, the index and the store are memory-mapped. The number of shards grows with docs x dim / budget and
-never drops below the historical default of 4 (small corpora keep their old layout and rows). An explicit
---num-shards wins.
+hands a group over as a list (the local runners do; runners that page a large group over the state API,
+Dataflow among them per apache/beam#21817, hold a page at a time). So VECTOR_COPIES = 2 is the bound on
+every runner (1 where groups are paged); measured by bench/shard_build_memory.py on 200k x 384 (one shard):
+3.74 shard copies before streaming, 2.21 (list) and 1.21 (paged) after, the fraction above the whole copies
+being ids and hashes (PER_DOC_OVERHEAD_BYTES). While searching, the index and the store are memory-mapped.
+The number of shards grows with docs x dim / budget and never drops below the historical default of 4 (small
+corpora keep their old layout and rows). An explicit --num-shards wins.
 
 Factory. With no explicit --index-factory: Flat (exact) up to FLAT_MAX_DOCS docs; past that an IVF-PQ index
 whose candidates are re-scored exactly from the shard's stored vectors (transforms/shard_search.py), so every

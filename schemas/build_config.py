@@ -234,7 +234,7 @@ class MiningConfig:
     text_copy_guard: bool = True  # drop candidates whose normalised text equals a positive's
     max_depth: int = 2000  # deeper searches stop here (per shard)
     query_group_size: int = field(  # queries per (shard, query group) search task (transforms/search.ToQueryBlocks)
-        default=2048,
+        default=1024,
         metadata=flag("--query-group-size", type=int, metavar="N",
                       help="queries searched together on a shard by one worker; smaller: more workers per shard"),
     )

@@ -1,8 +1,10 @@
 """Memory per worker and build time against corpus size: `negforge build` on synthetic BEIR corpora.
 
-    python bench/scale.py                    # 100k, 400k and 1M docs (hours on a 2-core machine)
+    python bench/scale.py --workdir DIR      # 100k, 400k and 1M docs (hours on a 2-core machine); run the same
+                                             # command again after a crash: it goes on where it stopped
     python bench/scale.py --docs 5000 20000  # any sizes
     python bench/scale.py --quick            # 2k and 8k docs: checks the harness, says little about scale
+    python bench/scale.py --docs 40000 --rerun-from mine --trace-bundles   # one stage again, per-bundle peaks
 
 Each corpus: random 40-word texts (words from the model's WordPiece vocabulary), 2,000 queries of 8 words
 drawn from their one judged doc. The model is a 1-layer, 384-dimension random BERT (mean pooling, normalised) built
@@ -11,7 +13,14 @@ multi_processing --direct_num_workers 2` with negforge's default flags; a sample
 runner process and of each SDK worker process (its children running sdk_worker_main) every 0.25 s, and
 attributes peaks to the stage the runner's log says is running. It fits peak-RSS-per-worker against docs
 (least squares, linear) and extrapolates to 10M docs; the goal is <= 4 GB per worker there, and build time
-near-linear in docs. Writes bench/results/scale.json (scale_quick.json for --quick).
+near-linear in docs. Writes bench/results/scale.json (scale_quick.json for --quick) after every size.
+
+Resumable: --workdir (default <tmp>/negforge-scale) keeps the model, each corpus, each RUN_DIR, each stage's
+peaks as it ends (measured-<docs>.json) and each finished size (result-<docs>.json). Run again, a finished size
+is kept, an unfinished build goes on with `negforge build --resume` (stages it finished keep their peaks) and
+the results file is rewritten with every size done so far ("pending" lists the rest). --fresh starts over.
+--trace-bundles adds each SDK worker bundle's peak (bench/trace_site/sitecustomize.py), the way to see which
+fused stage of which worker holds the memory.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,47 +144,115 @@ class RssSampler(threading.Thread):
         self.join()
 
 
-def run_build(beir: str, model: str, run_dir: str, extra: list[str]) -> dict:
+STAGES = ("ingest", "embed", "index", "mine")
+
+
+def _read_json(path: str, default=None):
+    if not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _write_json(path: str, payload) -> None:
+    with open(path + ".partial", "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(path + ".partial", path)
+
+
+def _drop_stages_from(run_dir: str, stage: str) -> None:
+    """Forget `stage` and the stages after it in RUN_DIR's manifest, so `build --resume` runs them again."""
+    path = os.path.join(run_dir, "manifest.json")
+    manifest = _read_json(path)
+    for later in STAGES[STAGES.index(stage):]:
+        manifest.get("stages", {}).pop(later, None)
+    _write_json(path, manifest)
+
+
+def _stage_peaks(sampler: RssSampler, stage: str) -> dict:
+    workers = sampler.workers.get(stage, {})
+    return {
+        "runner_peak_mib": round(sampler.runner.get(stage, 0) / MIB, 1),
+        "worker_peak_mib": round(max(workers.values(), default=0) / MIB, 1),
+        "workers_seen": len(workers),
+    }
+
+
+def run_build(beir: str, model: str, run_dir: str, extra: list[str], measured_path: str,
+              trace_dir: str | None = None, rerun_from: str | None = None) -> dict:
+    """One `negforge build`, its per-stage peaks saved to measured_path as each stage ends.
+
+    An unfinished earlier build in run_dir is resumed (`--resume`): stages it finished keep the peaks measured
+    then (from measured_path). rerun_from: run that stage and the later ones again on a finished run.
+    """
+    resume = os.path.exists(os.path.join(run_dir, "manifest.json"))
+    if resume and rerun_from:
+        _drop_stages_from(run_dir, rerun_from)
     command = [sys.executable, "-m", "pipelines.cli", "build", "--beir", beir, "--split", "train", "--model", model,
-               "--output", run_dir, "--overwrite", "--direct_running_mode", "multi_processing",
-               "--direct_num_workers", "2", *extra]
+               "--output", run_dir, "--resume" if resume else "--overwrite", "--direct_running_mode",
+               "multi_processing", "--direct_num_workers", "2", *extra]
     env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", NEGFORGE_LOG="INFO")
+    if trace_dir:  # per-bundle peaks inside the SDK workers (bench/trace_site/sitecustomize.py)
+        env["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "bench", "trace_site"), REPO])
+        env["NEGFORGE_BUNDLE_TRACE"] = trace_dir
+    measured = _read_json(measured_path, {}) if resume else {}
+    stage_started: dict[str, float] = {}
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     sampler = RssSampler(process.pid)
     sampler.start()
     log_tail: list[str] = []
+    running = None
     for line in process.stdout:
-        match = re.search(r"stage (\w+): running", line)
+        match = re.search(r"stage (\w+): (running|reused)", line)
         if match:
-            sampler.stage = match.group(1)
+            if running:  # the stage before it finished: keep its peaks, in case this build dies later
+                measured[running] = _stage_peaks(sampler, running)
+                _write_json(measured_path, measured)
+            running = match.group(1) if match.group(2) == "running" else None
+            if running:
+                sampler.stage = running
+                stage_started[running] = time.time()
         log_tail = (log_tail + [line.rstrip()])[-40:]
     process.wait()
     sampler.stop()
     wall = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"build failed ({process.returncode}):\n" + "\n".join(log_tail))
-    with open(os.path.join(run_dir, "manifest.json"), encoding="utf-8") as handle:
-        manifest = json.load(handle)
-    per_stage = {
-        stage: {
-            "wall_s": manifest["timings_s"].get(stage),
-            "runner_peak_mib": round(sampler.runner.get(stage, 0) / MIB, 1),
-            "worker_peak_mib": round(max(sampler.workers.get(stage, {0: 0}).values()) / MIB, 1),
-            "workers_seen": len(sampler.workers.get(stage, {})),
-        }
-        for stage in ("ingest", "embed", "index", "mine")
-    }
-    return {
-        "wall_s": round(wall, 1),
+    if running:
+        measured[running] = _stage_peaks(sampler, running)
+        _write_json(measured_path, measured)
+    manifest = _read_json(os.path.join(run_dir, "manifest.json"))
+    per_stage = {stage: {"wall_s": manifest["timings_s"].get(stage), **measured.get(stage, {})} for stage in STAGES}
+    result = {
+        "wall_s": round(sum(s["wall_s"] or 0 for s in per_stage.values()), 1),
+        "launcher_wall_s": round(wall, 1),
         "stages": per_stage,
-        "worker_peak_mib": max(s["worker_peak_mib"] for s in per_stage.values()),
-        "runner_peak_mib": max(s["runner_peak_mib"] for s in per_stage.values()),
+        "worker_peak_mib": max(s.get("worker_peak_mib", 0) for s in per_stage.values()),
+        "runner_peak_mib": max(s.get("runner_peak_mib", 0) for s in per_stage.values()),
         "index": {k: manifest["stages"]["index"]["stats"].get(k) for k in ("num_shards", "factory")},
         "rows_per_tier": manifest.get("selection", {}).get("rows_per_tier"),
     }
+    if trace_dir:
+        result["bundle_trace"] = summarise_trace(trace_dir, stage_started)
+    return result
+
+
+def summarise_trace(trace_dir: str, stage_started: dict[str, float], top: int = 8) -> dict:
+    """Per stage: the worker bundles that grew the RSS most (peak - RSS at the bundle's start), from the traces."""
+    records = []
+    for name in sorted(os.listdir(trace_dir)) if os.path.isdir(trace_dir) else []:
+        with open(os.path.join(trace_dir, name), encoding="utf-8") as handle:
+            records += [dict(json.loads(line), pid=int(name.split(".")[0])) for line in handle if line.strip()]
+    starts = sorted(stage_started.items(), key=lambda kv: kv[1])
+    summary: dict[str, list] = {}
+    for record in records:
+        stage = next((s for s, t in reversed(starts) if record["t_end"] >= t), "startup")
+        record["growth_mib"] = round(record["peak_mib"] - record["start_mib"], 1)
+        summary.setdefault(stage, []).append(record)
+    return {stage: sorted(rows, key=lambda r: -r["peak_mib"])[:top] for stage, rows in summary.items()}
 
 
 def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -186,37 +264,15 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return mean_y - slope * mean_x, slope
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 400_000, 1_000_000])
-    parser.add_argument("--quick", action="store_true", help="2k and 8k docs")
-    parser.add_argument("--workdir", default=None, help="where corpora and runs go (default: a temp folder)")
-    parser.add_argument("--build-flag", action="append", default=[], help="extra build flag (repeatable)")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the runs of other sizes already in the results file (fit over all of them)")
-    args = parser.parse_args()
-    sizes = [2_000, 8_000] if args.quick else args.docs
-    workdir = args.workdir or tempfile.mkdtemp(prefix="negforge-scale-")
-    model = build_model(os.path.join(workdir, "model"))
-    results = []
-    for docs in sizes:
-        beir = write_corpus(os.path.join(workdir, f"beir-{docs}"), docs)
-        result = {"docs": docs, **run_build(beir, model, os.path.join(workdir, f"run-{docs}"), args.build_flag)}
-        print(json.dumps(result), flush=True)
-        results.append(result)
-    name = "scale_quick" if args.quick else "scale"
-    if args.merge and os.path.exists(os.path.join(RESULTS_DIR, f"{name}.json")):
-        with open(os.path.join(RESULTS_DIR, f"{name}.json"), encoding="utf-8") as handle:
-            earlier = [r for r in json.load(handle)["runs"] if r["docs"] not in sizes]
-        results = sorted(earlier + results, key=lambda r: r["docs"])
-        sizes = [r["docs"] for r in results]
+def fit_figures(results: list[dict]) -> dict:
+    """Per-stage linear fits of peak RSS against docs, the 10M extrapolation and the build-time fit."""
     xs = [r["docs"] for r in results]
     # Fit each stage apart: the embed stage's ~1 GB (model, torch) hardly grows, and a fit of the overall max
     # would let it hide the stages that do grow with docs.
     per_stage = {}
-    for stage in ("ingest", "embed", "index", "mine"):
+    for stage in STAGES:
         for who in ("worker", "runner"):
-            b, m = linear_fit(xs, [r["stages"][stage][f"{who}_peak_mib"] for r in results])
+            b, m = linear_fit(xs, [r["stages"][stage].get(f"{who}_peak_mib", 0) for r in results])
             per_stage.setdefault(stage, {})[who] = {
                 "intercept_mib": round(b, 1), "mib_per_million_docs": round(m * 1e6, 1),
                 "extrapolated_gb_at_10m": round((b + m * TARGET_DOCS) * MIB / 1e9, 2),
@@ -224,13 +280,12 @@ def main() -> None:
     worst = max(per_stage, key=lambda st: per_stage[st]["worker"]["extrapolated_gb_at_10m"])
     extrapolated_gb = per_stage[worst]["worker"]["extrapolated_gb_at_10m"]
     t_intercept, t_slope = linear_fit(xs, [r["wall_s"] for r in results])
-    shards = sorted({r["index"]["num_shards"] for r in results})
-    figures = {
+    return {
         "per_stage_fit": per_stage,
         "extrapolated_worker_peak_gb_at_10m": extrapolated_gb,
         "worst_stage_at_10m": worst,
         "extrapolated_runner_peak_gb_at_10m": max(v["runner"]["extrapolated_gb_at_10m"] for v in per_stage.values()),
-        "num_shards_measured": shards,
+        "num_shards_measured": sorted({r["index"]["num_shards"] for r in results}),
         "caveat": "linear in docs at the measured shard counts; --worker-memory-gb sizing adds shards past "
                   "about 2.3M docs (384-d), which these sizes do not reach",
         "goal_gb": GOAL_GB,
@@ -238,13 +293,77 @@ def main() -> None:
         "build_wall_fit_s": {"intercept": round(t_intercept, 1), "per_million_docs": round(t_slope * 1e6, 1)},
         "seconds_per_1k_docs": [round(1000 * r["wall_s"] / r["docs"], 2) for r in results],
     }
-    inputs = {"docs": sizes, "queries": QUERIES, "words_per_doc": WORDS_PER_DOC,
-              "model": "1-layer BERT, 384-d, random (position and type embeddings zeroed), mean pooling",
-              "build_flags": args.build_flag or "defaults",
-              "beam": "--direct_running_mode multi_processing --direct_num_workers 2"}
-    path = write_results(name, {"inputs": inputs, "runs": results, "figures": figures})
+
+
+def prepare_model(workdir: str) -> str:
+    path = os.path.join(workdir, "model")
+    if not os.path.exists(path + ".complete"):  # beside the folder: a file inside would change the model fingerprint
+        build_model(path)
+        open(path + ".complete", "w").close()
+    return path
+
+
+def prepare_corpus(workdir: str, docs: int) -> str:
+    path = os.path.join(workdir, f"beir-{docs}")
+    if not os.path.exists(path + ".complete"):
+        write_corpus(path, docs)
+        open(path + ".complete", "w").close()
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 400_000, 1_000_000])
+    parser.add_argument("--quick", action="store_true", help="2k and 8k docs")
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "negforge-scale"),
+                        help="corpora, runs and per-size results; the same command run again resumes there")
+    parser.add_argument("--fresh", action="store_true", help="ignore what --workdir holds (rebuild every size)")
+    parser.add_argument("--build-flag", action="append", default=[], help="extra build flag (repeatable)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs of other sizes already in the results file (fit over all of them)")
+    parser.add_argument("--rerun-from", choices=STAGES, default=None,
+                        help="on a size already built in --workdir, run this stage and the later ones again")
+    parser.add_argument("--trace-bundles", action="store_true",
+                        help="also record each SDK worker bundle's peak RSS (bench/trace_site); slower")
+    parser.add_argument("--name", default=None, help="results file name (default scale, scale_quick for --quick)")
+    args = parser.parse_args()
+    sizes = [2_000, 8_000] if args.quick else args.docs
+    name = args.name or ("scale_quick" if args.quick else "scale")
+    os.makedirs(args.workdir, exist_ok=True)
+    model = prepare_model(args.workdir)
+    earlier = []
+    if args.merge and os.path.exists(os.path.join(RESULTS_DIR, f"{name}.json")):
+        with open(os.path.join(RESULTS_DIR, f"{name}.json"), encoding="utf-8") as handle:
+            earlier = [r for r in json.load(handle)["runs"] if r["docs"] not in sizes]
+    results = []
+    for docs in sizes:
+        done_path = os.path.join(args.workdir, f"result-{docs}.json")
+        done = None if args.fresh or args.rerun_from else _read_json(done_path)
+        if done is not None and done.get("build_flags") == args.build_flag:
+            print(f"{docs} docs: finished earlier ({done_path}), kept", flush=True)
+            results.append(done["result"])
+        else:
+            run_dir = os.path.join(args.workdir, f"run-{docs}")
+            measured = os.path.join(args.workdir, f"measured-{docs}.json")
+            if args.fresh:  # the run folder goes too: the build then starts with --overwrite
+                shutil.rmtree(run_dir, ignore_errors=True)
+            trace_dir = os.path.join(args.workdir, f"trace-{docs}-{int(time.time())}") if args.trace_bundles else None
+            beir = prepare_corpus(args.workdir, docs)
+            result = {"docs": docs, "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+                      **run_build(beir, model, run_dir, args.build_flag, measured, trace_dir, args.rerun_from)}
+            _write_json(done_path, {"build_flags": args.build_flag, "result": result})
+            print(json.dumps(result), flush=True)
+            results.append(result)
+        runs = sorted(earlier + results, key=lambda r: r["docs"])
+        inputs = {"docs": [r["docs"] for r in runs], "queries": QUERIES, "words_per_doc": WORDS_PER_DOC,
+                  "model": "1-layer BERT, 384-d, random (position and type embeddings zeroed), mean pooling",
+                  "build_flags": args.build_flag or "defaults",
+                  "beam": "--direct_running_mode multi_processing --direct_num_workers 2",
+                  "pending": [d for d in sizes if d not in {r["docs"] for r in results}]}
+        figures = fit_figures(runs)
+        path = write_results(name, {"inputs": inputs, "runs": runs, "figures": figures})  # after every size
+        print(f"wrote {path} ({len(runs)} sizes)", flush=True)
     print(json.dumps(figures, indent=2))
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -237,6 +237,11 @@ class MiningConfig:
     )
     text_copy_guard: bool = True  # drop candidates whose normalised text equals a positive's
     max_depth: int = 2000  # deeper searches stop here (per shard)
+    query_group_size: int = field(  # queries per (shard, query group) search task (transforms/search.ToQueryBlocks)
+        default=1024,
+        metadata=flag("--query-group-size", type=int, metavar="N",
+                      help="queries searched together on a shard by one worker; smaller: more workers per shard"),
+    )
     margin_reference: str = field(  # the score margins and the semi-hard band are taken against (issue 15)
         default="pair",
         metadata=flag(
@@ -280,6 +285,7 @@ class MiningConfig:
         _require(self.semi_hard_pool >= self.semi_hard, f"semi_hard_pool must be >= semi_hard ({self.semi_hard})")
         _require(self.simans_a > 0, f"simans_a must be > 0, got {self.simans_a}")
         _require(self.max_depth >= self.range_max, f"max_depth must be >= range_max ({self.range_max})")
+        _require(self.query_group_size >= 1, f"query_group_size must be >= 1, got {self.query_group_size}")
         _require(
             self.margin_reference in MARGIN_REFERENCES,
             f"margin_reference must be one of {', '.join(MARGIN_REFERENCES)}, got {self.margin_reference!r}",

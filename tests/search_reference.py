@@ -64,7 +64,7 @@ class SearchTopK(beam.PTransform):
     k is the default depth; a query's payload may carry its own (see query_depth).
     """
 
-    def __init__(self, run: RunLayout, index: IndexConfig, k: int, groups_per_shard: int = 1) -> None:
+    def __init__(self, run: RunLayout, index: IndexConfig, k: int, groups_per_shard: int | None = 1) -> None:
         super().__init__()
         self._run, self._index, self._k, self._groups = run, index, k, groups_per_shard
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -203,3 +204,11 @@ def test_second_run_on_the_multi_processing_runner_gives_the_same_rows(mined, tm
     _, _, _, rows = mined
     out, _ = mine(tmp_path, "mp", beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert identity(read_rows(out)) == identity(rows)
+
+
+def test_rows_do_not_depend_on_the_query_groups(mined, tmp_path):
+    """One query per group (each shard searched as 3 tasks) gives exactly the rows of one group per shard."""
+    _, _, _, rows = mined
+    out, _ = mine(tmp_path, "groups", mining=replace(MINING, query_group_size=1))
+    sort = lambda r: r.sort(IDENTITY_COLUMNS, nulls_last=True)  # noqa: E731
+    assert sort(read_rows(out)).equals(sort(rows))

@@ -25,7 +25,7 @@ from schemas.inputs import embeddings_schema
 from schemas.layout import RunLayout
 from transforms.build_index import BuildShardedIndex
 from transforms.index import DocBlock, doc_blocks_from_table, fill_shard, train_index, write_shard
-from transforms.search import SearchShards, ToQueryBlocks, make_query_blocks
+from transforms.search import SearchShards, ToQueryBlocks, make_query_blocks, query_group
 from transforms.shard_search import ShardSearcher, load_store
 from transforms.topk import merge_topk, round_scores
 
@@ -203,6 +203,39 @@ def test_make_query_blocks_is_sorted_and_deterministic():
     np.testing.assert_array_equal(blocks[0].vectors, vectors[[1, 3]])
     with pytest.raises(ValueError, match="query id 'a' appears twice"):
         make_query_blocks(["a", "a"], vectors[:2], None, 2)
+
+
+def test_query_groups_follow_the_query_count():
+    """30 queries, group_size 7: ceil(30 / 7) = 5 groups counted at run time, each cut into blocks of <= 4 that
+    carry the group; every query lands in exactly one block, the block of its crc32 group."""
+    vectors = unit(np.random.default_rng(1).standard_normal((30, 4)))
+    rows = [(f"q{i:02d}", vectors[i], i) for i in range(30)]
+
+    def check(blocks):
+        queries = [q for b in blocks for q in b.query_ids]
+        _equal(sorted(queries), sorted(r[0] for r in rows))
+        _equal(sorted({b.group for b in blocks}), [0, 1, 2, 3, 4])
+        _equal([b for b in blocks if len(b) > 4 or any(query_group(q, 5) != b.group for q in b.query_ids)], [])
+
+    with BeamTestPipeline() as pipeline:
+        blocks = pipeline | beam.Create(rows) | ToQueryBlocks(block_size=4, group_size=7)
+        assert_that(blocks, check)
+    with pytest.raises(ValueError, match="one of num_groups"):
+        ToQueryBlocks(block_size=4, num_groups=2, group_size=7)
+
+
+def test_searching_per_query_group_gives_the_results_of_one_group(sharded_runs):
+    """Blocks keyed by their own query group (the default) or all in one group: the same merged top-k."""
+    ids, docs, queries = planted_corpus()
+    expected = oracle_topk(ids, docs, queries, K)
+    rows = [(f"q{q:02d}", queries[q], None) for q in range(len(queries))]
+    with BeamTestPipeline() as pipeline:
+        for name, group_size in (("One", 1000), ("Many", 4)):
+            blocks = pipeline | f"Queries{name}" >> beam.Create(rows) | f"Blocks{name}" >> ToQueryBlocks(
+                block_size=3, group_size=group_size
+            )
+            merged = blocks | f"Search{name}" >> SearchTopK(sharded_runs[3], index_config(3), K, None)
+            assert_that(merged, check_against(expected, {}), label=f"Check{name}")
 
 
 # --- ShardSearcher without Beam ---------------------------------------------------------------------------------

@@ -4,10 +4,14 @@
     MinedQuery | JoinTexts(docs, queries, contextual)    -> row dicts (+ contextual pair elements)
 
 Corpus-sized inputs (doc vectors, passages) are filtered to the ids the join needs before its shuffle
-(KeepIds: the needed ids as one set side input, bounded by the pairs / mined rows, not the corpus).
+(KeepIds: the needed ids as one Bloom filter side input, 2 bytes per needed id; the joins are exact, so the few
+others it lets through change nothing).
 """
 
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
@@ -28,21 +32,95 @@ def _vectors_of(table, kind: str):
         yield ids[i], (matrix[i].copy(), hashes[i])  # a copy: never pins the whole batch in memory
 
 
+BLOOM_BITS_PER_ID = 16  # 2 bytes per needed id: 0.05% of other ids pass (11 hashes)
+BLOOM_HASHES = 11
+
+
+@dataclass(frozen=True)
+class IdFilter:
+    """A Bloom filter of ids: `id in f` is True for every added id and for ~0.05% of the others.
+
+    A Python set of the needed ids costs ~100 bytes per id in every worker process that reads the side input
+    (millions of ids with MS MARCO-sized query sets); this costs 2. bits: [bit_count // 8] bytes.
+    """
+
+    bit_count: int
+    bits: bytes
+
+    def __contains__(self, key: str) -> bool:
+        bits = self.bits
+        return all(bits[p >> 3] & (1 << (p & 7)) for p in bloom_positions(key, self.bit_count))
+
+
+def bloom_bit_count(ids: int) -> int:
+    """Bits of the filter for `ids` ids: a whole number of bytes, at least 64 bits."""
+    return max(64, -(-ids * BLOOM_BITS_PER_ID // 8) * 8)
+
+
+def bloom_positions(key: str, bit_count: int) -> list[int]:
+    """The BLOOM_HASHES bit positions of an id (double hashing of a 128-bit blake2b; the same on every worker)."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+    h1, h2 = int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little") | 1
+    return [(h1 + i * h2) % bit_count for i in range(BLOOM_HASHES)]
+
+
+class BuildIdFilterFn(beam.CombineFn):
+    """(bit_count, positions of one id) -> IdFilter (None when no id came)."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, element):
+        bit_count, positions = element
+        if accumulator is None:
+            accumulator = bytearray(bit_count // 8)
+        for p in positions:
+            accumulator[p >> 3] |= 1 << (p & 7)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = None
+        for accumulator in accumulators:
+            if accumulator is None:
+                continue
+            if merged is None:
+                merged = bytearray(accumulator)
+            else:
+                merged = bytearray((np.frombuffer(merged, np.uint8) | np.frombuffer(accumulator, np.uint8)).tobytes())
+        return merged
+
+    def extract_output(self, accumulator):
+        return None if accumulator is None else IdFilter(len(accumulator) * 8, bytes(accumulator))
+
+
 def keep_keyed(element, wanted) -> bool:
-    """True when the key of a (key, value) element is in `wanted`."""
-    return element[0] in wanted
+    """True when the key of a (key, value) element is in `wanted` (an IdFilter or a set; None: nothing)."""
+    return wanted is not None and element[0] in wanted
 
 
 class KeepIds(beam.PTransform):
-    """(id, value) elements -> only those whose id is in `ids` (a PCollection of ids, duplicates allowed),
-    so a corpus-sized input enters a shuffle with the rows a join needs, not the whole corpus."""
+    """(id, value) elements -> those whose id is in `ids` (a PCollection of ids, duplicates allowed), plus ~0.05%
+    of the others, so a corpus-sized input enters a shuffle with the rows a join needs, not the whole corpus.
+
+    The ids reach every worker as one Bloom filter side input (IdFilter, 2 bytes per id, sized from their count),
+    not as a set (~100 bytes per id per worker process): the few others it lets through find nothing to join.
+    """
 
     def __init__(self, ids):
         super().__init__()
         self.ids = ids
 
     def expand(self, keyed):
-        wanted = self.ids | "WantedIdSet" >> beam.combiners.ToSet()
+        bit_count = beam.pvalue.AsSingleton(
+            self.ids
+            | "CountIds" >> beam.combiners.Count.Globally()
+            | "FilterBits" >> beam.Map(bloom_bit_count)
+        )
+        wanted = (
+            self.ids
+            | "BitPositions" >> beam.Map(lambda key, n: (n, bloom_positions(key, n)), n=bit_count)
+            | "WantedIdFilter" >> beam.CombineGlobally(BuildIdFilterFn())
+        )
         return keyed | "KeepWanted" >> beam.Filter(keep_keyed, wanted=beam.pvalue.AsSingleton(wanted))
 
 
@@ -101,6 +179,15 @@ class BuildQueryPayloads(beam.PTransform):
         )
 
 
+def _text_to_queries(element):
+    """(doc_id, {'doc': [passage], 'request': [query_id, ...]}) -> (query_id, (doc_id, passage)) per request,
+    yielded one by one (a popular negative is requested by many queries)."""
+    doc_id, groups = element
+    for passage in groups["doc"][:1]:
+        for query_id in groups["request"]:
+            yield query_id, (doc_id, passage)
+
+
 class JoinTexts(beam.PTransform):
     """MinedQuery -> row dicts (+ contextual pair elements on 'contextual_pairs'), texts joined by id."""
 
@@ -123,8 +210,7 @@ class JoinTexts(beam.PTransform):
         texts_per_query = (
             {"doc": passages, "request": requests}
             | "JoinDocTexts" >> beam.CoGroupByKey()
-            | "TextsToQueries"
-            >> beam.FlatMap(lambda e: [(q, (e[0], e[1]["doc"][0])) for q in e[1]["request"] if e[1]["doc"]])
+            | "TextsToQueries" >> beam.FlatMap(_text_to_queries)
         )
         return (
             {

@@ -1,8 +1,11 @@
 """QueryPayloads -> MinedQuery per query: the search and merge of the mine stage, as one Beam transform.
 
-One pass over the shards: each shard searches its queries deeper (x4 per round, up to mining.max_depth) while it
-is loaded, until every pair group of the query has enough there (transforms/mine.MineShardQueries), so no query
-comes back for another fan-out that would reload every shard (issue 15).
+Queries travel in groups of about mining.query_group_size (`--query-group-size`): each (shard, query group) is
+one search task, so a shard is searched by as many workers as there are groups, and no task holds more than one
+group's queries whatever the query count. One pass over the shards: each shard searches its queries deeper (x4
+per round, up to mining.max_depth) while it is loaded, until every pair group of the query has enough there
+(transforms/mine.MineShardQueries), so no query comes back for another fan-out that would reload every shard
+(issue 15).
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ from schemas.build_config import BuildConfig
 from schemas.layout import RunLayout
 from transforms.mine import MergeShardsFn, MineShardQueries
 from transforms.search import SearchShards, ToQueryBlocks
-
-QUERY_GROUPS = 8  # query groups cut into blocks in parallel
 
 
 class MineQueries(beam.PTransform):
@@ -32,7 +33,7 @@ class MineQueries(beam.PTransform):
         return (
             payloads
             | "QueryRows" >> beam.Map(lambda p: (p.query_id, p.vector, p))
-            | "Blocks" >> ToQueryBlocks(self.config.index.block_size, QUERY_GROUPS)
+            | "Blocks" >> ToQueryBlocks(self.config.index.block_size, group_size=mining.query_group_size)
             | "SearchShards" >> SearchShards(self.run, self.config.index, MineShardQueries(mining, seed, keep_vectors))
             | "MergeAndPick" >> beam.ParDo(MergeShardsFn(mining, seed, generator, keep_vectors=keep_vectors))
         )

@@ -3,9 +3,12 @@
     blocks: PCollection[QueryBlock]
       | SearchShards(run, index, per_shard)   -> PCollection[(query_id, [shard result, ordered by shard])]
 
-Each block is fanned out to every shard and grouped by shard, so the worker that searches shard s loads it
-once (apache_beam.utils.shared: one copy per process, one shard per DoFn instance at a time) and never holds
-the whole index; nothing heavy is pickled into the graph. Results are grouped back per query_id; top-k
+Each block is fanned out to every shard and grouped by (shard, query group), so the worker that searches shard s
+for a group loads it once (apache_beam.utils.shared: one copy per process, one shard per DoFn instance at a time)
+and never holds the whole index; nothing heavy is pickled into the graph. Query groups hold about `group_size`
+queries each (their number comes from the query count at run time), so a grouped value - materialised per key by
+Flink, Spark and the local runner - stays bounded whatever the number of queries, and a shard is searched by as
+many workers as it has groups. Results are grouped back per query_id; top-k
 merges break ties by (-round(score, 1e-6), doc_id), so they do not depend on the shard count.
 What runs per shard, and how deep, is the ShardQueryFn's business (mining: transforms/mine.MineShardQueries;
 the tests' reference top-k: tests/search_reference.py).
@@ -36,11 +39,17 @@ _NAMESPACE = "negforge.search"
 
 
 def make_query_blocks(
-    query_ids: list[str], vectors: np.ndarray, payloads: list[Any] | None, block_size: int, prefix: str = "b"
+    query_ids: list[str],
+    vectors: np.ndarray,
+    payloads: list[Any] | None,
+    block_size: int,
+    prefix: str = "b",
+    group: int = 0,
 ) -> list[QueryBlock]:
     """QueryBlocks of <= block_size queries, sorted by query id (so blocks are the same on every run).
 
-    vectors: [n, dim] float32, L2-normalised; payloads: one per query, or None / [] for none.
+    vectors: [n, dim] float32, L2-normalised; payloads: one per query, or None / [] for none; group: the query group
+    the blocks belong to (QueryBlock.group).
     """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
@@ -60,42 +69,69 @@ def make_query_blocks(
                 query_ids=[query_ids[i] for i in rows],
                 vectors=np.ascontiguousarray(vectors[rows]),  # [m, dim]
                 payloads=[payloads[i] for i in rows] if payloads else [],
+                group=group,
             )
         )
     return blocks
 
 
+def query_groups_for(queries: int, group_size: int) -> int:
+    """Query groups of about group_size queries each: ceil(queries / group_size), at least 1."""
+    return max(1, -(-queries // group_size))
+
+
+def query_group(query_id: str, groups: int) -> int:
+    """The query group of a query id: crc32, so the same on every run and runner."""
+    return zlib.crc32(query_id.encode("utf-8")) % groups
+
+
 class ToQueryBlocks(beam.PTransform):
     """PCollection[(query_id, vector, payload)] -> PCollection[QueryBlock], deterministically.
 
-    Queries are spread over num_groups groups by crc32(query_id); each group is sorted and cut into blocks.
+    Queries are spread over query groups by crc32(query_id); each group is sorted and cut into blocks of
+    <= block_size that carry the group's number. group_size: ceil(queries / group_size) groups, the queries counted
+    at run time, so a group (one GroupByKey value, listed here to sort it) holds about group_size queries whatever
+    the query count. num_groups: that many groups instead (exactly one of the two).
     """
 
-    def __init__(self, block_size: int, num_groups: int = 1) -> None:
+    def __init__(self, block_size: int, num_groups: int | None = None, group_size: int | None = None) -> None:
         super().__init__()
-        self._block_size, self._num_groups = block_size, num_groups
+        if (num_groups is None) == (group_size is None):
+            raise ValueError("give ToQueryBlocks one of num_groups (a fixed count) or group_size (queries per group)")
+        if (num_groups or group_size) < 1:
+            raise ValueError(f"num_groups / group_size must be >= 1, got {num_groups or group_size}")
+        self._block_size, self._num_groups, self._group_size = block_size, num_groups, group_size
 
     def expand(self, rows):
         groups = self._num_groups
+        if groups is None:  # counted at run time
+            groups = beam.pvalue.AsSingleton(
+                rows
+                | "CountQueries" >> beam.combiners.Count.Globally()
+                | "NumGroups" >> beam.Map(query_groups_for, self._group_size)
+            )
         query_groups = (
             rows
-            | "KeyByQueryGroup" >> beam.Map(lambda row: (zlib.crc32(row[0].encode("utf-8")) % groups, row))
+            | "KeyByQueryGroup" >> beam.Map(lambda row, n: (query_group(row[0], n), row), n=groups)
             | "GroupQueries" >> beam.GroupByKey()
         )
         return query_groups | "CutIntoBlocks" >> beam.FlatMap(_blocks_of_group, self._block_size)
 
 
 def _blocks_of_group(group_rows: tuple[int, Iterable[tuple]], block_size: int) -> list[QueryBlock]:
-    group, rows = group_rows[0], list(group_rows[1])
+    group, rows = group_rows[0], list(group_rows[1])  # about group_size rows (ToQueryBlocks), sorted below
     ids = [row[0] for row in rows]
     vectors = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])  # [n, dim]
-    return make_query_blocks(ids, vectors, [row[2] for row in rows], block_size, prefix=f"g{group:04d}-")
+    return make_query_blocks(ids, vectors, [row[2] for row in rows], block_size, prefix=f"g{group:06d}-", group=group)
 
 
 def _fan_out(
-    block: QueryBlock, num_shards: int, groups_per_shard: int
+    block: QueryBlock, num_shards: int, groups_per_shard: int | None
 ) -> Iterator[tuple[tuple[int, int], QueryBlock]]:
-    group = zlib.crc32(block.block_id.encode("utf-8")) % groups_per_shard
+    if groups_per_shard is None:
+        group = block.group
+    else:
+        group = zlib.crc32(block.block_id.encode("utf-8")) % groups_per_shard
     for shard in range(num_shards):
         yield (shard, group), block
 
@@ -132,7 +168,7 @@ class SearchShardFn(beam.DoFn):
     def process(self, element):
         (shard, _group), blocks = element
         searcher = self._acquire(shard)
-        for block in blocks:
+        for block in blocks:  # iterated, never listed: a runner may page a large group in
             for query_id, result in self._per_shard(searcher, block):
                 yield query_id, (shard, result)
             self._queries.inc(len(block))
@@ -153,13 +189,16 @@ def _check_index_meta(run: RunLayout, index: IndexConfig) -> None:
 class SearchShards(beam.PTransform):
     """PCollection[QueryBlock] -> PCollection[(query_id, [per_shard result for shard 0..n-1])].
 
-    groups_per_shard > 1 lets several workers search one shard (each loads it once) when shards are fewer
-    than workers.
+    Each shard is searched once per query group, by as many workers as there are groups: groups_per_shard None
+    (default) keys each block by its own QueryBlock.group (ToQueryBlocks sizes the groups from the query count);
+    an int hashes block ids into that many groups instead. Results do not depend on the grouping.
     """
 
-    def __init__(self, run: RunLayout, index: IndexConfig, per_shard: ShardQueryFn, groups_per_shard: int = 1):
+    def __init__(
+        self, run: RunLayout, index: IndexConfig, per_shard: ShardQueryFn, groups_per_shard: int | None = None
+    ):
         super().__init__()
-        if groups_per_shard < 1:
+        if groups_per_shard is not None and groups_per_shard < 1:
             raise ValueError(f"groups_per_shard must be >= 1, got {groups_per_shard}")
         self._run, self._index, self._per_shard, self._groups = run, index, per_shard, groups_per_shard
 

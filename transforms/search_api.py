@@ -21,6 +21,7 @@ class QueryBlock:
     query_ids: list[str]
     vectors: np.ndarray  # [n, dim] float32, L2-normalised
     payloads: list[Any] = field(default_factory=list)  # one small picklable object per query (or empty)
+    group: int = 0  # the query group it was cut from: SearchShards searches each (shard, group) as one task
 
     def __len__(self) -> int:
         return len(self.query_ids)

@@ -191,6 +191,15 @@ def test_entity_swaps_are_type_consistent_never_sids_to_outcome(resources):
     assert {e.split(" -> ")[0] for e in swaps} == {"SIDS", "New Zealand"}
 
 
+def test_one_word_names_are_never_swapped_for_or_from_common_words(resources):
+    vocab = {"name:1": ("Successful", "Review", "Swedish", "Leptin")}
+    res = PerturbResources("", resources.tagger, {}, vocab)
+    text = "Levels of Adiponectin in Danish men, a Successful Review."
+    swaps = {c.edit for seed in range(10) for c in entity_candidates(text, rng(seed), res, attempts=3)}
+    assert {e.split(" -> ")[0] for e in swaps} == {"Adiponectin", "Danish"}  # "Successful", "Review": common words
+    assert {e.split(" -> ")[1] for e in swaps} == {"Leptin", "Swedish"}
+
+
 def test_entity_swaps_take_entities_of_the_focus_sentence_and_replace_every_mention(resources):
     vocab = {"acronym:4-5": ("COPD", "EGFR"), "name:2": ("South Africa",)}
     text = "Cohorts in New Zealand. SIDS was more common with bed sharing. Deaths from SIDS fell."

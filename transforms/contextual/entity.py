@@ -185,10 +185,23 @@ def _type_priority(kind: str) -> int:
     return 1 if kind.startswith("name:") else 0
 
 
+def _common_word(word: str, tagger) -> bool:
+    """A one-word name WordNet knows only in small letters ("Successful", "Review"): a generic word in a
+    title-case title, not a name. "Danish", "Drosophila" (capitalised lemmas) and words WordNet lacks
+    ("Adiponectin") are names; without a tagger nothing is ruled out."""
+    if tagger is None or " " in word:
+        return False
+    lemmas = [lemma.name() for synset in tagger.wordnet.synsets(word.lower()) for lemma in synset.lemmas()]
+    same = [name for name in lemmas if name.lower() == word.lower()]
+    return bool(lemmas) and not any(name[:1].isupper() for name in same)
+
+
 def entity_candidates(text: str, rng, resources: PerturbResources, attempts: int = 3) -> list[Candidate]:
     """Up to `attempts` candidates, each replacing every occurrence of one entity of the focus sentence
     (`resources.focus`; the whole text when None) by an entity of the same type from the vocabulary that
-    does not occur in `text` (so it comes from another document)."""
+    does not occur in `text` (so it comes from another document). Capitalised words of title-case titles
+    reach the vocabulary too: a one-word name that WordNet knows only in small letters is neither swapped
+    nor drawn ("Adiponectin" -> "Successful" is no name swap; "Danish" -> "Swedish" is)."""
     vocab = resources.entity_vocab or {}
     present = {t.lower() for t in _TOKEN_RE.findall(text)}
     lowered = text.lower()
@@ -200,6 +213,10 @@ def entity_candidates(text: str, rng, resources: PerturbResources, attempts: int
             e for e in vocab.get(kind, ())
             if (e.lower() not in lowered if " " in e else e.lower() not in present) and not is_heading_word(e)
         ]
+        if kind == "name:1":
+            if _common_word(entity, resources.tagger):
+                continue
+            options = [e for e in options if not _common_word(e, resources.tagger)]
         if len(options) >= 1:
             by_priority[_type_priority(kind)].append((entity, options))
     chosen = pick(rng, by_priority[0], attempts)

@@ -198,6 +198,11 @@ def test_one_word_names_are_never_swapped_for_or_from_common_words(resources):
     swaps = {c.edit for seed in range(10) for c in entity_candidates(text, rng(seed), res, attempts=3)}
     assert {e.split(" -> ")[0] for e in swaps} == {"Adiponectin", "Danish"}  # "Successful", "Review": common words
     assert {e.split(" -> ")[1] for e in swaps} == {"Leptin", "Swedish"}
+    vocab = {"name:2": ("Membrane Biogenesis", "South Africa"), "name:3": ("Outer Membrane Biogenesis",)}
+    res = PerturbResources("", resources.tagger, {}, vocab)
+    text = "Cohorts in New Zealand, a Subcutaneous Semaglutide trial with Outer Membrane Biogenesis assays."
+    swaps = {c.edit for seed in range(10) for c in entity_candidates(text, rng(seed), res, attempts=3)}
+    assert swaps == {"New Zealand -> South Africa"}  # a listed name; the others are capitalised common words
 
 
 def test_entity_swaps_take_entities_of_the_focus_sentence_and_replace_every_mention(resources):

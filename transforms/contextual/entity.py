@@ -185,23 +185,38 @@ def _type_priority(kind: str) -> int:
     return 1 if kind.startswith("name:") else 0
 
 
-def _common_word(word: str, tagger) -> bool:
-    """A one-word name WordNet knows only in small letters ("Successful", "Review"): a generic word in a
-    title-case title, not a name. "Danish", "Drosophila" (capitalised lemmas) and words WordNet lacks
-    ("Adiponectin") are names; without a tagger nothing is ruled out."""
-    if tagger is None or " " in word:
+def _proper_in_wordnet(phrase: str, tagger) -> bool | None:
+    """True: WordNet has `phrase` as a capitalised lemma ("Danish", "New_Zealand"); False: only in small
+    letters ("Successful"); None: WordNet lacks it ("Adiponectin")."""
+    key = phrase.replace(" ", "_")
+    names = [lemma.name() for synset in tagger.wordnet.synsets(key.lower()) for lemma in synset.lemmas()]
+    same = [name for name in names if name.lower() == key.lower()]
+    if not same:
+        return None
+    return any(name[:1].isupper() for name in same)
+
+
+def _common_word(name: str, tagger) -> bool:
+    """A name of the vocabulary that is really common words capitalised by a title-case title: one word
+    WordNet knows only in small letters ("Successful", "Review"), or several words not listed as a name
+    whose any word is such a word ("Outer Membrane Biogenesis"; "Papua New Guinea" is listed). Names WordNet
+    lacks ("Adiponectin", "Hlabisa") are kept; without a tagger nothing is ruled out."""
+    if tagger is None:
         return False
-    lemmas = [lemma.name() for synset in tagger.wordnet.synsets(word.lower()) for lemma in synset.lemmas()]
-    same = [name for name in lemmas if name.lower() == word.lower()]
-    return bool(lemmas) and not any(name[:1].isupper() for name in same)
+    if " " not in name:
+        return _proper_in_wordnet(name, tagger) is False
+    if _proper_in_wordnet(name, tagger):
+        return False
+    return any(_proper_in_wordnet(word, tagger) is False for word in name.split())
 
 
 def entity_candidates(text: str, rng, resources: PerturbResources, attempts: int = 3) -> list[Candidate]:
     """Up to `attempts` candidates, each replacing every occurrence of one entity of the focus sentence
     (`resources.focus`; the whole text when None) by an entity of the same type from the vocabulary that
     does not occur in `text` (so it comes from another document). Capitalised words of title-case titles
-    reach the vocabulary too: a one-word name that WordNet knows only in small letters is neither swapped
-    nor drawn ("Adiponectin" -> "Successful" is no name swap; "Danish" -> "Swedish" is)."""
+    reach the vocabulary too: names made of common words (`_common_word`) are neither swapped nor drawn
+    ("Adiponectin" -> "Successful" is no name swap; "Danish" -> "Swedish", "New Zealand" -> "South Africa"
+    are)."""
     vocab = resources.entity_vocab or {}
     present = {t.lower() for t in _TOKEN_RE.findall(text)}
     lowered = text.lower()
@@ -213,7 +228,7 @@ def entity_candidates(text: str, rng, resources: PerturbResources, attempts: int
             e for e in vocab.get(kind, ())
             if (e.lower() not in lowered if " " in e else e.lower() not in present) and not is_heading_word(e)
         ]
-        if kind == "name:1":
+        if kind.startswith("name:"):
             if _common_word(entity, resources.tagger):
                 continue
             options = [e for e in options if not _common_word(e, resources.tagger)]

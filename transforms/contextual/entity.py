@@ -12,7 +12,9 @@ the capitals run they stand in) and hyphenated modifiers ("PCR-based") do not.
 Type-consistent swaps: an entity is replaced only by one of the same `entity_type` (never "SIDS" ->
 "OUTCOME"): acronyms (capital letters only) by length class, numbers with a unit ("10mg") by unit,
 gene/protein-like symbols by written shape (every run of capitals "A", small letters "a", digits "9",
-Greek letters "α": "IL-6" -> "A-9"), single capitalised names, multiword names by word count.
+Greek letters "α": "IL-6" -> "A-9"), single capitalised names, multiword names by word count; at swap
+time names made of capitalised common words of title-case titles ("Review", "Outer Membrane Biogenesis":
+WordNet knows them in small letters only) are neither swapped nor drawn.
 The vocabulary (type -> entities by document frequency, capped) is built from the corpus passages
 (`entities_in` per passage, document frequencies, `vocabulary_from_counts`; in Beam
 transforms.contextual.beam.BuildEntityVocabulary) and reaches workers as a side input: replacements are

@@ -7,8 +7,11 @@ Runs transforms.contextual.generator.ContextualGenerator (what the Beam DoFn run
 writes bench/results/contextual[-quick].json with: candidates and accepted negatives per second (model and
 WordNet loading timed apart), the share of positives with >= 1 accepted negative per kind, guard
 acceptance per kind and rejections per reason, the share of candidates each upper band edge would keep
-(a band sweep: one-word edits of long abstracts move a mean-pooled model very little), and 10 random
-accepted examples per kind (the edited span of the positive, before and after).
+(a band sweep: one-word edits of long abstracts move a mean-pooled model very little), where the edits
+land (per kind: the share of accepted negatives whose every changed span lies inside the sentence of the
+model window that best matches the query -- common.match_sentence -- and the share that touch it at all),
+the type consistency of entity swaps (entity.same_entity_type on each "old -> new": same entity type, no
+heading word), and 10 random accepted examples per kind (the edited span of the positive, before and after).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from common import Timer, write_results  # noqa: E402
 from schemas.build_config import CONTEXTUAL_KINDS, ContextualConfig, EmbedConfig  # noqa: E402
 from schemas.inputs import passage_of  # noqa: E402
 from schemas.negatives import text_hash  # noqa: E402
-from transforms.contextual.entity import entities_in, vocabulary_from_counts  # noqa: E402
+from transforms.contextual.common import changed_spans, match_sentence, split_at_window  # noqa: E402
+from transforms.contextual.entity import entities_in, same_entity_type, vocabulary_from_counts  # noqa: E402
 from transforms.contextual.generator import ContextualGenerator  # noqa: E402
 
 BATCH = 16
@@ -118,6 +122,48 @@ def band_sweep(log: list[tuple[str, float, str | None]], low: float) -> dict:
     return sweep
 
 
+def edit_locations(rows: list[dict], tokenizer, window_tokens: int) -> dict:
+    """Per generator: accepted negatives, the share whose every changed span lies in the match sentence of
+    the model window (common.match_sentence; a window sharing no word with the query has none), and the share
+    with at least one changed span there."""
+    by_generator: dict[str, list[tuple[bool, bool]]] = {}
+    for row in rows:
+        head, _ = split_at_window(row["positive"], tokenizer, window_tokens)
+        span = match_sentence(head, row["anchor"])
+        spans = changed_spans(row["positive"], row["negative"])
+        inside = [span is not None and span[0] <= a and b <= span[1] for a, b in spans]
+        by_generator.setdefault(row["generator"], []).append((bool(inside) and all(inside), any(inside)))
+    out = {}
+    for generator, flags in sorted(by_generator.items()):
+        out[generator] = {
+            "accepted": len(flags),
+            "all_edits_in_match_sentence": round(sum(a for a, _ in flags) / len(flags), 3),
+            "touches_match_sentence": round(sum(t for _, t in flags) / len(flags), 3),
+        }
+    every = [f for flags in by_generator.values() for f in flags]
+    out["all"] = {
+        "accepted": len(every),
+        "all_edits_in_match_sentence": round(sum(a for a, _ in every) / max(len(every), 1), 3),
+        "touches_match_sentence": round(sum(t for _, t in every) / max(len(every), 1), 3),
+    }
+    return out
+
+
+def entity_type_consistency(rows: list[dict]) -> dict:
+    """Entity rows whose every "old -> new" swap keeps the entity type (and brings no heading word)."""
+    entity_rows = [r for r in rows if r["generator"] == "entity"]
+    consistent = [
+        all(same_entity_type(*part.split(" -> ", 1)) for part in r["edit"].split("; ") if " -> " in part)
+        for r in entity_rows
+    ]
+    inconsistent = sorted({r["edit"] for r, ok in zip(entity_rows, consistent) if not ok})
+    return {
+        "entity_rows": len(entity_rows),
+        "type_consistent_share": round(sum(consistent) / max(len(entity_rows), 1), 3),
+        "inconsistent_examples": inconsistent[:15],
+    }
+
+
 def summarise(rows, counts, pairs, seconds: float, kinds) -> dict:
     stats = counts.as_dict()
     n = len(pairs)
@@ -183,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     figures["seconds_load_model_wordnet"] = round(load.seconds, 2)
     figures["seconds_entity_vocabulary"] = round(vocab_time.seconds, 2)
     figures["band_sweep"] = band_sweep(generator.similarity_log, band[0])
+    figures["edit_location"] = edit_locations(rows, generator.model.tokenizer, generator.window_tokens)
+    figures["entity_type_consistency"] = entity_type_consistency(rows)
     payload = {
         "inputs": {
             "dataset": "scifact train",
@@ -193,14 +241,14 @@ def main(argv: list[str] | None = None) -> None:
             "kinds": list(kinds),
             "seed": args.seed,
             "window_tokens": generator.window_tokens,
-            "entity_shapes": len(vocab),
+            "entity_types": len(vocab),
         },
         "figures": figures,
         "examples": examples(rows, args.seed),
     }
     name = "contextual-quick" if args.quick else "contextual"
     path = write_results(name, payload, command=[os.path.basename(sys.executable), *sys.argv])
-    print(json.dumps({k: v for k, v in figures.items() if k != "counts"}, indent=1))
+    print(json.dumps({k: v for k, v in figures.items() if k not in ("counts", "band_sweep")}, indent=1))
     for generator_name, items in payload["examples"].items():
         print(f"\n== {generator_name} ==")
         for item in items:

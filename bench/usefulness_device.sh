@@ -13,6 +13,8 @@
 # usefulness.log, env.txt) go flat into $OUT (default runs/device-out). Every finished row is written at
 # once: a call cut short still returns the rows done. TIME_BUDGET (s, default 390): no row starts later;
 # HARD_LIMIT (s, default TIME_BUDGET + 50) kills the Python process; DEVICE (default cuda).
+# bench.usefulness holds 10 % of the train queries out of training for every row (--dev-fraction, seeded by
+# query id) and scores them as dev next to test; pass --dev-fraction 0 for the old all-pairs table.
 set -euo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 GPU_DIR=${GPU_DIR:-.gpu}

@@ -8,7 +8,8 @@ Writes (each step skipped when its output is already there, unless --force):
   OUT/model/minilm_fp16/ the bundled all-MiniLM-L6-v2 in fp16 (~45 MB; trainer.loop casts it to fp32)
   OUT/data/scifact/      corpus.jsonl.gz, queries.jsonl, qrels/{train,test}.tsv
   OUT/data/negatives.parquet  the RUN_DIR's hard, semi_hard, random and contextual negatives as ids
-                         (texts only for contextual edits): trainer.data.compact_negatives
+                         (texts only for contextual edits): trainer.data.compact_negatives; mined for every
+                         train query: bench.usefulness's dev queries (--dev-fraction) simply go unused
 and checks the folder stays under 60 MiB (the device call carries 64 MiB with the repository).
 """
 

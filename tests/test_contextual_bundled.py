@@ -17,8 +17,9 @@ from schemas.build_config import ContextualConfig, EmbedConfig
 from transforms.contextual.entity import entities_in, vocabulary_from_counts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "contextual"
-# Measured on these 6 pairs: entity swaps accepted for 5 positives, antonyms for 1; negation and number 0.
-MIN_ENTITY = 4
+# Measured on these 6 pairs: entity swaps accepted for 3 positives (5 before edits moved into the sentence
+# that matches the query; pair 0 has no such sentence), antonyms for 1; negation and number 0.
+MIN_ENTITY = 3
 MIN_ANTONYM = 1
 
 

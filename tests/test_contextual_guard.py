@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from schemas.negatives import text_hash
-from transforms.contextual.beam import TopEntitiesPerShapeFn
+from transforms.contextual.beam import TopEntitiesPerTypeFn
 from transforms.contextual.entity import vocabulary_from_counts
 from transforms.contextual.generator import pair_rng, spread_across_kinds
 from transforms.contextual.guard import REJECTION_REASONS, GuardCounts, band_rejection, text_rejection
@@ -94,7 +94,7 @@ def test_pair_rng_streams_are_stable_and_independent():
 def test_entity_vocabulary_combiner_is_exact_whatever_the_bundling():
     counts = {f"GENE{i}": 2 + i % 7 for i in range(60)} | {f"IL-{i}": 2 + i % 3 for i in range(10)} | {"Danish": 5}
     expected = vocabulary_from_counts(counts, per_shape=5, min_df=2)
-    combine = TopEntitiesPerShapeFn(per_shape=5)
+    combine = TopEntitiesPerTypeFn(per_shape=5)
     items = sorted(counts.items())
     for parts in (1, 3, 7):
         accumulators = []
@@ -104,5 +104,5 @@ def test_entity_vocabulary_combiner_is_exact_whatever_the_bundling():
                 accumulator = combine.add_input(accumulator, item)
             accumulators.append(accumulator)
         assert combine.extract_output(combine.merge_accumulators(accumulators)) == expected
-    assert expected["A9"] == ("GENE13", "GENE20", "GENE27", "GENE34", "GENE41")  # df 8, ties by name
-    assert expected["Aa"] == ("Danish",) and len(expected["A-9"]) == 5
+    assert expected["symbol:A9"] == ("GENE13", "GENE20", "GENE27", "GENE34", "GENE41")  # df 8, ties by name
+    assert expected["name:1"] == ("Danish",) and len(expected["symbol:A-9"]) == 5

@@ -9,8 +9,22 @@ import threading
 import numpy as np
 import pytest
 
-from transforms.contextual.common import Candidate, PerturbResources, describe_edit, split_at_window
-from transforms.contextual.entity import entities_in, entity_candidates, entity_shape
+from transforms.contextual.common import (
+    Candidate,
+    PerturbResources,
+    changed_spans,
+    describe_edit,
+    match_sentence,
+    split_at_window,
+)
+from transforms.contextual.entity import (
+    entities_in,
+    entity_candidates,
+    entity_shape,
+    entity_type,
+    same_entity_type,
+    vocabulary_from_counts,
+)
 from transforms.contextual.focus import focus_candidates, focus_sentence
 from transforms.contextual.lexical import antonym_candidates, synonym_candidates
 from transforms.contextual.negation import negation_candidates
@@ -119,17 +133,99 @@ def test_entity_shapes_and_detection():
     assert found == ["BRCA1", "IL-6", "TNF-α", "Danish"]  # headings, sentence starts and CI are not entities
 
 
-def test_entity_swaps_every_mention_for_a_same_shape_entity_from_elsewhere(resources):
-    vocab = {"A9": ("BRCA1", "BRCA2", "TP53"), "A-9": ("IL-6", "IL-10"), "Aa": ("Swedish",)}
+def test_entity_swaps_every_mention_for_a_same_type_entity_from_elsewhere(resources):
+    vocab = {"symbol:A9": ("BRCA1", "BRCA2", "TP53"), "symbol:A-9": ("IL-6", "IL-10"), "name:1": ("Swedish",)}
     res = PerturbResources("", resources.tagger, {}, vocab)
     sentence = "BRCA1 binds IL-6 in Danish women. Loss of BRCA1 lowers IL-6."
     out = entity_candidates(sentence, rng(), res, attempts=3)
     assert {c.edit.split(" -> ")[0] for c in out} == {"BRCA1", "IL-6", "Danish"}
     for cand in out:
         old, new = cand.edit.split(" -> ")
-        assert entity_shape(old) == entity_shape(new) and new not in sentence  # taken from another document
+        assert entity_type(old) == entity_type(new) and new not in sentence  # taken from another document
         assert old not in re.findall(r"[\w-]+", cand.text) and cand.text.count(new) == sentence.count(old)
     assert entity_candidates(sentence, rng(), PerturbResources(), attempts=3) == []  # no vocabulary, no swap
+
+
+def test_entity_types_keep_swaps_within_a_kind():
+    assert [entity_type(e) for e in ("SIDS", "HIV", "NSCLC", "OUTCOME", "IL-6", "BRCA1", "p53", "10mg", "Danish",
+                                     "New Zealand", "March")] == [
+        "acronym:4-5", "acronym:2-3", "acronym:4-5", "acronym:6+", "symbol:A-9", "symbol:A9", "symbol:a9",
+        "quantity:mg", "name:1", "name:2", "month",
+    ]  # fmt: skip
+    assert same_entity_type("SIDS", "COPD") and same_entity_type("IL-6", "IL-10")
+    assert not same_entity_type("SIDS", "OUTCOME") and not same_entity_type("SIDS", "HIV")
+    assert not same_entity_type("IL-6", "BRCA1") and not same_entity_type("10mg", "10ml")
+    assert not same_entity_type("Danish", "New Zealand") and not same_entity_type("RISK", "DATA")  # heading word
+
+
+# SciFact-like abstracts: structured headings in capitals, acronyms, a multiword name.
+SIDS_CORPUS = [
+    "Bed sharing and the risk of sudden infant death syndrome. OBJECTIVE To assess the risk of sudden infant "
+    "death syndrome (SIDS) associated with bed sharing. MAIN OUTCOME MEASURES Incidence of SIDS in New Zealand. "
+    "RESULTS Bed sharing was associated with SIDS (odds ratio 2.4).",
+    "Smoking and COPD. DESIGN, SETTING, AND PARTICIPANTS Cohort of adults in New Zealand. MAIN OUTCOME "
+    "MEASURES Hospital admission for COPD. RESULTS Smokers with COPD had more admissions.",
+    "NSCLC survival. MAIN OUTCOME MEASURES Overall survival in NSCLC. RESULTS EGFR mutations predicted "
+    "response. Patients in South Africa with NSCLC and EGFR mutations lived longer. TRIAL REGISTRATION none.",
+    "Markers of SIDS risk. PRIMARY OUTCOME Death. RESULTS EGFR and COPD were unrelated in South Africa.",
+]
+
+
+def test_entity_swaps_are_type_consistent_never_sids_to_outcome(resources):
+    frequency: dict[str, int] = {}
+    for passage in SIDS_CORPUS:
+        for entity in entities_in(passage):
+            frequency[entity] = frequency.get(entity, 0) + 1
+    vocab = vocabulary_from_counts(frequency, min_df=1)
+    everything = {e for entities in vocab.values() for e in entities}
+    assert {"OUTCOME", "MEASURES", "MAIN", "RESULTS", "REGISTRATION", "PARTICIPANTS", "PRIMARY"}.isdisjoint(everything)
+    assert {"SIDS", "COPD", "NSCLC", "EGFR"} <= set(vocab["acronym:4-5"]) and "New Zealand" in vocab["name:2"]
+    text = (
+        "Bed sharing and infant death. MAIN OUTCOME MEASURES Incidence of SIDS. "
+        "RESULTS Bed sharing was associated with SIDS in New Zealand."
+    )
+    res = PerturbResources("Is bed sharing associated with SIDS?", resources.tagger, {}, vocab)
+    swaps = [c.edit for seed in range(20) for c in entity_candidates(text, rng(seed), res, attempts=3)]
+    assert swaps and all(same_entity_type(*edit.split(" -> ")) for edit in swaps)
+    assert {e.split(" -> ")[1] for e in swaps if e.startswith("SIDS")} <= {"COPD", "NSCLC", "EGFR"}
+    assert {e.split(" -> ")[0] for e in swaps} == {"SIDS", "New Zealand"}
+
+
+def test_one_word_names_are_never_swapped_for_or_from_common_words(resources):
+    vocab = {"name:1": ("Successful", "Review", "Swedish", "Leptin")}
+    res = PerturbResources("", resources.tagger, {}, vocab)
+    text = "Levels of Adiponectin in Danish men, a Successful Review."
+    swaps = {c.edit for seed in range(10) for c in entity_candidates(text, rng(seed), res, attempts=3)}
+    assert {e.split(" -> ")[0] for e in swaps} == {"Adiponectin", "Danish"}  # "Successful", "Review": common words
+    assert {e.split(" -> ")[1] for e in swaps} == {"Leptin", "Swedish"}
+    vocab = {"name:2": ("Membrane Biogenesis", "South Africa"), "name:3": ("Outer Membrane Biogenesis",)}
+    res = PerturbResources("", resources.tagger, {}, vocab)
+    text = "Cohorts in New Zealand, a Subcutaneous Semaglutide trial with Outer Membrane Biogenesis assays."
+    swaps = {c.edit for seed in range(10) for c in entity_candidates(text, rng(seed), res, attempts=3)}
+    assert swaps == {"New Zealand -> South Africa"}  # a listed name; the others are capitalised common words
+
+
+def test_entity_swaps_take_entities_of_the_focus_sentence_and_replace_every_mention(resources):
+    vocab = {"acronym:4-5": ("COPD", "EGFR"), "name:2": ("South Africa",)}
+    text = "Cohorts in New Zealand. SIDS was more common with bed sharing. Deaths from SIDS fell."
+    span = match_sentence(text, "Bed sharing increases SIDS")
+    assert text[slice(*span)] == "SIDS was more common with bed sharing."
+    res = PerturbResources("Bed sharing increases SIDS", resources.tagger, {}, vocab, focus=span)
+    out = entity_candidates(text, rng(), res, attempts=3)
+    assert [c.edit.split(" -> ")[0] for c in out] == ["SIDS"]  # "New Zealand" is outside the focus sentence
+    assert "SIDS" not in out[0].text and out[0].text.count(out[0].edit.split(" -> ")[1]) == 2
+
+
+def test_match_sentence_and_changed_spans():
+    text = "Obesity is common. IL-6 activates STAT3 in T cells. IL-6 levels were high."
+    assert text[slice(*match_sentence(text, "Does IL-6 activate STAT3 in cells?"))] == (
+        "IL-6 activates STAT3 in T cells."
+    )
+    assert match_sentence(text, "unrelated query words") is None
+    assert text[slice(*match_sentence(text, "IL-6"))] == "IL-6 activates STAT3 in T cells."  # ties: earliest
+    after = text.replace("activates", "does not activate")
+    assert [text[a:b] for a, b in changed_spans(text, after)] == ["activates"]
+    assert changed_spans(text, text.replace("T cells.", "T  cells.")) == [(44, 45)]
 
 
 def test_focus_swaps_the_query_words_of_the_most_overlapping_sentence(resources):

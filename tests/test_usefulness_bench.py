@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.usefulness import Bench, goals, schedule, summarise
+from bench.usefulness import Bench, best_by, dev_query_ids, goals, schedule, summarise, write_table
 
 
 def test_schedule_runs_groups_in_order_seed_by_seed_and_base_once():
@@ -54,3 +54,64 @@ def test_ntuples_take_ranked_picks_fill_from_later_tiers_and_drop_short_pairs(tm
     mixed = bench.ntuples((("hard", 1), ("semi_hard", 1), ("random", 1)))
     assert [r["negative_3"] for r in mixed] == ["text n1"]  # no random for q1: the next hard fills in
     assert json.dumps(mixed)  # plain rows for datasets.Dataset.from_list
+
+
+def test_dev_query_ids_are_seeded_by_query_id_and_sized_by_fraction():
+    ids = [str(i) for i in range(40)]
+    dev = dev_query_ids(ids, 0.1, 13)
+    assert len(dev) == 4 and dev == dev_query_ids(reversed(ids * 2), 0.1, 13)  # order and repeats do not matter
+    assert dev != dev_query_ids(ids, 0.1, 14) and dev_query_ids(ids, 0.0, 13) == frozenset()
+    assert dev <= dev_query_ids(ids, 0.2, 13)  # a larger fraction extends the same ranking
+    assert len(dev_query_ids(["a", "b"], 0.9, 13)) == 1  # never every query
+
+
+def _beir(folder, n_queries=20):
+    (folder / "qrels").mkdir(parents=True)
+    docs = [f"d{i}" for i in range(2 * n_queries)]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": f"doc {d}"}) + "\n"
+                                                 for d in docs))
+    queries = [f"q{i}" for i in range(n_queries)] + ["t0"]
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": f"query {q}"}) + "\n"
+                                                  for q in queries))
+    train = "".join(f"q{i}\td{2 * i}\t1\nq{i}\td{2 * i + 1}\t1\n" for i in range(n_queries))
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + train)
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nt0\td0\t1\n")
+    return str(folder)
+
+
+def test_bench_holds_the_same_dev_queries_out_of_every_row(tmp_path):
+    args = SimpleNamespace(beir=_beir(tmp_path / "beir"), quick=True, dev_fraction=0.1, dev_seed=13)
+    bench = Bench(args)
+    dev = dev_query_ids([f"q{i}" for i in range(20)], 0.1, 13)
+    assert set(bench.dev_queries) == dev and len(dev) == 2
+    assert bench.dev_qrels == {q: {f"d{2 * int(q[1:])}": 1, f"d{2 * int(q[1:]) + 1}": 1} for q in dev}
+    assert len(bench.pairs) == 36 and not {q for q, _ in bench.pairs} & dev  # ST rows' pairs
+    corpus, queries, qrels = bench.train_beir  # negforge rows' pairs (trainer.data.load_beir_negatives)
+    assert not (set(queries) | set(qrels)) & dev and len(corpus) == 40
+    assert Bench(SimpleNamespace(**{**vars(args), "dev_fraction": 0.0})).dev_queries == {}
+
+
+def test_best_recipe_is_chosen_on_dev_and_reported_on_test():
+    def row(scheme, dev, test):
+        return {**_row(scheme, 1, test), "dev_ndcg@10": dev, "dev_mrr@10": dev, "dev_recall@100": 1.0}
+
+    summary = summarise([row("st_inbatch", 0.60, 0.66), row("st_mined", 0.62, 0.65), row("nf_hard", 0.70, 0.67),
+                         row("nf_hsr", 0.65, 0.69)])
+    assert best_by({s: summary[s] for s in ("nf_hard", "nf_hsr")}) == ("nf_hard", "dev")
+    line = goals(summary)[0]
+    assert "`nf_hard` 0.6700 vs best st_* `st_mined` 0.6500: +0.0200" in line  # not nf_hsr / st_inbatch (test)
+    assert "best chosen on dev nDCG@10, test reported" in line
+    assert "chosen on test, no dev split" in goals(summarise([_row("st_mined", 1, 0.7), _row("nf_hard", 1, 0.8)]))[0]
+
+
+def test_table_shows_dev_and_test_and_says_how_dev_was_held_out(tmp_path):
+    rows = [{**_row("nf_hard", seed, 0.67 + seed / 100), "dev_ndcg@10": 0.7, "dev_mrr@10": 0.6,
+             "dev_recall@100": 0.9} for seed in (1, 2)]
+    meta = {"quick": False, "git_sha": "abc", "machine": "m", "command": "c", "schemes": ["nf_hard"],
+            "budget": {"batch_size": 32, "lr": 2e-5, "max_seq_length": 256},
+            "dev": {"fraction": 0.1, "seed": 13, "queries": 81, "train_pairs": 830}}
+    write_table(str(tmp_path / "u"), meta, rows)
+    table = (tmp_path / "u.md").read_text()
+    assert "81 of the train queries (0.1, seed 13) held out of training for every row as dev" in table
+    assert "| `nf_hard` | st | x | 1 | 9 | 2 | 0.7000 ± 0.0000 | 0.6850 ± 0.0071 |" in table
+    assert json.loads((tmp_path / "u.json").read_text())["summary"]["nf_hard"]["dev_ndcg@10"] == 0.7

@@ -27,7 +27,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.utils import shared
 
 from schemas.build_config import ContextualConfig, EmbedConfig
-from transforms.contextual.entity import entities_in, entity_shape
+from transforms.contextual.entity import entities_in, entity_type
 from transforms.contextual.guard import GuardCounts
 from transforms.contextual.wordnet_install import disable_nltk_download, prepare_wordnet
 
@@ -42,10 +42,10 @@ ENTITY_SHAPES = 300
 ENTITY_MIN_DOCS = 2  # an entity must occur in this many passages (drops typos and one-off codes)
 
 
-class TopEntitiesPerShapeFn(beam.CombineFn):
-    """(entity, document frequency) -> {shape: entities by (-df, entity), at most per_shape each}.
+class TopEntitiesPerTypeFn(beam.CombineFn):
+    """(entity, document frequency) -> {entity type: entities by (-df, entity), at most per_shape each}.
 
-    Exact top-k per shape under a total order, so the result does not depend on how inputs were bundled.
+    Exact top-k per type under a total order, so the result does not depend on how inputs were bundled.
     """
 
     def __init__(self, per_shape: int = ENTITIES_PER_SHAPE, max_shapes: int = ENTITY_SHAPES):
@@ -59,10 +59,10 @@ class TopEntitiesPerShapeFn(beam.CombineFn):
 
     def add_input(self, accumulator: dict, element) -> dict:
         entity, df = element
-        items = accumulator.setdefault(entity_shape(entity), [])
+        items = accumulator.setdefault(entity_type(entity), [])
         items.append((-int(df), entity))
         if len(items) > 2 * self.per_shape:
-            accumulator[entity_shape(entity)] = self._trim(items)
+            accumulator[entity_type(entity)] = self._trim(items)
         return accumulator
 
     def merge_accumulators(self, accumulators) -> dict:
@@ -79,7 +79,7 @@ class TopEntitiesPerShapeFn(beam.CombineFn):
 
 
 class BuildEntityVocabulary(beam.PTransform):
-    """Passages -> one dict {shape: entities} (document frequency >= min_docs, capped per shape)."""
+    """Passages -> one dict {entity type: entities} (document frequency >= min_docs, capped per shape)."""
 
     def __init__(self, min_docs: int = ENTITY_MIN_DOCS, per_shape: int = ENTITIES_PER_SHAPE):
         super().__init__()
@@ -91,7 +91,7 @@ class BuildEntityVocabulary(beam.PTransform):
             | "EntitiesPerPassage" >> beam.FlatMap(entities_in)
             | "DocumentFrequency" >> beam.combiners.Count.PerElement()
             | "FrequentEntities" >> beam.Filter(lambda kv, n: kv[1] >= n, self.min_docs)
-            | "TopEntitiesPerShape" >> beam.CombineGlobally(TopEntitiesPerShapeFn(self.per_shape))
+            | "TopEntitiesPerType" >> beam.CombineGlobally(TopEntitiesPerTypeFn(self.per_shape))
         )
 
 

@@ -1,9 +1,11 @@
 """What every contextual-negative generator shares: the candidate type, resources, tokens, edit descriptions.
 
 A generator is a pure function `(text, rng, resources) -> list[Candidate]`: `text` is the part of the
-positive the model sees (the edit window, see `split_at_window`), `rng` a numpy Generator seeded per
-(query, positive, kind), `resources` the per-worker objects (tagger, augmenters, entity vocabulary) plus the
-query text. Candidates carry the whole edited window; the caller appends the untouched tail.
+positive it may edit, `rng` a numpy Generator seeded per (query, positive, kind), `resources` the per-worker
+objects (tagger, augmenters, entity vocabulary) plus the query text. ContextualGenerator passes the sentence
+of the edit window that carries the query match (`match_sentence`); the entity kind gets the whole window
+and that sentence's span as `resources.focus`. Candidates carry the whole text they were given; the caller
+puts the untouched rest of the positive back around it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class PerturbResources:
     query: str = ""
     tagger: Any = None  # transforms.contextual.tagger.WordNetTagger
     augmenters: dict = field(default_factory=dict)  # kind -> nlpaug augmenter (contextual/lexical.py)
-    entity_vocab: dict = field(default_factory=dict)  # shape -> tuple of entities (contextual/entity.py)
+    entity_vocab: dict = field(default_factory=dict)  # type -> tuple of entities (contextual/entity.py)
+    focus: tuple[int, int] | None = None  # (start, end) of the match sentence in the text, where known
 
 
 def gap_tokens(text: str) -> list[str]:
@@ -78,6 +81,28 @@ def sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def stem_word(word: str) -> str:
+    """Crude de-pluralisation for overlap counts ("cells" ~ "cell", "class" stays)."""
+    word = word.lower()
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def match_sentence(text: str, query: str) -> tuple[int, int] | None:
+    """(start, end) of the sentence of `text` that carries the query match: the one sharing the most distinct
+    (crudely de-pluralised) content words with `query`, ties to the earliest; None when none shares any.
+
+    Lexical overlap, not the embedding model: it is a pure function of the two strings (no extra encode per
+    sentence: the re-embedding of candidates already dominates the cost), deterministic across backends and
+    devices, and the query's words are what a meaning-changing edit has to hit to change the answer."""
+    query_words = {stem_word(w) for w in content_words(query)}
+    best, best_overlap = None, 0
+    for start, end in sentences(text):
+        overlap = len(query_words & {stem_word(w) for w in content_words(text[start:end])})
+        if overlap > best_overlap:
+            best, best_overlap = (start, end), overlap
+    return best
+
+
 def describe_edit(before: str, after: str, max_chars: int = 200) -> str:
     """The changed span(s) as "old -> new" joined by "; ", with one word of context around pure insertions
     or deletions ("is associated -> is not associated")."""
@@ -93,6 +118,20 @@ def describe_edit(before: str, after: str, max_chars: int = 200) -> str:
         spans.append(f"{' '.join(a[i1:i2])} -> {' '.join(b[j1:j2])}")
     text = "; ".join(spans)
     return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+
+
+def changed_spans(before: str, after: str) -> list[tuple[int, int]]:
+    """(start, end) character spans of `before` that `after` changed, token by token (words, spaces,
+    punctuation); an insertion is an empty span at its position."""
+    a, b = gap_tokens(before), gap_tokens(after)
+    offsets = [0]
+    for token in a:
+        offsets.append(offsets[-1] + len(token))
+    return [
+        (offsets[i1], offsets[i2])
+        for op, i1, i2, _, _ in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
+        if op != "equal"
+    ]
 
 
 def split_at_window(text: str, tokenizer: Any, window_tokens: int, margin_tokens: int = 8) -> tuple[str, str]:

@@ -1,35 +1,23 @@
 """Focus swaps: change who does what to whom in the part of the positive the query is about.
 
-The focus sentence is the sentence of the edit window sharing the most content words with the query (ties:
-the earliest). Inside it, two content words with the same Penn tag trade places, at least one of them a
-query word: "IL-6 activates STAT3 in T cells" -> "STAT3 activates IL-6 in T cells". Pairs where both words
-come from the query (the relation the query asks about) are drawn first; the same words still appear, so
-this kind tests word order and roles, which bag-of-words overlap cannot see.
+The focus sentence is the sentence sharing the most content words with the query (ties: the earliest;
+common.match_sentence, which also picks the sentence every other kind edits). Inside it, two content words
+with the same Penn tag trade places, at least one of them a query word: "IL-6 activates STAT3 in T cells"
+-> "STAT3 activates IL-6 in T cells". Pairs where both words come from the query (the relation the query
+asks about) are drawn first; the same words still appear, so this kind tests word order and roles, which
+bag-of-words overlap cannot see.
 """
 
 from __future__ import annotations
 
 import re
 
-from transforms.contextual.common import Candidate, PerturbResources, content_words, match_case, pick, sentences
+from transforms.contextual.common import Candidate, PerturbResources, content_words, match_case, pick
+from transforms.contextual.common import match_sentence as focus_sentence
+from transforms.contextual.common import stem_word as _norm
 
 _WORD_SPAN_RE = re.compile(r"[\w\u0370-\u03ff]+(?:[-'][\w\u0370-\u03ff]+)*")
-
-
-def _norm(word: str) -> str:
-    word = word.lower()
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
-
-
-def focus_sentence(text: str, query: str) -> tuple[int, int] | None:
-    """(start, end) of the sentence sharing the most (crudely de-pluralised) content words with the query."""
-    query_words = {_norm(w) for w in content_words(query)}
-    best, best_overlap = None, 0
-    for start, end in sentences(text):
-        overlap = len(query_words & {_norm(w) for w in content_words(text[start:end])})
-        if overlap > best_overlap:
-            best, best_overlap = (start, end), overlap
-    return best
+__all__ = ["focus_candidates", "focus_sentence"]
 
 
 def _swap_pairs(spans: list[re.Match], query_words: set[str], tagger) -> tuple[list, list]:

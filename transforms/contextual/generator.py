@@ -1,8 +1,12 @@
 """Candidates -> guard -> selection for a batch of (query, positive) pairs, without Beam.
 
 transforms/contextual/beam.py's DoFn and bench/contextual.py both call `ContextualGenerator.run()`.
-For every pair the generators of ContextualConfig.kinds (transforms/contextual/<kind>.py) edit the part of the
-positive the model reads (its first max_seq_length tokens, prompt and special tokens included); the guard
+For every pair the generators of ContextualConfig.kinds (transforms/contextual/<kind>.py) edit the sentence
+that carries the query match (common.match_sentence: most content words shared with the query) inside the
+part of the positive the model reads (its first max_seq_length tokens, prompt and special tokens included):
+an edit elsewhere leaves the passage answering the query, a false negative rather than a hard one. A pair
+whose window shares no content word with the query gets no contextual negative. The entity kind swaps an
+entity of that sentence at every mention in the window (WINDOW_KINDS). The guard
 (transforms/contextual/guard.py) keeps candidates that are new, differ in a content word, are no judged
 positive, and whose re-embedding lies in the similarity band; up to `per_pair` survivors are chosen, spread
 across kinds. All candidates of a batch are re-embedded in one encode() call.
@@ -14,6 +18,7 @@ no output depends on worker count, bundling or threads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import zlib
@@ -23,7 +28,7 @@ import numpy as np
 
 from schemas.build_config import ContextualConfig, EmbedConfig
 from schemas.negatives import lexical_overlap, text_hash
-from transforms.contextual.common import Candidate, PerturbResources, split_at_window
+from transforms.contextual.common import Candidate, PerturbResources, match_sentence, split_at_window
 from transforms.contextual.guard import GuardCounts, band_rejection, text_rejection
 from transforms.contextual.wordnet_install import disable_nltk_download
 
@@ -38,6 +43,7 @@ GENERATOR_NAMES = {
     "focus": "focus",
 }
 CANDIDATES_PER_KIND = 3  # drawn per kind and pair before the guard
+WINDOW_KINDS = frozenset({"entity"})  # given the whole window and the match sentence's span (resources.focus)
 RAW_CHARS = 300
 
 
@@ -129,14 +135,25 @@ class ContextualGenerator:
         return cls(contextual, embed, seed, load_contextual_model(embed), tagger, augmenters, **kwargs)
 
     def pair_candidates(self, pair: dict, entity_vocab: dict) -> list[Candidate]:
-        """Every kind's candidates for one pair, as whole texts (edited window + untouched tail)."""
+        """Every kind's candidates for one pair, as whole texts: edits inside the match sentence of the window
+        (entity: its entities, at every mention in the window), the rest of the positive untouched."""
         head, tail = split_at_window(pair["positive"], self.model.tokenizer, self.window_tokens)
+        span = match_sentence(head, pair["anchor"])
+        if span is None:
+            return []
+        start, end = span
         resources = PerturbResources(pair["anchor"], self.tagger, self.augmenters, entity_vocab)
+        window_resources = dataclasses.replace(resources, focus=span)
         out = []
         for kind in self.contextual.kinds:
             rng = pair_rng(self.seed, pair["query_id"], pair["positive_id"], kind)
-            for cand in self.generators[kind](head, rng, resources, attempts=self.candidates_per_kind):
-                out.append(Candidate(cand.text + tail, cand.edit, kind))
+            if kind in WINDOW_KINDS:
+                for cand in self.generators[kind](head, rng, window_resources, attempts=self.candidates_per_kind):
+                    out.append(Candidate(cand.text + tail, cand.edit, kind))
+                continue
+            sentence = head[start:end]
+            for cand in self.generators[kind](sentence, rng, resources, attempts=self.candidates_per_kind):
+                out.append(Candidate(head[:start] + cand.text + head[end:] + tail, cand.edit, kind))
         return out
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:

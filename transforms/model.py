@@ -183,7 +183,7 @@ def load_sentence_transformer(
         model.max_seq_length = max_seq_length
     model.eval()
     if backend != "torch":
-        use_onnx_backend(model, local_dir, backend, device, threads)
+        use_onnx_backend(model, local_dir, backend, device, threads, spec=spec)
     logger.info(
         "loaded model %s from %s (backend %s, device %s, max_seq_length %s)",
         spec, local_dir, backend, device, model.max_seq_length,

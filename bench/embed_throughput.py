@@ -138,7 +138,7 @@ def encode_ab(model, texts: list[str], batch: int, rounds: int = 2) -> dict:
         with Timer() as ours:
             mine = encode_texts(model, texts, "doc", None, batch)
         with Timer() as theirs:
-            plain = model.encode_document(texts, batch_size=batch, convert_to_numpy=True)
+            plain = model.encode_document(texts, batch_size=batch, convert_to_numpy=True, show_progress_bar=False)
         best["negforge"] = min(best["negforge"], ours.seconds)
         best["sentence_transformers"] = min(best["sentence_transformers"], theirs.seconds)
     return {"texts": len(texts), "negforge_encode_s": round(best["negforge"], 3),

@@ -113,11 +113,13 @@ def time_encode(model_spec: str, backend: str, device: str, texts: list[str], ba
 
     from transforms.embed import TEXTS_PER_CALL_FACTOR
     from transforms.embed_encode import encode_texts
-    from transforms.model import load_sentence_transformer
+    from transforms.model import fuse_linear_gelu, load_sentence_transformer
 
     torch.set_num_threads(threads)
     with Timer() as load:
         model = load_sentence_transformer(model_spec, device=device, backend=backend, threads=threads)
+        if backend == "torch":
+            fuse_linear_gelu(model)  # as the embed stage's handler does
     encode_texts(model, texts[:batch], "doc", None, batch)  # warm-up (ORT arena, CUDA context, kernels)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -128,17 +130,20 @@ def time_encode(model_spec: str, backend: str, device: str, texts: list[str], ba
     return {"load_s": round(load.seconds, 3), "encode_s": encode.seconds}, vectors, model
 
 
-def encode_ab(model, texts: list[str], batch: int, rounds: int = 2) -> dict:
-    """negforge's encode path against sentence-transformers' own encode_document on the same texts, alternated
-    `rounds` times in this process (best of each), with the largest difference between their vectors."""
+def encode_ab(model, model_spec: str, texts: list[str], batch: int, rounds: int = 2) -> dict:
+    """negforge's encode path (`model`, as the stage runs it) against sentence-transformers' own encode_document
+    on a plain load of the same model, on the same texts, alternated `rounds` times in this process (best of
+    each), with the largest difference between their vectors."""
     from transforms.embed_encode import encode_texts
+    from transforms.model import load_sentence_transformer
 
+    plain_model = load_sentence_transformer(model_spec)
     best = {"negforge": float("inf"), "sentence_transformers": float("inf")}
     for _ in range(rounds):
         with Timer() as ours:
             mine = encode_texts(model, texts, "doc", None, batch)
         with Timer() as theirs:
-            plain = model.encode_document(texts, batch_size=batch, convert_to_numpy=True, show_progress_bar=False)
+            plain = plain_model.encode_document(texts, batch_size=batch, show_progress_bar=False)  # [n, dim]
         best["negforge"] = min(best["negforge"], ours.seconds)
         best["sentence_transformers"] = min(best["sentence_transformers"], theirs.seconds)
     return {"texts": len(texts), "negforge_encode_s": round(best["negforge"], 3),
@@ -264,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         if reference is None and backend == "torch":
             reference = vectors
         if backend == "torch" and device == "cpu" and not args.no_ab:
-            row["encode_ab_vs_st"] = encode_ab(model, texts[: args.ab_docs], args.batch_size)
+            row["encode_ab_vs_st"] = encode_ab(model, args.model, texts[: args.ab_docs], args.batch_size)
         if reference is not None:
             row["min_cosine_to_torch"] = round(float((vectors * reference).sum(axis=1).min()), 5)
         if not args.no_stage and device == "cpu":

@@ -7,7 +7,7 @@ import pytest
 
 from transforms.embed import LazyModel, SentenceTransformerModelHandler
 from transforms.embed_encode import encode_texts, token_budget_batches
-from transforms.model import load_sentence_transformer
+from transforms.model import fuse_linear_gelu, load_sentence_transformer
 
 TEXTS = [
     "a short one",
@@ -28,6 +28,7 @@ def test_token_budget_batches_cover_every_text_once_longest_first():
     assert [lengths[b].tolist() for b in batches] == [[40, 40], [12, 7, 5, 3, 1]]
     assert all(len(b) * lengths[b[0]] <= 80 for b in batches)
     assert [b.tolist() for b in token_budget_batches(np.array([100, 90]), budget=10)] == [[0], [1]]  # >= 1 row
+    assert [len(b) for b in token_budget_batches(lengths, budget=1000, max_rows=3)] == [3, 3, 1]
 
 
 @pytest.mark.parametrize("kind,prompt", [("doc", None), ("query", "query: ")])
@@ -58,3 +59,18 @@ def test_handler_loads_the_model_only_when_a_batch_comes(tiny_model_dir):
     assert len(vectors) == len(TEXTS) and all(abs(float(v @ v) - 1) < 1e-5 for v in vectors[:5])
     handler.run_inference(TEXTS[:2], lazy)
     assert calls == [tiny_model_dir]  # loaded once
+
+
+def test_fused_linear_gelu_gives_the_same_vectors_and_steps_aside_for_training(tiny_model_dir):
+    import torch
+
+    plain = load_sentence_transformer(tiny_model_dir)
+    fused = load_sentence_transformer(tiny_model_dir)
+    if fuse_linear_gelu(fused) == 0:
+        pytest.skip("this torch build has no oneDNN fused linear")
+    want = encode_texts(plain, TEXTS, "doc", None, batch_size=4)
+    np.testing.assert_allclose(encode_texts(fused, TEXTS, "doc", None, batch_size=4), want, atol=1e-6)
+    block = fused[0].model.encoder.layer[0].intermediate
+    sample = torch.randn(1, 3, block.dense.in_features, requires_grad=True)
+    block(sample).sum().backward()  # autograd on: the original Linear + GELU, which has a backward
+    assert sample.grad is not None

@@ -39,7 +39,7 @@ from transforms.embed_cache import (
 )
 from transforms.embed_encode import encode_texts
 from transforms.embed_progress import PROGRESS_INTERVAL_S, EmbedProgress
-from transforms.model import load_sentence_transformer
+from transforms.model import fuse_linear_gelu, load_sentence_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +160,8 @@ class SentenceTransformerModelHandler(ModelHandler[str, np.ndarray, Any]):
             self._spec, device=self._device, max_seq_length=self._max_seq_length, backend=self._backend,
             threads=threads,
         )
+        if self._backend == "torch" and self._model_loader is None:
+            fuse_linear_gelu(model)  # inference only: the stage never trains the model
         plural = {"doc": "docs", "query": "queries"}.get(self._kind, self._kind)
         logger.info(
             "embedding %s with %s (backend %s, device %s) on %d threads", plural, self._spec, self._backend,

@@ -3,7 +3,8 @@
 On a corpus slice (default: the whole corpus of --beir, SciFact's 5,183 docs for the issue's figures; passage =
 title + " " + text; --quick: the positives of the first 40 test queries + other docs up to 300), for every
 backend (torch, onnx, onnx-int8) on the CPU, and torch on cuda wherever torch sees a GPU:
-  encode      plain `encode_document` of the slice after a warm-up: non-padding tokens/s, the FLOP/s
+  encode      the embed stage's encode path (transforms/embed_encode.py) over the slice after a warm-up (torch
+              also A/B against sentence-transformers' `encode_document`): non-padding tokens/s, the FLOP/s
               they stand for (FLOPs per token from the model's config), and that as a fraction of
   peak        a 4096 x 4096 fp32 `torch.matmul` on the same threads, measured in the same run;
   stage       the Beam embed stage (`run_embed`, DirectRunner, cold: model load + graph + Parquet) on the
@@ -11,12 +12,12 @@ backend (torch, onnx, onnx-int8) on the CPU, and torch on cuda wherever torch se
   nDCG@10     SciFact test queries against the slice, from the timed vectors (sentence-transformers'
               InformationRetrievalEvaluator; the full slice is the full corpus: torch gives 0.6451);
   cache       the stage run twice more with one fresh --embedding-cache (cold fill, then warm) with
-              the fastest CPU backend: warm / no-cache stage seconds.
+              the fastest CPU backend: warm / cold-fill stage seconds, and model loads in each (warm: 0).
 Writes bench/results/embed_throughput[_quick].json (git sha, machine, load average, command, inputs).
 
     .venv/bin/python bench/embed_throughput.py --beir SCIFACT_DIR    # the issue-14 figures
     .venv/bin/python bench/embed_throughput.py [--quick] [--docs N] [--backends torch,onnx,onnx-int8]
-        [--threads N] [--batch-size 64] [--no-stage] [--no-cache-check] [--model bundled]
+        [--threads N] [--batch-size 64] [--no-stage] [--no-cache-check] [--no-ab] [--ab-docs 300] [--model bundled]
 """
 
 from __future__ import annotations
@@ -105,20 +106,62 @@ def token_counts(model, texts: list[str]) -> np.ndarray:
 
 
 def time_encode(model_spec: str, backend: str, device: str, texts: list[str], batch: int, threads: int):
-    """Load (export first if needed, timed apart), warm up, then time encode_document over all texts."""
+    """Load (export first if needed, timed apart), warm up, then time the embed stage's encode path
+    (transforms/embed_encode.encode_texts: one tokenizer call, token-sorted batches of batch x max_seq_length
+    tokens) over all texts in RunInference-sized calls."""
     import torch
 
-    from transforms.model import load_sentence_transformer
+    from transforms.embed import TEXTS_PER_CALL_FACTOR
+    from transforms.embed_encode import encode_texts
+    from transforms.model import fuse_linear_gelu, load_sentence_transformer
 
     torch.set_num_threads(threads)
     with Timer() as load:
         model = load_sentence_transformer(model_spec, device=device, backend=backend, threads=threads)
-    model.encode_document(texts[:batch], batch_size=batch)  # warm-up (ORT arena, CUDA context, kernels)
+        if backend == "torch":
+            fuse_linear_gelu(model)  # as the embed stage's handler does
+    encode_texts(model, texts[:batch], "doc", None, batch)  # warm-up (ORT arena, CUDA context, kernels)
     if device == "cuda":
         torch.cuda.synchronize()
+    call = batch * TEXTS_PER_CALL_FACTOR  # the handler's texts per RunInference batch
     with Timer() as encode:
-        vectors = model.encode_document(texts, batch_size=batch, convert_to_numpy=True)  # [n, dim]
+        vectors = np.concatenate([encode_texts(model, texts[i : i + call], "doc", None, batch)
+                                  for i in range(0, len(texts), call)])  # [n, dim]
     return {"load_s": round(load.seconds, 3), "encode_s": encode.seconds}, vectors, model
+
+
+def encode_ab(model, model_spec: str, texts: list[str], batch: int, rounds: int = 2) -> dict:
+    """negforge's encode path (`model`, as the stage runs it) against sentence-transformers' own encode_document
+    on a plain load of the same model, on the same texts, alternated `rounds` times in this process (best of
+    each), with the largest difference between their vectors."""
+    from transforms.embed_encode import encode_texts
+    from transforms.model import load_sentence_transformer
+
+    plain_model = load_sentence_transformer(model_spec)
+    best = {"negforge": float("inf"), "sentence_transformers": float("inf")}
+    for _ in range(rounds):
+        with Timer() as ours:
+            mine = encode_texts(model, texts, "doc", None, batch)
+        with Timer() as theirs:
+            plain = plain_model.encode_document(texts, batch_size=batch, show_progress_bar=False)  # [n, dim]
+        best["negforge"] = min(best["negforge"], ours.seconds)
+        best["sentence_transformers"] = min(best["sentence_transformers"], theirs.seconds)
+    return {"texts": len(texts), "negforge_encode_s": round(best["negforge"], 3),
+            "st_encode_document_s": round(best["sentence_transformers"], 3),
+            "speedup": round(best["sentence_transformers"] / best["negforge"], 3),
+            "max_abs_difference": float(np.abs(mine - plain).max())}
+
+
+class _ModelLoads(logging.Handler):
+    """Counts the embed handler's 'embedding <kind> with <model>' lines: one per model load."""
+
+    def __init__(self):
+        super().__init__()
+        self.loads = 0
+
+    def emit(self, record):
+        if str(record.msg).startswith("embedding %s with"):
+            self.loads += 1
 
 
 def time_stage(model_spec: str, backend: str, corpus: dict[str, str], batch: int, threads: int, cache: str | None):
@@ -175,6 +218,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--no-stage", action="store_true", help="skip the Beam embed stage timings")
     parser.add_argument("--no-cache-check", action="store_true", help="skip the embedding-cache rebuild timing")
+    parser.add_argument("--ab-docs", type=int, default=300,
+                        help="texts for the torch A/B of negforge's encode path vs encode_document (first N)")
+    parser.add_argument("--no-ab", action="store_true", help="skip that A/B")
     parser.add_argument("--name", default=None, help="results file name under bench/results/")
     return parser.parse_args(argv)
 
@@ -222,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if reference is None and backend == "torch":
             reference = vectors
+        if backend == "torch" and device == "cpu" and not args.no_ab:
+            row["encode_ab_vs_st"] = encode_ab(model, args.model, texts[: args.ab_docs], args.batch_size)
         if reference is not None:
             row["min_cosine_to_torch"] = round(float((vectors * reference).sum(axis=1).min()), 5)
         if not args.no_stage and device == "cpu":
@@ -243,10 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_stage and not args.no_cache_check:
         fastest = min((b for b in backends if "stage_s" in results.get(b, {})), key=lambda b: results[b]["stage_s"])
         cache = tempfile.mkdtemp(prefix="negforge-bench-cache-")
+        loads = _ModelLoads()
+        logging.getLogger("transforms.embed").addHandler(loads)
         try:
             fill_s, fill = time_stage(args.model, fastest, corpus, args.batch_size, threads, cache)
+            fill_loads, loads.loads = loads.loads, 0
             warm_s, warm = time_stage(args.model, fastest, corpus, args.batch_size, threads, cache)
         finally:
+            logging.getLogger("transforms.embed").removeHandler(loads)
             shutil.rmtree(cache, ignore_errors=True)
         figures["cache"] = {
             "backend": fastest, "no_cache_stage_s": results[fastest]["stage_s"], "cold_fill_stage_s": round(fill_s, 3),
@@ -254,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             "warm_over_no_cache": round(warm_s / results[fastest]["stage_s"], 3),
             "warm_over_cold_fill": round(warm_s / fill_s, 3),  # the goal: rebuild / first build with the cache
             "cold_fill_texts_embedded": fill["docs_texts_embedded"],
+            "cold_fill_model_loads": fill_loads, "warm_model_loads": loads.loads,
         }
     payload = {
         "inputs": {
@@ -270,10 +323,11 @@ def main(argv: list[str] | None = None) -> int:
                    "onnx_export_and_quantize_s": round(export.seconds, 2), "cuda": torch.cuda.is_available()},
         "load_average_1_5_15_before": load_before,
         "figures": figures,
-        "notes": "encode = plain encode_document after a warm-up; stage = the Beam embed stage, cold (model load, "
-        "graph, Parquet), ONNX export excluded (cached); fraction_of_fp32_peak counts the FLOPs the non-padding "
-        "tokens need (int8 backends: fp32-equivalent FLOPs); nDCG of a --quick slice is not comparable to the "
-        "full corpus' 0.6451",
+        "notes": "encode = the embed stage's encode path (transforms/embed_encode.py) after a warm-up; "
+        "encode_ab_vs_st = that path against sentence-transformers' encode_document on the same texts, "
+        "alternated; stage = the Beam embed stage, cold (model load, graph, Parquet), ONNX export excluded "
+        "(cached); fraction_of_fp32_peak counts the FLOPs the non-padding tokens need (int8 backends: "
+        "fp32-equivalent FLOPs); nDCG of a --quick slice is not comparable to the full corpus' 0.6451",
     }
     name = args.name or ("embed_throughput_quick" if args.quick else "embed_throughput")
     path = write_results(name, payload)

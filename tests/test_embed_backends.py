@@ -29,6 +29,18 @@ def test_fingerprint_follows_content_not_path(tmp_path, tiny_model_dir):
     assert model_content_digest(str(copy)) != model_content_digest(tiny_model_dir)
 
 
+def test_the_bundled_export_is_keyed_by_the_package_version_without_reading_its_files(monkeypatch):
+    from schemas.fingerprints import digest, model_fingerprint
+
+    def no_hashing(local_dir):
+        raise AssertionError("the bundled model's files must not be hashed on every load")
+
+    monkeypatch.setattr(onnx_backend, "model_content_digest", no_hashing)
+    assert onnx_backend.export_cache_key("/any/path", "bundled") == digest(model_fingerprint("bundled"))
+    with pytest.raises(AssertionError):
+        onnx_backend.export_cache_key("/any/path", "/any/path")
+
+
 def test_onnx_matches_torch_and_is_exported_once(tiny_model_dir, onnx_cache, monkeypatch):
     reference = load_sentence_transformer(tiny_model_dir).encode_document(TEXTS, batch_size=2)  # [4, 32]
     onnx_model = load_sentence_transformer(tiny_model_dir, backend="onnx", threads=1)

@@ -2,11 +2,11 @@
 
     (id, text, text_hash) --EmbedTexts(embed_config, kind)--> {id, kind, vector [dim] float32 L2-normalised, text_hash}
 
-The handler keeps only small config; `load_model()` resolves the model SPEC on the worker and RunInference
-shares the loaded model per process. Batches are `texts_per_call` texts (default 16 x batch_size), sorted by
-length as `encode` sorts them and encoded in chunks of 4 x batch_size: the forward passes and their padding
-are those of one `encode` over the batch (about that of one over the whole corpus), and progress (lines on
-the worker log, Beam counters) moves every 4 forward passes. Vectors that come out non-finite (or all zero) leave
+The handler keeps only small config; `load_model()` gives RunInference a LazyModel that resolves the model SPEC
+on the worker at the first batch (a stage served wholly by the embedding cache loads nothing), shared per
+process. Batches are `texts_per_call` texts (default 16 x batch_size), tokenized once, sorted by token count and
+run in forward passes of about batch_size x max_seq_length tokens (transforms/embed_encode.py); progress (lines
+on the worker log, Beam counters) moves every 4 forward passes. Vectors that come out non-finite (or all zero) leave
 through a dead-letter output with a reason instead of failing the pipeline.
 """
 
@@ -37,8 +37,9 @@ from transforms.embed_cache import (
     list_cache_files,
     text_key,
 )
+from transforms.embed_encode import encode_texts
 from transforms.embed_progress import PROGRESS_INTERVAL_S, EmbedProgress
-from transforms.model import load_sentence_transformer
+from transforms.model import fuse_linear_gelu, load_sentence_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,26 @@ def torch_threads_for(torch_threads: int | None, workers_per_machine: int | None
     if workers_per_machine is None:
         return 1
     return max(1, available_cores() // max(1, workers_per_machine))
+
+
+class LazyModel:
+    """What the handler's load_model() gives RunInference (which loads it in its DoFn's setup): `get()` loads the
+    model on the first call, once per process even when RunInference's threads share it."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self._load = load
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+        return self._model
 
 
 class SentenceTransformerModelHandler(ModelHandler[str, np.ndarray, Any]):
@@ -122,16 +143,25 @@ class SentenceTransformerModelHandler(ModelHandler[str, np.ndarray, Any]):
         self._progress_total = progress_total
         self._progress_interval_s = progress_interval_s
 
-    def load_model(self) -> Any:
+    def load_model(self) -> LazyModel:
+        """A LazyModel: the weights (and an ONNX Runtime session) load on the first batch, so a stage whose texts
+        all come from the embedding cache never loads them."""
+        return LazyModel(self._load)
+
+    def _load(self) -> Any:
         import torch
 
         threads = torch_threads_for(self._torch_threads, self._workers_per_machine)
         torch.set_num_threads(threads)
+        with contextlib.suppress(RuntimeError):  # refused once inter-op work has started in this process
+            torch.set_num_interop_threads(1)  # an encoder's forward pass runs one op at a time
         loader = self._model_loader or load_sentence_transformer
         model = loader(
             self._spec, device=self._device, max_seq_length=self._max_seq_length, backend=self._backend,
             threads=threads,
         )
+        if self._backend == "torch" and self._model_loader is None:
+            fuse_linear_gelu(model)  # inference only: the stage never trains the model
         plural = {"doc": "docs", "query": "queries"}.get(self._kind, self._kind)
         logger.info(
             "embedding %s with %s (backend %s, device %s) on %d threads", plural, self._spec, self._backend,
@@ -145,33 +175,36 @@ class SentenceTransformerModelHandler(ModelHandler[str, np.ndarray, Any]):
     def run_inference(
         self, batch: Sequence[str], model: Any, inference_args: dict[str, Any] | None = None
     ) -> Iterable[np.ndarray]:
-        """Encode in chunks of PROGRESS_BATCHES x batch_size texts taken in encode()'s own length order
-        (longest first), so the forward batches, and so the padding, are those of one encode() call over
-        the whole batch, while progress moves every few batches. Each chunk holds the model's lock:
-        Hugging Face fast tokenizers are not thread-safe and RunInference shares one model per process."""
-        encode = model.encode_query if self._kind == "query" else model.encode_document
+        """L2-normalised vectors of the batch's texts, in its order (transforms/embed_encode.py: one tokenizer
+        call, forward passes of about batch_size x max_seq_length tokens in token-length order). The model's lock
+        is held while tokenizing and during each forward pass: Hugging Face fast tokenizers are not
+        thread-safe and RunInference shares one model per process. Progress moves every PROGRESS_BATCHES passes."""
+        model = model.get() if isinstance(model, LazyModel) else model
         progress = getattr(model, "negforge_progress", None)
-        lock = getattr(model, "negforge_lock", None) or contextlib.nullcontext()
-        texts = list(batch)
-        order = np.argsort([-len(text) for text in texts], kind="stable")  # [n]
-        step = self._batch_size * PROGRESS_BATCHES
-        parts = []
-        for start in range(0, len(texts), step):
-            chunk = [texts[i] for i in order[start : start + step]]
-            if progress is not None:
-                progress.begin()
-            with lock:
-                parts.append(
-                    encode(chunk, prompt=self._prompt or None, batch_size=self._batch_size, convert_to_numpy=True,
-                           show_progress_bar=False)
-                )  # [len(chunk), dim]
-            if progress is not None:
-                progress.add(len(chunk))
-            self._texts_done.inc(len(chunk))
-        vectors = np.empty((len(texts), parts[0].shape[1]), parts[0].dtype) if parts else np.zeros((0, 0))
-        if parts:
-            vectors[order] = np.concatenate(parts)  # back to the batch's order
+        pending = [0, 0]  # texts since the last report, forward passes since the last report
+
+        def on_batch(n: int) -> None:
+            pending[0] += n
+            pending[1] += 1
+            if pending[1] >= PROGRESS_BATCHES:
+                self._report(progress, pending, more=True)
+
+        if progress is not None:
+            progress.begin()
+        vectors = encode_texts(model, list(batch), self._kind, self._prompt or None, self._batch_size,
+                               lock=getattr(model, "negforge_lock", None), on_batch=on_batch)  # [n, dim]
+        self._report(progress, pending, more=False)
         return list(l2_normalise(vectors))
+
+    def _report(self, progress, pending: list[int], more: bool) -> None:
+        """Count the texts of the last forward passes (progress line, Beam counter); `more`: passes follow."""
+        if progress is not None:
+            progress.add(pending[0])
+            if more:
+                progress.begin()
+        if pending[0]:
+            self._texts_done.inc(pending[0])
+        pending[0] = pending[1] = 0
 
     @property
     def _texts_done(self):
@@ -268,7 +301,9 @@ class EmbedTexts(beam.PTransform):
 
     `.with_deadletter()` makes it return (rows, deadletter_rows) instead of dropping (and counting)
     vectors that are non-finite or zero; `.with_counts()` makes it return (rows, deadletter_rows, counts)
-    with counts = (name, n) pairs: texts_embedded (distinct texts run through the model), rows_from_cache.
+    with counts = (name, 1) per counted element, summed by the caller: texts_embedded (distinct texts run through
+    the model), rows_from_cache (a Map, not a Count.Globally: 1 step instead of 10 in a graph whose size is a
+    fixed cost of every stage run).
     With `cache_namespace_dir` (EmbedConfig.embedding_cache/<namespace>, see transforms/embed_cache.py)
     texts are grouped by exact text: cached ones skip the model, each other distinct text is embedded
     once and its vector added to the cache.
@@ -333,9 +368,9 @@ class EmbedTexts(beam.PTransform):
             return checked.rows
         if self._outputs == "deadletter":
             return checked.rows, checked[DEADLETTER]
-        counts = [embedded | "CountEmbedded" >> _CountAs("texts_embedded")]
+        counts = [embedded | "CountEmbedded" >> beam.Map(_count_as, "texts_embedded")]
         if hits is not None:
-            counts.append(hits | "CountCached" >> _CountAs("rows_from_cache"))
+            counts.append(hits | "CountCached" >> beam.Map(_count_as, "rows_from_cache"))
         counts = counts | "AllEmbedCounts" >> beam.Flatten()
         return checked.rows, checked[DEADLETTER], counts
 
@@ -368,13 +403,5 @@ class EmbedTexts(beam.PTransform):
         return (split[HITS], fanned) | "CachedAndEmbedded" >> beam.Flatten(), embedded, split[HITS]
 
 
-class _CountAs(beam.PTransform):
-    """PCollection -> one (name, number of elements)."""
-
-    def __init__(self, name: str):
-        super().__init__()
-        self._name = name
-
-    def expand(self, pcoll):
-        name = self._name
-        return pcoll | "Count" >> beam.combiners.Count.Globally() | "Name" >> beam.Map(lambda n: (name, n))
+def _count_as(_element, name: str) -> tuple[str, int]:
+    return name, 1

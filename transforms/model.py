@@ -183,9 +183,57 @@ def load_sentence_transformer(
         model.max_seq_length = max_seq_length
     model.eval()
     if backend != "torch":
-        use_onnx_backend(model, local_dir, backend, device, threads)
+        use_onnx_backend(model, local_dir, backend, device, threads, spec=spec)
     logger.info(
         "loaded model %s from %s (backend %s, device %s, max_seq_length %s)",
         spec, local_dir, backend, device, model.max_seq_length,
     )
     return model
+
+
+def fuse_linear_gelu(model) -> int:
+    """Inference speed-up for a torch model on the CPU: every BERT-style intermediate block (Linear then exact
+    GELU) runs as one oneDNN linear with a fused GELU (`torch.ops.mkldnn._linear_pointwise`), instead of a GEMM,
+    a bias pass and a GELU pass over the [tokens, intermediate] activations. Measured 1.06-1.10x the whole
+    encode of 64 SciFact docs (4 alternated rounds, load 7-8), vectors within 1.5e-7. Each block is checked
+    against its own forward on a sample first and left alone when the op is missing or differs; with autograd on
+    (training) the original forward runs. Returns the number of blocks fused."""
+    import torch
+
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and isinstance(model, torch.nn.Module)):  # a wrapper (tests' fakes) is left alone
+        return 0
+    fused = 0
+    for module in model.modules():
+        dense, act = getattr(module, "dense", None), getattr(module, "intermediate_act_fn", None)
+        if not (isinstance(dense, torch.nn.Linear) and type(act).__name__ == "GELUActivation"
+                and getattr(act, "act", None) is torch.nn.functional.gelu and dense.weight.device.type == "cpu"
+                and dense.weight.dtype == torch.float32 and dense.bias is not None):
+            continue
+        if _fuse_block(module, torch):
+            fused += 1
+    return fused
+
+
+def _fuse_block(module, torch) -> bool:
+    original = module.forward
+
+    def forward(hidden_states):
+        if torch.is_grad_enabled() or hidden_states.dtype != torch.float32 or hidden_states.device.type != "cpu":
+            return original(hidden_states)
+        shape = hidden_states.shape
+        flat = hidden_states.reshape(-1, shape[-1])  # [tokens, hidden]
+        out = torch.ops.mkldnn._linear_pointwise(flat, module.dense.weight, module.dense.bias, "gelu", [], "none")
+        return out.view(*shape[:-1], out.shape[-1])  # [..., intermediate]
+
+    sample = torch.randn(2, 5, module.dense.in_features, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.inference_mode():
+            want, got = original(sample), forward(sample)
+    except Exception as error:  # noqa: BLE001 - an op this build lacks keeps the plain block
+        logger.info("keeping the plain Linear+GELU: %s", error)
+        return False
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+        return False
+    module.forward = forward
+    return True

@@ -30,7 +30,8 @@ import torch
 
 from schemas.build_config import EMBED_BACKENDS as BACKENDS  # noqa: F401 (re-exported for model.py)
 from schemas.build_config import EMBED_DEVICES as DEVICES
-from schemas.fingerprints import model_content_digest
+from schemas.fingerprints import digest, model_content_digest, model_fingerprint
+from schemas.model_spec import BUNDLED
 
 logger = logging.getLogger(__name__)
 
@@ -205,11 +206,20 @@ def quantize_int8(fp32_path: str, path: str, isa: str) -> str:
     return path
 
 
-def onnx_model_path(local_dir: str, hf_model, backend: str) -> str:
+def export_cache_key(local_dir: str, spec: str | None = None) -> str:
+    """The export cache folder's name: the bundled package's version for `bundled` (no byte read: hashing its 90 MB
+    on every load cost each ONNX stage run a few tenths of a second that torch does not pay), else the folder's
+    content digest (path-independent)."""
+    if spec == BUNDLED:
+        return digest(model_fingerprint(BUNDLED))
+    return model_content_digest(local_dir)
+
+
+def onnx_model_path(local_dir: str, hf_model, backend: str, spec: str | None = None) -> str:
     """The cached .onnx file of `backend` for the model in `local_dir`, exported, optimized (and quantized) when
     missing: model-opset17-eager.onnx (export) -> ...-eager-ort.onnx (onnx) -> ...-ort_qint8_<isa>.onnx (onnx-int8).
     The file names carry the export recipe, so a changed recipe never reads an older one's files."""
-    folder = os.path.join(onnx_cache_root(), model_content_digest(local_dir))
+    folder = os.path.join(onnx_cache_root(), export_cache_key(local_dir, spec))
     plain = os.path.join(folder, f"model-opset{ONNX_OPSET}-{EXPORT_RECIPE}.onnx")
     fp32 = os.path.join(folder, f"model-opset{ONNX_OPSET}-{EXPORT_RECIPE}-ort.onnx")
     with _EXPORT_LOCK:
@@ -272,7 +282,8 @@ class OrtTransformer(torch.nn.Module):
         return {"last_hidden_state": torch.from_numpy(hidden).to(input_ids.device)}
 
 
-def use_onnx_backend(model, local_dir: str, backend: str, device: str, threads: int | None = None):
+def use_onnx_backend(model, local_dir: str, backend: str, device: str, threads: int | None = None,
+                     spec: str | None = None):
     """Swap the torch transformer of a loaded SentenceTransformer for an ORT session of `backend`; returns model."""
     if backend not in ("onnx", "onnx-int8"):
         raise ValueError(f"ONNX backend must be 'onnx' or 'onnx-int8', got {backend!r}")
@@ -281,7 +292,7 @@ def use_onnx_backend(model, local_dir: str, backend: str, device: str, threads: 
     if hf_model is None or not hasattr(hf_model, "config"):
         raise ValueError(f"--embed-backend {backend} needs a model whose first module is a Transformer, "
                          f"got {type(transformer).__name__}; use --embed-backend torch")
-    path = onnx_model_path(local_dir, hf_model, backend)
+    path = onnx_model_path(local_dir, hf_model, backend, spec)
     transformer.model = OrtTransformer(path, hf_model.config, device, threads)
     logger.info("embedding backend %s: %s on %s", backend, path, device)
     return model

@@ -1,8 +1,8 @@
 """QueryPayloads -> MinedQuery per query: the search and merge of the mine stage, as one Beam transform.
 
-One pass over the shards: each shard searches its queries deeper (x4 per round, up to mining.max_depth) while it
-is loaded, until every pair group of the query has enough there (transforms/mine.MineShardQueries), so no query
-comes back for another fan-out that would reload every shard (issue 15).
+One pass over the shards: each shard grows every pair group's window below its margin threshold (x4 per round)
+while it is loaded, until the group has enough there (transforms/mine.MineShardQueries), so no query comes back
+for another fan-out that would reload every shard (issue 15).
 """
 
 from __future__ import annotations

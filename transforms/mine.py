@@ -12,6 +12,7 @@ BuildRowsFn joins the texts and writes one row per (query, positive, negative).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import zlib
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from apache_beam.metrics import Metrics
 from threadpoolctl import threadpool_limits
 
 from schemas.build_config import MiningConfig
+from schemas.layout import RunLayout
 from schemas.negatives import lexical_overlap, text_hash
 from transforms import mining_math as mm
 from transforms.search_api import QueryBlock, ShardView
@@ -70,8 +72,9 @@ class ShardCandidates:
     lo: np.ndarray  # [g] int64 group g's window is rows lo[g]:hi[g] of the union
     hi: np.ndarray  # [g] int64
     complete: np.ndarray  # [g] bool: the window holds every shard document at or below the threshold
-    detail_rows: np.ndarray  # [r] int positions into the union whose details travel
-    sims: np.ndarray  # [r, p] float32 cos(positive, candidate)
+    detail_rows: np.ndarray  # [r] int32 union rows a group may pick, group by group
+    detail_groups: np.ndarray  # [r] int32 the group of each
+    sims: np.ndarray  # [sum of the groups' sizes] float32 cos(positive, candidate), the group's pairs only
     draw_ids: np.ndarray  # [m] str, random-tier draws in draw order
     draw_codes: np.ndarray  # [m] int8 candidate codes of the draws
     draw_scores: np.ndarray  # [m] float64
@@ -86,7 +89,7 @@ class MinedNegative:
     tier: str
     rank: int | None  # 1-based position in the raw retrieval list; None for random
     score_negative: float
-    sims: np.ndarray  # [p] float32 cos(positive_j, negative)
+    sims: dict  # {j: cos(positive_j, negative)} for the pairs whose groups chose it (what rows read)
     generator: str
 
 
@@ -218,10 +221,11 @@ def _draws(shard: ShardView, payload: QueryPayload, mining: MiningConfig, seed: 
     return drawn, ids, scores, codes
 
 
-def _details(shard: ShardView, local: np.ndarray, payload: QueryPayload):
+def _details(shard: ShardView, local: np.ndarray, payload: QueryPayload, pairs: np.ndarray | None = None):
+    """[r, p] float32 cos(positive, candidate) of local rows (only the positives `pairs`, if given)."""
     vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [r, dim]
-    sims = mm.similarity_to_positives(vectors, payload.positives).astype(np.float32)  # [r, p]
-    return sims
+    positives = payload.positives.vectors if pairs is None else payload.positives.vectors[pairs]
+    return (np.asarray(vectors, np.float64) @ np.asarray(positives, np.float64).T).astype(np.float32)
 
 
 def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig, seed: int,
@@ -229,8 +233,8 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
     """ShardCandidates of one query: one window per pair group, their union stored once, details kept only for
     the rows a group may pick (issue 15: nothing per query that the output does not need)."""
     scan = _QueryScan(shard, payload, approx, mining)
-    references = mm.pair_groups(payload.positives, mining.margin_reference).references
-    windows = scan.windows(references)
+    groups = mm.pair_groups(payload.positives, mining.margin_reference)
+    windows = scan.windows(groups.references)
     union = np.unique(np.concatenate([w for w, _, _ in windows] + [np.zeros(0, np.int64)]))
     union = union[order_by_score_then_id(scan.exact[union], union)]
     row_of = np.full(shard.ntotal, -1, np.int64)
@@ -238,10 +242,9 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
     lo = np.array([row_of[w[0]] if len(w) else 0 for w, _, _ in windows], np.int64)
     hi = lo + np.array([len(w) for w, _, _ in windows], np.int64)
     codes = scan.codes_of(union)
-    pickable = np.zeros(len(union), bool)
-    for rows in scan.pickable:
-        pickable[row_of[rows]] = True
-    detail_rows = np.flatnonzero(pickable)
+    # similarities travel per group, to its own pairs only (one positive each under 'pair'): what rows read
+    sims = [_details(shard, rows, payload, np.flatnonzero(groups.of_pair == g)).ravel()
+            for g, rows in enumerate(scan.pickable)]
     drawn, d_ids, d_scores, d_codes = _draws(shard, payload, mining, seed)
     return ShardCandidates(
         shard=shard.shard,
@@ -253,8 +256,9 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
         lo=lo,
         hi=hi,
         complete=np.array([c for _, _, c in windows], bool),
-        detail_rows=detail_rows,
-        sims=_details(shard, union[detail_rows], payload),
+        detail_rows=np.concatenate([row_of[r] for r in scan.pickable] + [np.zeros(0, np.int64)]).astype(np.int32),
+        detail_groups=np.repeat(np.arange(len(scan.pickable), dtype=np.int32), [len(r) for r in scan.pickable]),
+        sims=np.concatenate(sims + [np.zeros(0, np.float32)]),
         draw_ids=d_ids,
         draw_codes=d_codes,
         draw_scores=d_scores,
@@ -262,6 +266,50 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
         rounds=scan.rounds,
         payload=(payload if keep_vectors else without_vectors(payload)) if shard.shard == 0 else None,
     )
+
+
+class PositiveVectors:
+    """Judged positives' exact vectors, looked up by id in the index's shard stores (memory-mapped, read only).
+
+    Query payloads cross the fan-out to every shard without their vectors (mine_rounds.MineQueries): that
+    shuffle held num_shards copies of every query's [p, dim] positives, the largest buffer of the mine stage
+    on dense qrels (issue 15). The vectors are the ones the index stores, so every score is unchanged.
+    """
+
+    def __init__(self, run: RunLayout, num_shards: int):
+        self.run, self.num_shards, self.stores = run, num_shards, {}
+
+    def _store(self, shard: int) -> dict:
+        if shard not in self.stores:
+            from transforms.local_cache import machine_local_copy
+            from transforms.shard_search import load_store
+
+            self.stores[shard] = load_store(machine_local_copy(self.run.shard_store(shard, self.num_shards)))
+        return self.stores[shard]
+
+    def lookup(self, doc_ids: np.ndarray) -> np.ndarray:
+        """[p, dim] float32 vectors of doc ids (each in the shard transforms.index.shard_of assigns it)."""
+        from transforms.index import shard_of
+
+        rows = []
+        for doc_id, shard in zip(doc_ids.tolist(), shard_of(doc_ids, self.num_shards).tolist()):
+            store = self._store(shard)
+            row = bisect.bisect_left(store["doc_ids"], doc_id)  # shard stores are sorted by doc id
+            if row >= len(store["doc_ids"]) or store["doc_ids"][row] != doc_id:
+                raise KeyError(f"judged positive {doc_id!r} is not in index shard {shard}: rebuild the index stage")
+            rows.append(np.asarray(store["vectors"][row], dtype=np.float32))
+        return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+
+
+def with_vectors(payload: QueryPayload, vector: np.ndarray, positives: PositiveVectors | None) -> QueryPayload:
+    """A payload that crossed the fan-out without vectors (without_vectors), with them back: the query's from its
+    block, the positives' from the shard stores."""
+    if payload.vector.size and (positives is None or payload.positives.vectors.size):
+        return payload
+    pos = payload.positives
+    vectors = positives.lookup(pos.ids) if positives is not None else pos.vectors
+    return replace(payload, vector=np.asarray(vector, np.float32),
+                   positives=mm.Positives(pos.ids, pos.text_hashes, vectors, pos.scores))
 
 
 @dataclass(frozen=True)
@@ -276,12 +324,22 @@ class MineShardQueries:
     mining: MiningConfig
     seed: int
     keep_vectors: bool = True  # shard 0 hands the payload back with its vectors (False: only contextual needs them)
+    run: RunLayout | None = None  # payloads without positive vectors: looked up in run's shard stores
+    num_shards: int = 0
+
+    def _positives(self) -> PositiveVectors | None:
+        if self.run is None:
+            return None
+        if "_lookup" not in self.__dict__:  # per instance, on the worker (never pickled: set after unpickling)
+            object.__setattr__(self, "_lookup", PositiveVectors(self.run, self.num_shards))
+        return self.__dict__["_lookup"]
 
     def __call__(self, searcher: ShardView, block: QueryBlock):
+        lookup = self._positives()
         chunk = max(1, min(SHARD_CHUNK, _SCAN_BYTES // (4 * max(searcher.ntotal, 1))))
         for start in range(0, len(block.payloads), chunk):
-            payloads = block.payloads[start : start + chunk]
             queries = np.asarray(block.vectors[start : start + chunk], dtype=np.float32)  # [c, dim]
+            payloads = [with_vectors(p, v, lookup) for p, v in zip(block.payloads[start : start + chunk], queries)]
             # Small matrix products per query: BLAS threads only contend (10x slower on a busy 2-core machine);
             # parallelism comes from Beam's workers.
             with threadpool_limits(limits=1, user_api="blas"):
@@ -307,6 +365,12 @@ class Ranked:
     row_of: np.ndarray  # [n] row in that shard's union
     offset: int  # documents of the corpus ranked above the threshold
     exhausted: bool  # the window holds every document at or below the threshold
+
+
+def _detail_index(result: ShardCandidates, sizes: np.ndarray) -> dict:
+    """{(group, union row): offset of its similarities in result.sims} (each entry holds the group's pairs)."""
+    offsets = np.cumsum(np.concatenate([[0], sizes[result.detail_groups]])).astype(np.int64)
+    return dict(zip(zip(result.detail_groups.tolist(), result.detail_rows.tolist()), offsets[:-1].tolist()))
 
 
 @dataclass
@@ -414,8 +478,9 @@ class MergeShardsFn(beam.DoFn):
         query_id, results = element
         results = sorted(results, key=lambda r: r.shard)
         payload = next(r.payload for r in results if r.payload is not None)
-        details = [dict(zip(r.detail_rows.tolist(), range(len(r.detail_rows)))) for r in results]
         groups = mm.pair_groups(payload.positives, self.mining.margin_reference)
+        pairs_of = [np.flatnonzero(groups.of_pair == g) for g in range(len(groups.references))]
+        details = [_detail_index(r, groups.sizes()) for r in results]
         refs = groups.references[:, None]  # [g, 1]
         draws_ok = [(r.draw_codes == mm.KEEP) & (mm.margin_codes(r.draw_scores[None, :], refs, self.mining) == 0)
                     for r in results]  # per shard: [g, m]
@@ -427,10 +492,11 @@ class MergeShardsFn(beam.DoFn):
             rngs = {tier: mm.tier_rng(self.seed, query_id, tier) for tier in ("hard", "semi_hard", "random")}
             pick = mm.pick_mined(ranked.scores, reasons, float(ref), ranked.exhausted, self.mining, rngs)
             mined = {
-                "hard": [self._mined(ranked, results, details, int(i), "hard") for i in pick.hard],
-                "semi_hard": [self._mined(ranked, results, details, int(i), "semi_hard") for i in pick.semi_hard],
+                tier: [self._mined(ranked, results, details, int(i), tier, g, pairs_of[g]) for i in chosen_]
+                for tier, chosen_ in (("hard", pick.hard), ("semi_hard", pick.semi_hard))
             }
-            mined["random"] = self._random(results, payload, mined, [ok[g] for ok in draws_ok], rngs["random"])
+            mined["random"] = self._random(results, payload, mined, [ok[g] for ok in draws_ok], rngs["random"],
+                                           pairs_of[g])
             merged.append(ranked)
             picks.append(pick)
             chosen.append(mined)
@@ -447,21 +513,24 @@ class MergeShardsFn(beam.DoFn):
         if key not in index:
             index[key] = len(negatives)
             negatives.append(negative)
+        else:  # another group chose it too: the same document, rank and score; add its pairs' similarities
+            negatives[index[key]].sims.update(negative.sims)
         return index[key]
 
-    def _mined(self, ranked: Ranked, results, details, i: int, tier: str) -> MinedNegative:
+    def _mined(self, ranked: Ranked, results, details, i: int, tier: str, g: int, pairs: np.ndarray) -> MinedNegative:
         s, row = int(ranked.shard_of[i]), int(ranked.row_of[i])
-        k = details[s][row]  # a KeyError here means window_ends and pick_mined disagree: a bug
+        k = details[s][g, row]  # a KeyError here means window_ends and pick_mined disagree: a bug
         return MinedNegative(
             negative_id=str(ranked.ids[i]),
             tier=tier,
             rank=ranked.offset + i + 1,
             score_negative=float(ranked.scores[i]),
-            sims=np.array(results[s].sims[k]),  # a copy: a view would pin the shard's whole [r, p] block
+            sims=dict(zip(pairs.tolist(), results[s].sims[k : k + len(pairs)].tolist())),
             generator=self.generator,
         )
 
-    def _random(self, results, payload: QueryPayload, chosen: dict, draws_ok: list, rng) -> list[MinedNegative]:
+    def _random(self, results, payload: QueryPayload, chosen: dict, draws_ok: list, rng, pairs: np.ndarray
+                ) -> list[MinedNegative]:
         if self.mining.random == 0:
             return []
         exclude = {n.negative_id for tier in chosen.values() for n in tier} | set(payload.positives.ids.tolist())
@@ -479,7 +548,7 @@ class MergeShardsFn(beam.DoFn):
                 tier="random",
                 rank=None,
                 score_negative=float(results[s].draw_scores[i]),
-                sims=np.array(results[s].draw_sims[i]),
+                sims=dict(zip(pairs.tolist(), results[s].draw_sims[i, pairs].tolist())),
                 generator="uniform",
             )
             for s, i in picks

@@ -11,7 +11,7 @@ import apache_beam as beam
 
 from schemas.build_config import BuildConfig
 from schemas.layout import RunLayout
-from transforms.mine import MergeShardsFn, MineShardQueries
+from transforms.mine import MergeShardsFn, MineShardQueries, without_vectors
 from transforms.search import SearchShards, ToQueryBlocks
 
 QUERY_GROUPS = 8  # query groups cut into blocks in parallel
@@ -31,8 +31,10 @@ class MineQueries(beam.PTransform):
         keep_vectors = self.config.contextual.per_pair > 0  # only contextual negatives read them downstream
         return (
             payloads
-            | "QueryRows" >> beam.Map(lambda p: (p.query_id, p.vector, p))
+            # payloads fan out to every shard without vectors: shards read the positives' from the index stores
+            | "QueryRows" >> beam.Map(lambda p: (p.query_id, p.vector, without_vectors(p)))
             | "Blocks" >> ToQueryBlocks(self.config.index.block_size, QUERY_GROUPS)
-            | "SearchShards" >> SearchShards(self.run, self.config.index, MineShardQueries(mining, seed, keep_vectors))
+            | "SearchShards" >> SearchShards(self.run, self.config.index, MineShardQueries(
+                mining, seed, keep_vectors, run=self.run, num_shards=self.config.index.num_shards))
             | "MergeAndPick" >> beam.ParDo(MergeShardsFn(mining, seed, generator, keep_vectors=keep_vectors))
         )

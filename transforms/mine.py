@@ -27,6 +27,7 @@ from schemas.layout import RunLayout
 from schemas.negatives import lexical_overlap, text_hash
 from transforms import mining_math as mm
 from transforms.search_api import QueryBlock, ShardView
+from transforms.string_column import as_object_strings
 from transforms.topk import SCORE_GRID, order_by_score_then_id, round_scores
 
 logger = logging.getLogger(__name__)
@@ -287,29 +288,37 @@ class PositiveVectors:
             self.stores[shard] = load_store(machine_local_copy(self.run.shard_store(shard, self.num_shards)))
         return self.stores[shard]
 
-    def lookup(self, doc_ids: np.ndarray) -> np.ndarray:
-        """[p, dim] float32 vectors of doc ids (each in the shard transforms.index.shard_of assigns it)."""
+    def lookup(self, doc_ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found [p] bool, vectors [f, dim] float32, text hashes [f] str) of doc ids, each looked up in the shard
+        transforms.index.shard_of assigns it (an id the index does not hold, e.g. a dead-lettered passage, is
+        not found)."""
         from transforms.index import shard_of
 
-        rows = []
-        for doc_id, shard in zip(doc_ids.tolist(), shard_of(doc_ids, self.num_shards).tolist()):
+        found, vectors, hashes = np.zeros(len(doc_ids), bool), [], []
+        for i, (doc_id, shard) in enumerate(zip(doc_ids.tolist(), shard_of(doc_ids, self.num_shards).tolist())):
             store = self._store(shard)
             row = bisect.bisect_left(store["doc_ids"], doc_id)  # shard stores are sorted by doc id
-            if row >= len(store["doc_ids"]) or store["doc_ids"][row] != doc_id:
-                raise KeyError(f"judged positive {doc_id!r} is not in index shard {shard}: rebuild the index stage")
-            rows.append(np.asarray(store["vectors"][row], dtype=np.float32))
-        return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+            if row < len(store["doc_ids"]) and store["doc_ids"][row] == doc_id:
+                found[i] = True
+                vectors.append(np.asarray(store["vectors"][row], dtype=np.float32))
+                hashes.append(store["text_hashes"][row])
+        matrix = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+        return found, matrix, as_object_strings(hashes)
 
 
 def with_vectors(payload: QueryPayload, vector: np.ndarray, positives: PositiveVectors | None) -> QueryPayload:
-    """A payload that crossed the fan-out without vectors (without_vectors), with them back: the query's from its
-    block, the positives' from the shard stores."""
+    """A payload that crossed the fan-out without vectors (without_vectors, or mine_join's payloads, which carry
+    positive ids only), completed: the query vector from its block; the positives' vectors and text hashes from
+    the shard stores (positives the index does not hold are dropped) and their scores cos(query, positive)."""
     if payload.vector.size and (positives is None or payload.positives.vectors.size):
         return payload
-    pos = payload.positives
-    vectors = positives.lookup(pos.ids) if positives is not None else pos.vectors
-    return replace(payload, vector=np.asarray(vector, np.float32),
-                   positives=mm.Positives(pos.ids, pos.text_hashes, vectors, pos.scores))
+    vector = np.asarray(vector, np.float32)
+    if positives is None:
+        return replace(payload, vector=vector)
+    found, vectors, hashes = positives.lookup(payload.positives.ids, len(vector))
+    scores = mm.cosine_rows(vectors, vector)  # [f]
+    ids = payload.positives.ids[found]
+    return replace(payload, vector=vector, positives=mm.Positives(ids, hashes, vectors, scores))
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,16 @@ embeddings and sharded index, written as negatives/tier=<tier>/part-*.parquet.
 
 Recipe (docs/CONTRACT.md "Mining semantics"):
   1. payloads: join each query's vector with its judged positives' vectors and text hashes (CoGroupByKey);
-  2. search every shard with the per-shard mining fn, which applies the guards on the shard (transforms/mine.py);
-  3. merge per query, pick tiers; queries the guards left short are searched again, deeper (depth x4 per round,
-     up to mining.max_depth) - only those queries;
+  2. on every shard, the per-shard mining fn takes each pair group's window below its margin threshold and
+     guards it there (transforms/mine.py; the window grows x4 per round while the shard is loaded);
+  3. merge each group's shard windows per query, pick tiers;
   4. join texts by id (CoGroupByKey: the corpus travels through a shuffle, not a side input), build rows;
   5. optional contextual negatives; write every tier; sum the per-query statistics into stats/mine.json.
 
-Shard-count independence: a query's ranked list is the merge of the shards' top-`depth` lists cut at `depth`
-(every entry there is in its shard's top-depth), ranks and guard counts are taken on that cut, so hard and
-semi-hard rows do not depend on the number of shards. Random tier: each shard draws a uniform permutation
+Shard-count independence: a group's list is the merge of the shards' windows below its threshold, cut at the
+earliest end of a window that is not complete (every entry before it is in its shard's window); its ranks add
+the shards' counts above the threshold, so hard and semi-hard rows do not depend on the number of shards.
+Random tier: each shard draws a uniform permutation
 prefix of its documents with default_rng([seed, crc32(query_id), 0, shard]) and guards the draws; the merge
 picks shards with probability ∝ their size using default_rng([seed, crc32(query_id), 3]) and keeps draws that
 passed and are not chosen yet (rejection sampling: uniform over the surviving corpus). Hard / semi-hard

@@ -46,12 +46,12 @@ def dense_run(tmp_path_factory, tiny_model_dir):
     return tmp, run, data, pairs
 
 
-def _mine(dense_run, reference: str):
+def _mine(dense_run, reference: str, **mining_flags):
     tmp, run, _, _ = dense_run
-    mining = replace(MiningConfig(), margin_reference=reference)
+    mining = replace(MiningConfig(), margin_reference=reference, **mining_flags)
     config = BuildConfig(output=run.run_dir, ingest=IngestConfig(beir_dir="unused", split="train"),
                          index=IndexConfig(num_shards=2), mining=mining, seed=3)
-    out = RunLayout(str(tmp / f"out-{reference}"))
+    out = RunLayout(str(tmp / f"out-{reference}-{len(mining_flags)}"))
     stats = run_mine(config, run, out, [])
     return config, stats, read_rows(out)
 
@@ -108,3 +108,15 @@ def test_pair_rows_respect_their_own_positive_margin(mined):
     # pairs of one query get different negatives when their positives score differently
     per_query = rows.filter(pl.col("tier") == "hard").group_by("query_id").agg(pl.col("negative_id").n_unique())
     assert per_query["negative_id"].max() > 3
+
+
+def test_pairs_whose_positive_ranks_below_max_depth_keep_their_hard_negatives(dense_run):
+    """Issue 15: with max_depth far above the weakest positives' ranks, each pair's window starts at its own margin
+    threshold, so deep positives still get K hard negatives (ranks beyond max_depth) and no judged positive."""
+    _, _, data, _ = dense_run
+    _, stats, rows = _mine(dense_run, "pair", max_depth=30)
+    assert stats["pairs_full_fraction"]["hard"] >= 0.95
+    hard = rows.filter(pl.col("tier") == "hard")
+    assert hard["rank"].max() > 30 * 5  # a positive ranked far below max_depth got its negatives
+    judged = {(q, d) for q, ds in data.qrels.items() for d in ds}
+    assert not any(key in judged for key in rows.select("query_id", "negative_id").iter_rows())

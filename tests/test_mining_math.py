@@ -208,55 +208,66 @@ def test_pick_reports_the_prefix_it_depends_on():
     assert short.needs_deeper and short.used == 3
 
 
+class _FakeShard:
+    """A loaded shard as transforms.mine sees it (search_api.ShardView): exact vectors, sorted ids, hashes."""
+
+    def __init__(self, shard, vectors, ids, hashes):
+        self.shard, self.num_shards, self.vectors = shard, None, vectors
+        self.doc_ids, self.text_hashes, self.ntotal = ids, hashes, len(ids)
+
+
 @pytest.mark.parametrize("reference, sampling", [("lowest", "top"), ("pair", "top"), ("pair", "uniform")])
-def test_shard_prefixes_merge_into_the_picks_of_the_whole_list(reference, sampling):
-    """Shards stop once shard_prefix says they hold enough; merging their cut lists gives, for every pair group,
-    the same picks as mining the whole corpus in one list, with any number of shards."""
-    from transforms.mine import ShardCandidates, merge_shards
+def test_shard_windows_merge_into_the_picks_and_ranks_of_the_whole_list(reference, sampling):
+    """Each shard mines a window below every pair group's margin threshold (MineShardQueries); merging them gives,
+    for every pair group, the picks and raw ranks of mining the whole corpus in one list, with any number of
+    shards, including pairs whose positive ranks far below max_depth (issue 15)."""
+    from transforms.mine import MergeShardsFn, MineShardQueries, QueryPayload
+    from transforms.search_api import QueryBlock
     from transforms.topk import order_by_score_then_id
 
     rng = np.random.default_rng(4)
-    n = 400
-    ids = np.array([f"d{i:04d}" for i in range(n)])
-    scores = np.round(rng.uniform(-0.2, 0.95, n), 4)  # ties on the grid
-    codes = np.where(rng.random(n) < 0.1, _code("near_copy"), mm.KEEP).astype(np.int8)
-    pos = _positives([0.9, 0.7, 0.4], ids=("p1", "p2", "p3"), hashes=("h1", "h2", "h3"))
-    mining = MiningConfig(hard=3, semi_hard=2, range_max=10, sampling=sampling, semi_hard_pool=8,
-                          margin_reference=reference, max_depth=n)
+    n, dim = 400, 6
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors[n // 2 :] = vectors[: n // 2]  # exact score ties between documents: broken by id
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.array([f"d{i:04d}" for i in range(n)], dtype=object)
+    hashes = np.array([f"h{i:04d}" for i in range(n)], dtype=object)
+    query = vectors[7] + 0.2 * vectors[11]
+    query = (query / np.linalg.norm(query)).astype(np.float32)
+    scores = mm.cosine_rows(vectors, query)
+    order = order_by_score_then_id(scores, ids)
+    chosen = order[[3, 40, 150, 260, 330]]  # positives from near the top to deep in the list
+    pos = mm.Positives(ids[chosen], hashes[chosen], vectors[chosen], scores[chosen])
+    mining = MiningConfig(hard=3, semi_hard=2, random=0, range_max=10, sampling=sampling, semi_hard_pool=8,
+                          margin_reference=reference, max_depth=60)
     groups = mm.pair_groups(pos, reference)
 
-    def picks(scores_, codes_, ids_, exhausted):
-        out = []
-        for ref in groups.references:
-            reasons = mm.first_reasons(codes_, mm.margin_codes(scores_, ref, mining))
-            pick = mm.pick_mined(scores_, reasons, float(ref), exhausted, mining, _rngs())
-            out.append((ids_[pick.hard].tolist(), ids_[pick.semi_hard].tolist()))
-        return out
+    codes = mm.candidate_codes(ids, hashes, scores, mm.similarity_to_positives(vectors, pos).max(axis=1), pos, mining)
+    expected = []
+    for ref in groups.references:  # the whole corpus as one list, from rank 1: the contract's semantics
+        reasons = mm.first_reasons(codes[order], mm.margin_codes(scores[order], ref, mining))
+        pick = mm.pick_mined(scores[order], reasons, float(ref), True, mining,
+                             {t: mm.tier_rng(0, "q", t) for t in ("hard", "semi_hard", "random")})
+        expected.append((ids[order][pick.hard].tolist(), (pick.hard + 1).tolist(),
+                         ids[order][pick.semi_hard].tolist()))
+    assert all(len(hard) == 3 for hard, _, _ in expected) and max(expected[0][1]) > mining.max_depth
 
-    order = order_by_score_then_id(scores, ids)
-    expected = picks(scores[order], codes[order], ids[order], True)
+    payload = QueryPayload("q", query, pos, depth=mm.initial_depth(mining, len(chosen)))
     for num_shards in (1, 3, 7):
         results = []
         for s in range(num_shards):
-            mine_ = np.flatnonzero(np.arange(n) % num_shards == s)
-            shard_order = mine_[order_by_score_then_id(scores[mine_], ids[mine_])]
-            depth = 13
-            while True:  # deeper rounds on the loaded shard, as MineShardQueries runs them
-                top = shard_order[:depth]
-                lowest, _ = mm.shard_prefix(scores[top], codes[top], groups.references[:1], mining)
-                if lowest is not None or depth >= len(shard_order):
-                    break
-                depth *= 4
-            end, _ = mm.shard_prefix(scores[top], codes[top], groups.references, mining)
-            assert end == lowest  # the lowest reference needs the deepest prefix
-            top = top[:end] if end is not None else top
-            results.append(ShardCandidates(
-                shard=s, ntotal=len(mine_), ids=ids[top], scores=scores[top], codes=codes[top],
-                complete=len(top) == len(mine_), detail_rows=np.zeros(0, np.int64), sims=np.zeros((0, 3)),
-                draw_ids=np.zeros(0, str), draw_codes=np.zeros(0, np.int8), draw_scores=np.zeros(0),
-                draw_sims=np.zeros((0, 3))))
-        ranked = merge_shards(results, mining.max_depth)
-        assert picks(ranked.scores, ranked.codes, ranked.ids, ranked.exhausted) == expected, num_shards
+            rows = np.flatnonzero(np.arange(n) % num_shards == s)
+            shard = _FakeShard(s, vectors[rows], ids[rows], hashes[rows])
+            block = QueryBlock("b", ["q"], query[None, :], [payload])
+            results += [answer for _, answer in MineShardQueries(mining, 0)(shard, block)]
+        mined = next(MergeShardsFn(mining, 0, "test").process(("q", results)))
+        got = []
+        for members in mined.group_negatives:
+            negatives = [mined.negatives[i] for i in members]
+            hard = [x for x in negatives if x.tier == "hard"]
+            got.append(([x.negative_id for x in hard], [x.rank for x in hard],
+                        [x.negative_id for x in negatives if x.tier == "semi_hard"]))
+        assert got == expected, num_shards
 
 
 def test_rounds_for_follows_the_global_depth_schedule():

@@ -1,11 +1,13 @@
 """Parity with sentence_transformers.util.mine_hard_negatives (the tool most users reach for).
 
 Same embeddings on both sides (the tiny model's, handed to sentence-transformers through its encode calls),
-hard tier only, `top`, relative_margin 0.05, exact index, deeper search capped at sentence-transformers'
-retrieval depth (range_max + max_positives with its automatic range_max = 10 * K + max_positives) and the
-text / near-copy guards off. The fixture has multi-positive queries, margin drops and a planted tie at K.
-sentence-transformers has no tie rule (faiss and torch.topk order ties arbitrarily), so at a tie only the tied
-group must agree; negforge takes the smallest doc id.
+hard tier only, `top`, relative_margin 0.05, exact index and the text / near-copy guards off.
+sentence-transformers retrieves a fixed depth (range_max + max_positives with its automatic range_max =
+10 * K + max_positives) from rank 1, so a pair whose surviving candidates lie below it gets fewer than K or none;
+negforge starts each pair's window at its margin threshold (issue 15), so it fills those pairs too, and
+wherever sentence-transformers has negatives, its negatives are negforge's best ones. The fixture has
+multi-positive queries, margin drops and a planted tie at K. sentence-transformers has no tie rule (faiss and
+torch.topk order ties arbitrarily), so at a tie only the tied group must agree; negforge takes the smallest id.
 """
 
 from __future__ import annotations
@@ -128,11 +130,14 @@ def test_hard_negatives_equal_sentence_transformers(fixture_with_tie, tmp_path):
         nf.setdefault((q, p), set()).add(n)
 
     assert stats["dropped"]["relative_margin"] > 0 and max_pos > 1  # margin drops, multi-positive queries
-    assert set(st) == set(nf)  # the same pairs got at least one negative
+    assert set(st) <= set(nf) and all(len(n) == K for n in nf.values())  # every pair ST mined, and the rest
     score = lambda q, d: float(round_scores(float(doc_vecs[d] @ query_vecs[q])))  # noqa: E731
     for key in sorted(st):
         q = key[0]
-        assert sorted(score(q, d) for d in st[key]) == sorted(score(q, d) for d in nf[key]), key
+        ours_best = sorted((score(q, d) for d in nf[key]), reverse=True)[: len(st[key])]
+        assert sorted((score(q, d) for d in st[key]), reverse=True) == ours_best, key
+        if len(st[key]) < K:
+            continue  # sentence-transformers' depth ran out: negforge went on below it
         lowest = min(score(q, d) for d in nf[key])
         above = lambda ids: {d for d in ids if score(q, d) > lowest}  # noqa: E731
         assert above(st[key]) == above(nf[key]), key  # only a tie at the last place may differ
@@ -143,4 +148,4 @@ def test_hard_negatives_equal_sentence_transformers(fixture_with_tie, tmp_path):
     assert tied_pairs and all(nf[key] & {kth, twin} == {twin} and len(st[key] & {kth, twin}) == 1
                               for key in tied_pairs)
     short_st = sum(len(v) < K for v in st.values()) + len({(q, d) for q, d in pairs} - set(st))
-    assert stats["pairs"] - stats["pairs_full"]["hard"] == short_st  # the same pairs left short
+    assert short_st > 0 and stats["pairs_full"]["hard"] == stats["pairs"]  # ST left pairs short, negforge none

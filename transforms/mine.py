@@ -1,16 +1,18 @@
 """Beam side of mining: the per-shard mining fn, the per-query merge/tier DoFn and the text join into rows.
 
-Flow per query (see pipelines/stage_mine.py): a QueryPayload (query vector, judged positives, depth) travels
-in a QueryBlock to every shard; MineShardQueries searches the loaded shard, guards each candidate once there (it
-has the exact vectors, ids and text hashes) and searches deeper on that shard until every pair group has
-enough (issue 15: deeper rounds reuse the loaded shard and the scores already computed), returning
-ShardCandidates; MergeShardsFn merges the shards into the query's ranked list and picks the tiers per pair group
-(pairs sharing a margin reference: the whole query under 'lowest', each positive under 'pair'). BuildRowsFn joins
-the texts and writes one row per (query, positive, negative).
+Flow per query (see pipelines/stage_mine.py): a QueryPayload (query vector, judged positives) travels in a
+QueryBlock to every shard; MineShardQueries scores the whole loaded shard (one float32 product per block), and
+for each pair group (pairs sharing a margin reference: the whole query under 'lowest', each positive under
+'pair') takes the window of the shard's order that starts at the group's margin threshold and runs until the group
+has enough, made exact by float64 re-scoring and guarded once per candidate there (issue 15: no depth cap on where
+a window starts, so a positive ranked deep keeps its negatives); it returns ShardCandidates. MergeShardsFn merges
+each group's shard windows (rank = documents above the threshold on every shard + position) and picks the tiers.
+BuildRowsFn joins the texts and writes one row per (query, positive, negative).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import zlib
 from dataclasses import dataclass, replace
@@ -21,10 +23,12 @@ from apache_beam.metrics import Metrics
 from threadpoolctl import threadpool_limits
 
 from schemas.build_config import MiningConfig
+from schemas.layout import RunLayout
 from schemas.negatives import lexical_overlap, text_hash
 from transforms import mining_math as mm
 from transforms.search_api import QueryBlock, ShardView
-from transforms.topk import order_by_score_then_id
+from transforms.string_column import as_object_strings
+from transforms.topk import SCORE_GRID, order_by_score_then_id, round_scores
 
 logger = logging.getLogger(__name__)
 
@@ -55,23 +59,28 @@ def without_vectors(payload: QueryPayload) -> QueryPayload:
 
 @dataclass
 class ShardCandidates:
-    """One shard's answer for one query: its ranked candidates with their guard codes, similarities to the
-    positives only for the rows a pair group may pick, and the random-tier draws. Text hashes stay on the shard
-    (the rows hash the negative's text, which they carry anyway)."""
+    """One shard's answer for one query: per pair group, a window of the shard's order that starts at the group's
+    margin threshold (the first document the margins keep) and runs until the group has enough there; the windows
+    are stored once, as their union. Similarities to the positives travel only for the rows a group may pick.
+    Text hashes stay on the shard (the rows hash the negative's text, which they carry anyway)."""
 
     shard: int
     ntotal: int
-    ids: np.ndarray  # [d] str, best first by (-rounded score, id)
-    scores: np.ndarray  # [d] float64, exact cos(query, candidate)
-    codes: np.ndarray  # [d] int8 mining_math.candidate_codes (margins are applied per pair group at the merge)
-    complete: bool  # the list holds every document of the shard
-    detail_rows: np.ndarray  # [r] int positions into the list whose details travel
-    sims: np.ndarray  # [r, p] float32 cos(positive, candidate)
+    ids: np.ndarray  # [u] str, the union of the windows, best first by (-rounded score, id)
+    scores: np.ndarray  # [u] float64, exact cos(query, candidate)
+    codes: np.ndarray  # [u] int8 mining_math.candidate_codes
+    above: np.ndarray  # [g] int64 shard documents ranked above group g's margin threshold
+    lo: np.ndarray  # [g] int64 group g's window is rows lo[g]:hi[g] of the union
+    hi: np.ndarray  # [g] int64
+    complete: np.ndarray  # [g] bool: the window holds every shard document at or below the threshold
+    detail_rows: np.ndarray  # [r] int32 union rows a group may pick, group by group
+    detail_groups: np.ndarray  # [r] int32 the group of each
+    sims: np.ndarray  # [sum of the groups' sizes] float32 cos(positive, candidate), the group's pairs only
     draw_ids: np.ndarray  # [m] str, random-tier draws in draw order
     draw_codes: np.ndarray  # [m] int8 candidate codes of the draws
     draw_scores: np.ndarray  # [m] float64
     draw_sims: np.ndarray  # [m, p] float32
-    rounds: int = 0  # deeper searches this shard ran for the query
+    rounds: int = 0  # window growths this shard ran for the query (all groups)
     payload: QueryPayload | None = None  # shard 0 hands the payload back to the merge
 
 
@@ -81,7 +90,7 @@ class MinedNegative:
     tier: str
     rank: int | None  # 1-based position in the raw retrieval list; None for random
     score_negative: float
-    sims: np.ndarray  # [p] float32 cos(positive_j, negative)
+    sims: dict  # {j: cos(positive_j, negative)} for the pairs whose groups chose it (what rows read)
     generator: str
 
 
@@ -101,45 +110,107 @@ class MinedQuery:
 
 
 SHARD_CHUNK = 256  # queries of a block mined together on a shard (bounds the per-block working set)
+_SCAN_BYTES = 64 * 2**20  # float32 [queries, shard docs] approximate scores computed at once
 
 
-def _guard(shard: ShardView, local: np.ndarray, payload: QueryPayload, mining: MiningConfig):
-    """(ids, scores, candidate codes) of local rows: each candidate is scored and guarded once."""
+def _guard_codes(shard: ShardView, local: np.ndarray, scores: np.ndarray, payload: QueryPayload,
+                 mining: MiningConfig) -> np.ndarray:
+    """[n] int8 candidate codes of local rows whose exact scores are known: each candidate is guarded once."""
     vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [n, dim]
     ids = np.asarray(shard.doc_ids[local], dtype=object)  # [n] str objects: never as wide as the longest id
     hashes = np.asarray(shard.text_hashes[local], dtype=object)  # [n] str objects
-    scores = mm.cosine_rows(vectors, payload.vector)  # [n]
     if len(payload.positives.ids) and len(local):
         max_sims = mm.similarity_to_positives(vectors, payload.positives).max(axis=1)  # [n]
     else:
         max_sims = np.full(len(local), -np.inf)
-    return ids, scores, mm.candidate_codes(ids, hashes, scores, max_sims, payload.positives, mining)
+    return mm.candidate_codes(ids, hashes, scores, max_sims, payload.positives, mining)
 
 
-@dataclass
-class _ShardList:
-    """A query's guarded candidates on one shard, grown round by round (best first)."""
-
-    local: np.ndarray  # [n] int64 shard rows
-    ids: np.ndarray  # [n] str
-    scores: np.ndarray  # [n] float64
-    codes: np.ndarray  # [n] int8
-    rounds: int = 0
-
-    def extend(self, shard: ShardView, local: np.ndarray, payload: QueryPayload, mining: MiningConfig) -> None:
-        """Add a deeper search's rows: only rows not seen yet are scored and guarded."""
-        local = local[local >= 0]
-        new = local[~np.isin(local, self.local)]
-        ids, scores, codes = _guard(shard, new, payload, mining)
-        ids, scores = np.concatenate([self.ids, ids]), np.concatenate([self.scores, scores])
-        order = order_by_score_then_id(scores, ids)  # our own exact scores decide the order
-        self.local = np.concatenate([self.local, new])[order]
-        self.ids, self.scores = ids[order], scores[order]
-        self.codes = np.concatenate([self.codes, codes])[order]
+def _guard(shard: ShardView, local: np.ndarray, payload: QueryPayload, mining: MiningConfig):
+    """(ids, exact scores, candidate codes) of local rows."""
+    scores = mm.cosine_rows(np.asarray(shard.vectors[local], dtype=np.float32), payload.vector)  # [n]
+    codes = _guard_codes(shard, local, scores, payload, mining)
+    return np.asarray(shard.doc_ids[local], dtype=object), scores, codes
 
 
-def _empty_list() -> _ShardList:
-    return _ShardList(np.zeros(0, np.int64), np.empty(0, object), np.zeros(0), np.zeros(0, np.int8))
+class _QueryScan:
+    """One query on one loaded shard: approximate float32 scores of every document (one BLAS product), exact
+    scores and guard codes computed once per document, on demand."""
+
+    def __init__(self, shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig):
+        self.shard, self.payload, self.mining = shard, payload, mining
+        self.approx = approx  # [n] float32 scores (BLAS): exact within slack
+        self.exact = np.full(len(approx), np.nan)  # [n] float64 mining_math.cosine_rows, once computed
+        self.codes = np.full(len(approx), -1, np.int8)  # [n] candidate codes, once computed
+        # float32 error bound of a dot product of unit vectors, plus the grid steps (rounding, margin arithmetic)
+        self.slack = 2 * shard.vectors.shape[1] * float(np.finfo(np.float32).eps) + 4 * SCORE_GRID
+        self.rounds = 0
+        self.pickable: list[np.ndarray] = []  # per group: local rows it may pick (set by windows)
+
+    def exact_of(self, local: np.ndarray) -> np.ndarray:
+        missing = local[np.isnan(self.exact[local])]
+        if missing.size:
+            vectors = np.asarray(self.shard.vectors[missing], dtype=np.float32)
+            self.exact[missing] = mm.cosine_rows(vectors, self.payload.vector)
+        return self.exact[local]
+
+    def codes_of(self, local: np.ndarray) -> np.ndarray:
+        missing = local[self.codes[local] < 0]
+        if missing.size:
+            self.codes[missing] = _guard_codes(self.shard, missing, self.exact[missing], self.payload, self.mining)
+        return self.codes[local]
+
+    def windows(self, references: np.ndarray) -> list[tuple[np.ndarray, int, bool]]:
+        """Per pair group: (window: local rows in shard order, shard docs above its threshold, complete).
+
+        A group's window starts at the first document the margins keep against its reference and ends where the
+        group has enough (mining_math.window_ends), at max_depth, or at the shard's end (complete). All groups
+        share one exactly ordered head of the shard: candidates are taken best-approximate-first (x DEPTH_GROWTH
+        per round, from everything that may sit above the lowest threshold); a candidate is final once its
+        exact score clears every candidate not taken yet by the float32 error bound, so the windows are exact.
+        """
+        mining, approx, slack = self.mining, self.approx, self.slack
+        refs = np.asarray(references, dtype=np.float64)
+        thresholds = np.array([mm.margin_threshold(float(r), mining) for r in refs])  # ~ the highest score kept
+        cand = np.flatnonzero(approx <= thresholds.max() + slack)  # [c] every document some group may keep
+        sure_above = len(approx) - len(cand)
+        near = int(np.count_nonzero(approx[cand] >= thresholds.min() - slack))  # above or near a threshold
+        need = mm.hard_need(mining) + mm.semi_hard_need(mining) + mining.hard
+        take = min(len(cand), near + 2 * need + 16)
+        while True:
+            if take < len(cand):
+                top = cand[np.argpartition(-approx[cand], take - 1)[:take]]
+                bound = float(approx[top].min())  # a document not taken scores at most bound + float32 error
+            else:
+                top, bound = cand, -np.inf
+            exact = self.exact_of(top)
+            order = order_by_score_then_id(exact, top)  # shard rows are sorted by doc id
+            rows, scores = top[order], exact[order]
+            final = int(np.count_nonzero(round_scores(scores) > bound + slack))
+            rows, scores = rows[:final], scores[:final]
+            kept = mm.margin_codes(scores[None, :], refs[:, None], mining) == mm.KEEP  # [g, final]
+            starts = np.where(kept.any(axis=1), kept.argmax(axis=1) if final else 0, final)  # [g] kept: a suffix
+            codes = np.zeros(final, np.int8)
+            first = int(starts.min())
+            codes[first:] = self.codes_of(rows[first:])
+            ends, pickable = mm.window_ends(scores, codes, refs, starts, mining)
+            everything = take >= len(cand)
+            found, short = [], False
+            for g, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
+                if end >= 0 and end - start <= mining.max_depth:
+                    found.append((start, end, everything and end == final))
+                elif everything or (start < final and final - start >= mining.max_depth):
+                    stop = min(final, start + mining.max_depth)
+                    found.append((start, stop, everything and stop == final))
+                else:
+                    short = True
+                    break
+            if not short:
+                break
+            take = min(len(cand), take * mm.DEPTH_GROWTH)
+            self.rounds += 1
+        self.pickable = [rows[start:end][pickable[g, start:end]] for g, (start, end, _) in enumerate(found)]
+        return [(rows[start:end], sure_above + start, complete) for start, end, complete in found]
 
 
 def _draws(shard: ShardView, payload: QueryPayload, mining: MiningConfig, seed: int):
@@ -151,162 +222,241 @@ def _draws(shard: ShardView, payload: QueryPayload, mining: MiningConfig, seed: 
     return drawn, ids, scores, codes
 
 
-def _details(shard: ShardView, local: np.ndarray, payload: QueryPayload):
+def _details(shard: ShardView, local: np.ndarray, payload: QueryPayload, pairs: np.ndarray | None = None):
+    """[r, p] float32 cos(positive, candidate) of local rows (only the positives `pairs`, if given)."""
     vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [r, dim]
-    sims = mm.similarity_to_positives(vectors, payload.positives).astype(np.float32)  # [r, p]
-    return sims
+    positives = payload.positives.vectors if pairs is None else payload.positives.vectors[pairs]
+    return (np.asarray(vectors, np.float64) @ np.asarray(positives, np.float64).T).astype(np.float32)
 
 
-def shard_answer(
-    shard: ShardView, payload: QueryPayload, found: _ShardList, mining: MiningConfig, seed: int, keep_vectors=True
-):
-    """ShardCandidates of one query from its guarded list: cut where every pair group has enough, details kept
-    only for the rows a group may pick (issue 15: nothing per query that the output does not need)."""
+def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig, seed: int,
+                 keep_vectors=True) -> ShardCandidates:
+    """ShardCandidates of one query: one window per pair group, their union stored once, details kept only for
+    the rows a group may pick (issue 15: nothing per query that the output does not need)."""
+    scan = _QueryScan(shard, payload, approx, mining)
     groups = mm.pair_groups(payload.positives, mining.margin_reference)
-    end, _ = mm.shard_prefix(found.scores, found.codes, groups.references, mining)
-    keep = slice(None) if end is None else slice(0, end)
-    local, ids, scores, codes = found.local[keep], found.ids[keep], found.scores[keep], found.codes[keep]
-    _, pickable = mm.shard_prefix(scores, codes, groups.references, mining)
-    rows = np.flatnonzero(pickable)
-    sims = _details(shard, local[rows], payload)
+    windows = scan.windows(groups.references)
+    union = np.unique(np.concatenate([w for w, _, _ in windows] + [np.zeros(0, np.int64)]))
+    union = union[order_by_score_then_id(scan.exact[union], union)]
+    row_of = np.full(shard.ntotal, -1, np.int64)
+    row_of[union] = np.arange(len(union))
+    lo = np.array([row_of[w[0]] if len(w) else 0 for w, _, _ in windows], np.int64)
+    hi = lo + np.array([len(w) for w, _, _ in windows], np.int64)
+    codes = scan.codes_of(union)
+    # similarities travel per group, to its own pairs only (one positive each under 'pair'): what rows read
+    sims = [_details(shard, rows, payload, np.flatnonzero(groups.of_pair == g)).ravel()
+            for g, rows in enumerate(scan.pickable)]
     drawn, d_ids, d_scores, d_codes = _draws(shard, payload, mining, seed)
-    d_sims = _details(shard, drawn, payload)
     return ShardCandidates(
         shard=shard.shard,
         ntotal=shard.ntotal,
-        ids=ids,
-        scores=scores,
+        ids=np.asarray(shard.doc_ids[union], dtype=object),
+        scores=scan.exact[union],
         codes=codes,
-        complete=len(ids) >= shard.ntotal,
-        detail_rows=rows,
-        sims=sims,
+        above=np.array([a for _, a, _ in windows], np.int64),
+        lo=lo,
+        hi=hi,
+        complete=np.array([c for _, _, c in windows], bool),
+        detail_rows=np.concatenate([row_of[r] for r in scan.pickable] + [np.zeros(0, np.int64)]).astype(np.int32),
+        detail_groups=np.repeat(np.arange(len(scan.pickable), dtype=np.int32), [len(r) for r in scan.pickable]),
+        sims=np.concatenate(sims + [np.zeros(0, np.float32)]),
         draw_ids=d_ids,
         draw_codes=d_codes,
         draw_scores=d_scores,
-        draw_sims=d_sims,
-        rounds=found.rounds,
+        draw_sims=_details(shard, drawn, payload),
+        rounds=scan.rounds,
         payload=(payload if keep_vectors else without_vectors(payload)) if shard.shard == 0 else None,
     )
 
 
+class PositiveVectors:
+    """Judged positives' exact vectors, looked up by id in the index's shard stores (memory-mapped, read only).
+
+    Query payloads cross the fan-out to every shard without their vectors (mine_rounds.MineQueries): that
+    shuffle held num_shards copies of every query's [p, dim] positives, the largest buffer of the mine stage
+    on dense qrels (issue 15). The vectors are the ones the index stores, so every score is unchanged.
+    """
+
+    def __init__(self, run: RunLayout, num_shards: int):
+        self.run, self.num_shards, self.stores = run, num_shards, {}
+
+    def _store(self, shard: int) -> dict:
+        if shard not in self.stores:
+            from transforms.local_cache import machine_local_copy
+            from transforms.shard_search import load_store
+
+            self.stores[shard] = load_store(machine_local_copy(self.run.shard_store(shard, self.num_shards)))
+        return self.stores[shard]
+
+    def lookup(self, doc_ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found [p] bool, vectors [f, dim] float32, text hashes [f] str) of doc ids, each looked up in the shard
+        transforms.index.shard_of assigns it (an id the index does not hold, e.g. a dead-lettered passage, is
+        not found)."""
+        from transforms.index import shard_of
+
+        found, vectors, hashes = np.zeros(len(doc_ids), bool), [], []
+        for i, (doc_id, shard) in enumerate(zip(doc_ids.tolist(), shard_of(doc_ids, self.num_shards).tolist())):
+            store = self._store(shard)
+            row = bisect.bisect_left(store["doc_ids"], doc_id)  # shard stores are sorted by doc id
+            if row < len(store["doc_ids"]) and store["doc_ids"][row] == doc_id:
+                found[i] = True
+                vectors.append(np.asarray(store["vectors"][row], dtype=np.float32))
+                hashes.append(store["text_hashes"][row])
+        matrix = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+        return found, matrix, as_object_strings(hashes)
+
+
+def with_vectors(payload: QueryPayload, vector: np.ndarray, positives: PositiveVectors | None) -> QueryPayload:
+    """A payload that crossed the fan-out without vectors (without_vectors, or mine_join's payloads, which carry
+    positive ids only), completed: the query vector from its block; the positives' vectors and text hashes from
+    the shard stores (positives the index does not hold are dropped) and their scores cos(query, positive)."""
+    if payload.vector.size and (positives is None or payload.positives.vectors.size):
+        return payload
+    vector = np.asarray(vector, np.float32)
+    if positives is None:
+        return replace(payload, vector=vector)
+    found, vectors, hashes = positives.lookup(payload.positives.ids, len(vector))
+    scores = mm.cosine_rows(vectors, vector)  # [f]
+    ids = payload.positives.ids[found]
+    return replace(payload, vector=vector, positives=mm.Positives(ids, hashes, vectors, scores))
+
+
 @dataclass(frozen=True)
 class MineShardQueries:
-    """ShardQueryFn: mine a block of queries on one loaded shard, deeper rounds included.
+    """ShardQueryFn: mine a block of queries on one loaded shard.
 
-    A query short of survivors on this shard is searched again x4 deeper (up to max_depth) while the shard is
-    loaded; rows already scored are not guarded again. A shard stops once it holds enough for every pair group
-    (mining_math.shard_prefix): then the merged list's complete prefix holds enough too.
+    Every document of the shard is scored approximately for a chunk of queries at once (one float32 BLAS
+    product, no faiss, no depth cap on where a window starts); each pair group's window below its margin
+    threshold is then made exact (_QueryScan.window), so a positive ranked deep still gets its negatives.
     """
 
     mining: MiningConfig
     seed: int
     keep_vectors: bool = True  # shard 0 hands the payload back with its vectors (False: only contextual needs them)
+    run: RunLayout | None = None  # payloads without positive vectors: looked up in run's shard stores
+    num_shards: int = 0
+
+    def _positives(self) -> PositiveVectors | None:
+        if self.run is None:
+            return None
+        if "_lookup" not in self.__dict__:  # per instance, on the worker (never pickled: set after unpickling)
+            object.__setattr__(self, "_lookup", PositiveVectors(self.run, self.num_shards))
+        return self.__dict__["_lookup"]
 
     def __call__(self, searcher: ShardView, block: QueryBlock):
-        for start in range(0, len(block.payloads), SHARD_CHUNK):
-            payloads = block.payloads[start : start + SHARD_CHUNK]
-            vectors = block.vectors[start : start + SHARD_CHUNK]
+        lookup = self._positives()
+        chunk = max(1, min(SHARD_CHUNK, _SCAN_BYTES // (4 * max(searcher.ntotal, 1))))
+        for start in range(0, len(block.payloads), chunk):
+            queries = np.asarray(block.vectors[start : start + chunk], dtype=np.float32)  # [c, dim]
+            payloads = [with_vectors(p, v, lookup) for p, v in zip(block.payloads[start : start + chunk], queries)]
             # Small matrix products per query: BLAS threads only contend (10x slower on a busy 2-core machine);
             # parallelism comes from Beam's workers.
             with threadpool_limits(limits=1, user_api="blas"):
+                approx = queries @ np.asarray(searcher.vectors, dtype=np.float32).T  # [c, n]
                 answers = [
-                    shard_answer(searcher, payload, found, self.mining, self.seed, self.keep_vectors)
-                    for payload, found in zip(payloads, self._search(searcher, payloads, vectors))
+                    shard_answer(searcher, payload, approx[i], self.mining, self.seed, self.keep_vectors)
+                    for i, payload in enumerate(payloads)
                 ]
+            del approx
             for payload, answer in zip(payloads, answers):
                 yield payload.query_id, answer
-
-    def _search(self, searcher: ShardView, payloads: list, vectors: np.ndarray) -> list[_ShardList]:
-        ntotal, mining = searcher.ntotal, self.mining
-        cap = min(ntotal, mining.max_depth)
-        found = [_empty_list() for _ in payloads]
-        depths = np.array([min(p.depth, cap) for p in payloads], dtype=np.int64)
-        pending = np.arange(len(payloads))
-        while pending.size:
-            deeper = []
-            for depth in np.unique(depths[pending]):  # one search per distinct depth
-                rows = pending[depths[pending] == depth]
-                _, local = searcher.search(vectors[rows], int(depth))  # [r, depth] local indices, best first
-                for row, row_local in zip(rows, local):
-                    payload = payloads[row]
-                    found[row].extend(searcher, row_local, payload, mining)
-                    # the group of the lowest reference needs the deepest prefix (its survivors and band lie
-                    # furthest down the list), so it alone decides whether to search deeper
-                    refs = mm.pair_groups(payload.positives, mining.margin_reference).references[:1]
-                    end, _ = mm.shard_prefix(found[row].scores, found[row].codes, refs, mining)
-                    if end is None and depth < cap:
-                        depths[row] = min(mm.next_depth(int(depth), mining), cap)
-                        found[row].rounds += 1
-                        deeper.append(row)
-            pending = np.array(sorted(deeper), dtype=np.int64)
-        return found
 
 
 @dataclass
 class Ranked:
-    """One query's merged raw retrieval list, truncated to its complete prefix (best first)."""
+    """One pair group's merged window: the documents of every shard at or below the group's margin threshold,
+    best first, cut at the complete prefix; the group's position i is the raw rank offset + i + 1."""
 
     ids: np.ndarray  # [n] str
     scores: np.ndarray  # [n] float64
     codes: np.ndarray  # [n] int8 candidate codes
     shard_of: np.ndarray  # [n] index into the shard results
-    row_of: np.ndarray  # [n] position in that shard's list
-    exhausted: bool  # the list is the whole corpus
+    row_of: np.ndarray  # [n] row in that shard's union
+    offset: int  # documents of the corpus ranked above the threshold
+    exhausted: bool  # the window holds every document at or below the threshold
 
 
-def merge_shards(results: list[ShardCandidates], max_depth: int) -> Ranked:
-    """Merge per-shard lists by (-rounded score, id), cut at the complete prefix and at max_depth.
+def _detail_index(result: ShardCandidates, sizes: np.ndarray) -> dict:
+    """{(group, union row): offset of its similarities in result.sims} (each entry holds the group's pairs)."""
+    offsets = np.cumsum(np.concatenate([[0], sizes[result.detail_groups]])).astype(np.int64)
+    return dict(zip(zip(result.detail_groups.tolist(), result.detail_rows.tolist()), offsets[:-1].tolist()))
 
-    Each shard list is a prefix of the shard's order, so the merge is exact up to the earliest last entry of a
-    shard whose list is not complete; the prefix is the same for any number of shards wherever picks are taken.
-    """
+
+@dataclass
+class _Union:
+    """Every shard's union of windows for one query, concatenated, with each entry's place in one global order."""
+
+    ids: np.ndarray  # [u] str
+    scores: np.ndarray  # [u] float64
+    codes: np.ndarray  # [u] int8
+    position: np.ndarray  # [u] int64 place of each entry in the order by (-rounded score, id)
+    first: np.ndarray  # [S] int64 first entry of each shard
+
+
+def merge_unions(results: list[ShardCandidates]) -> _Union:
     ids = np.concatenate([r.ids for r in results])
     scores = np.concatenate([r.scores for r in results])
-    shard_of = np.concatenate([np.full(len(r.ids), k, np.int64) for k, r in enumerate(results)])
-    row_of = np.concatenate([np.arange(len(r.ids), dtype=np.int64) for r in results])
-    order = order_by_score_then_id(scores, ids)
+    order = order_by_score_then_id(scores, ids)  # once per query; each group's window is a subset of it
     position = np.empty(len(order), np.int64)
     position[order] = np.arange(len(order))
-    ends, offset = [], 0
-    for r in results:
-        if not r.complete:
-            ends.append(int(position[offset + len(r.ids) - 1]) + 1 if len(r.ids) else 0)
-        offset += len(r.ids)
-    cut = min(min(ends, default=len(order)), max_depth)
-    order = order[:cut]
+    first = np.cumsum([0] + [len(r.ids) for r in results])[:-1].astype(np.int64)
+    return _Union(ids, scores, np.concatenate([r.codes for r in results]), position, first)
+
+
+def merge_group(union: _Union, results: list[ShardCandidates], g: int, max_depth: int) -> Ranked:
+    """Merge group g's shard windows by (-rounded score, id), cut at the complete prefix and at max_depth.
+
+    Each shard window is a prefix of the shard's documents below the group's threshold, so the merge is exact up
+    to the earliest last entry of a window that is not complete; the rank offset is the sum of the shards'
+    counts above the threshold. Both are the same for any number of shards.
+    """
+    entries = np.concatenate([first + np.arange(r.lo[g], r.hi[g], dtype=np.int64)
+                              for first, r in zip(union.first.tolist(), results)])
+    entries = entries[np.argsort(union.position[entries], kind="stable")]
+    position = union.position[entries]  # ascending
+    ends = [int(np.searchsorted(position, union.position[first + r.hi[g] - 1], side="right")) if r.hi[g] > r.lo[g]
+            else 0 for first, r in zip(union.first.tolist(), results) if not r.complete[g]]
+    cut = min(min(ends, default=len(entries)), max_depth)
+    shard_of = np.searchsorted(union.first, entries[:cut], side="right") - 1
     return Ranked(
-        ids=ids[order],
-        scores=scores[order],
-        codes=np.concatenate([r.codes for r in results])[order],
-        shard_of=shard_of[order],
-        row_of=row_of[order],
-        exhausted=cut >= sum(r.ntotal for r in results),
+        ids=union.ids[entries[:cut]],
+        scores=union.scores[entries[:cut]],
+        codes=union.codes[entries[:cut]],
+        shard_of=shard_of,
+        row_of=entries[:cut] - union.first[shard_of],
+        offset=int(sum(int(r.above[g]) for r in results)),
+        exhausted=not ends and cut == len(entries),
     )
 
 
-def query_stats(ranked: Ranked, picks: list, chosen: list, groups, reasons: np.ndarray, payload: QueryPayload,
-                mining) -> dict:
+def query_stats(merged: list[Ranked], picks: list, chosen: list, groups, payload: QueryPayload, mining,
+                results: list[ShardCandidates]) -> dict:
     """Per-query counts, summed over queries into the stage's selection statistics.
 
-    dropped: candidates of the ranked prefix the picks rely on, by the first guard that drops them for every
-    pair of the query (margins against its highest reference); dropped_pairs: (pair, candidate) decisions by
-    first guard, each pair against its own reference (reasons: [g, n] first reasons per pair group).
+    Per pair group, the documents ranked above its margin threshold (judged positives by their own scores, the
+    rest under the margin guard) plus the window prefix its picks rely on, by first guard; dropped: the group
+    of the highest reference, per query; dropped_pairs: every group, once per pair.
     """
     p, slots = len(payload.positives.ids), len(mm.GUARDS) + 1
-    used = max((pick.used for pick in picks), default=0)
     sizes = groups.sizes()
-    top = groups.references.max() if len(groups.references) else 0.0
-    every = mm.first_reasons(ranked.codes[:used], mm.margin_codes(ranked.scores[:used], top, mining))
-    counts = np.bincount(every.astype(np.int64), minlength=slots)  # [1 + guards]
-    seen = reasons[:, :used].astype(np.int64)  # [g, used] first reason per group
-    per_pair = np.bincount(seen.ravel(), weights=np.repeat(sizes, seen.shape[1]), minlength=slots).astype(np.int64)
+    margin = "relative_margin" if mining.relative_margin is not None else "absolute_margin"
+    per_pair, every, used = np.zeros(slots, np.int64), np.zeros(slots, np.int64), 0
+    for g, (ranked, pick, ref) in enumerate(zip(merged, picks, groups.references)):
+        reasons = mm.first_reasons(ranked.codes[: pick.used], mm.margin_codes(ranked.scores[: pick.used], ref, mining))
+        counts = np.bincount(reasons.astype(np.int64), minlength=slots)
+        judged_above = min(int(np.count_nonzero(mm.margin_codes(payload.positives.scores, ref, mining))),
+                           ranked.offset)
+        counts[mm.GUARDS.index("judged_positive") + 1] += judged_above
+        counts[mm.GUARDS.index(margin) + 1] += ranked.offset - judged_above
+        per_pair += counts * int(sizes[g])
+        every, used = counts, max(used, pick.used)
     wanted = {"hard": mining.hard, "semi_hard": mining.semi_hard, "random": mining.random}
     pairs_full = {t: int(sum(sizes[g] for g, c in enumerate(chosen) if len(c[t]) >= k)) for t, k in wanted.items()}
     return {
         "queries": 1,
         "pairs": p,
-        "candidates_seen": used,
-        "dropped": {guard: int(counts[i + 1]) for i, guard in enumerate(mm.GUARDS)},
+        "candidates_seen": int(sum(len(r.ids) for r in results)),
+        "dropped": {guard: int(every[i + 1]) for i, guard in enumerate(mm.GUARDS)},
         "dropped_pairs": {guard: int(per_pair[i + 1]) for i, guard in enumerate(mm.GUARDS)},
         "deeper_search_histogram": {str(mm.rounds_for(used, mining, p)): 1},
         "queries_full": {t: int(pairs_full[t] == p) for t, k in wanted.items() if k > 0},
@@ -337,26 +487,30 @@ class MergeShardsFn(beam.DoFn):
         query_id, results = element
         results = sorted(results, key=lambda r: r.shard)
         payload = next(r.payload for r in results if r.payload is not None)
-        ranked = merge_shards(results, self.mining.max_depth)
-        details = [dict(zip(r.detail_rows.tolist(), range(len(r.detail_rows)))) for r in results]
         groups = mm.pair_groups(payload.positives, self.mining.margin_reference)
+        pairs_of = [np.flatnonzero(groups.of_pair == g) for g in range(len(groups.references))]
+        details = [_detail_index(r, groups.sizes()) for r in results]
         refs = groups.references[:, None]  # [g, 1]
-        reasons_per_group = mm.first_reasons(ranked.codes, mm.margin_codes(ranked.scores[None, :], refs, self.mining))
         draws_ok = [(r.draw_codes == mm.KEEP) & (mm.margin_codes(r.draw_scores[None, :], refs, self.mining) == 0)
                     for r in results]  # per shard: [g, m]
-        negatives, index, picks, chosen, members = [], {}, [], [], []
-        for g, (ref, reasons) in enumerate(zip(groups.references, reasons_per_group)):
+        negatives, index, merged, picks, chosen, members = [], {}, [], [], [], []
+        union = merge_unions(results)
+        for g, ref in enumerate(groups.references):
+            ranked = merge_group(union, results, g, self.mining.max_depth)
+            reasons = mm.first_reasons(ranked.codes, mm.margin_codes(ranked.scores, ref, self.mining))
             rngs = {tier: mm.tier_rng(self.seed, query_id, tier) for tier in ("hard", "semi_hard", "random")}
             pick = mm.pick_mined(ranked.scores, reasons, float(ref), ranked.exhausted, self.mining, rngs)
             mined = {
-                "hard": [self._mined(ranked, results, details, int(i), "hard") for i in pick.hard],
-                "semi_hard": [self._mined(ranked, results, details, int(i), "semi_hard") for i in pick.semi_hard],
+                tier: [self._mined(ranked, results, details, int(i), tier, g, pairs_of[g]) for i in chosen_]
+                for tier, chosen_ in (("hard", pick.hard), ("semi_hard", pick.semi_hard))
             }
-            mined["random"] = self._random(results, payload, mined, [ok[g] for ok in draws_ok], rngs["random"])
+            mined["random"] = self._random(results, payload, mined, [ok[g] for ok in draws_ok], rngs["random"],
+                                           pairs_of[g])
+            merged.append(ranked)
             picks.append(pick)
             chosen.append(mined)
             members.append(np.array([self._index(negatives, index, n) for t in mined.values() for n in t], np.int64))
-        stats = query_stats(ranked, picks, chosen, groups, reasons_per_group, payload, self.mining)
+        stats = query_stats(merged, picks, chosen, groups, payload, self.mining, results)
         self._count(stats, results)
         if not self.keep_vectors:
             payload = without_vectors(payload)
@@ -368,21 +522,24 @@ class MergeShardsFn(beam.DoFn):
         if key not in index:
             index[key] = len(negatives)
             negatives.append(negative)
+        else:  # another group chose it too: the same document, rank and score; add its pairs' similarities
+            negatives[index[key]].sims.update(negative.sims)
         return index[key]
 
-    def _mined(self, ranked: Ranked, results, details, i: int, tier: str) -> MinedNegative:
+    def _mined(self, ranked: Ranked, results, details, i: int, tier: str, g: int, pairs: np.ndarray) -> MinedNegative:
         s, row = int(ranked.shard_of[i]), int(ranked.row_of[i])
-        k = details[s][row]  # a KeyError here means shard_prefix and pick_mined disagree: a bug
+        k = details[s][g, row]  # a KeyError here means window_ends and pick_mined disagree: a bug
         return MinedNegative(
             negative_id=str(ranked.ids[i]),
             tier=tier,
-            rank=i + 1,
+            rank=ranked.offset + i + 1,
             score_negative=float(ranked.scores[i]),
-            sims=np.array(results[s].sims[k]),  # a copy: a view would pin the shard's whole [r, p] block
+            sims=dict(zip(pairs.tolist(), results[s].sims[k : k + len(pairs)].tolist())),
             generator=self.generator,
         )
 
-    def _random(self, results, payload: QueryPayload, chosen: dict, draws_ok: list, rng) -> list[MinedNegative]:
+    def _random(self, results, payload: QueryPayload, chosen: dict, draws_ok: list, rng, pairs: np.ndarray
+                ) -> list[MinedNegative]:
         if self.mining.random == 0:
             return []
         exclude = {n.negative_id for tier in chosen.values() for n in tier} | set(payload.positives.ids.tolist())
@@ -400,7 +557,7 @@ class MergeShardsFn(beam.DoFn):
                 tier="random",
                 rank=None,
                 score_negative=float(results[s].draw_scores[i]),
-                sims=np.array(results[s].draw_sims[i]),
+                sims=dict(zip(pairs.tolist(), results[s].draw_sims[i, pairs].tolist())),
                 generator="uniform",
             )
             for s, i in picks

@@ -1,6 +1,6 @@
 """The joins around mining, as Beam transforms (CoGroupByKey: big inputs travel through shuffles, not side inputs).
 
-    {"embeddings", "pairs"} | BuildQueryPayloads(mining) -> QueryPayload per query (vector, judged positives)
+    {"embeddings", "pairs"} | BuildQueryPayloads(mining) -> QueryPayload per query (vector, judged positive ids)
     MinedQuery | JoinTexts(docs, queries, contextual)    -> row dicts (+ contextual pair elements)
 
 Corpus-sized inputs (doc vectors, passages) are filtered to the ids the join needs before its shuffle
@@ -124,34 +124,23 @@ class KeepIds(beam.PTransform):
         return keyed | "KeepWanted" >> beam.Filter(keep_keyed, wanted=beam.pvalue.AsSingleton(wanted))
 
 
-def _positives_for_queries(element):
-    doc_id, groups = element
-    found = list(groups["vector"])
-    if not found:
-        return
-    vector, text_hash = found[0]
-    for query_id in groups["queries"]:
-        yield query_id, (doc_id, vector, text_hash)
-
-
 def _payload(element, mining) -> list[QueryPayload]:
+    """A QueryPayload with the judged positives' ids only: every shard completes it from the index's shard
+    stores (transforms.mine.with_vectors: vectors, text hashes, scores), so no vector crosses a shuffle per
+    pair (issue 15)."""
     query_id, groups = element
-    query_vectors, positives = list(groups["query"]), sorted(groups["positives"], key=lambda p: p[0])
-    if not query_vectors or not positives:
+    query_vectors, positive_ids = list(groups["query"]), sorted(set(groups["positives"]))
+    if not query_vectors or not positive_ids:
         return []
-    vector = query_vectors[0][0]  # [dim] float32
-    pos_vectors = np.stack([p[1] for p in positives]).astype(np.float32)  # [p, dim]
-    pos = mm.Positives(
-        ids=as_object_strings([p[0] for p in positives]),
-        text_hashes=as_object_strings([p[2] for p in positives]),
-        vectors=pos_vectors,
-        scores=mm.cosine_rows(pos_vectors, vector),
-    )
-    return [QueryPayload(query_id, vector, pos, depth=mm.initial_depth(mining, len(positives)))]
+    p = len(positive_ids)
+    pos = mm.Positives(ids=as_object_strings(positive_ids), text_hashes=as_object_strings([""] * p),
+                       vectors=np.zeros((p, 0), np.float32), scores=np.zeros(p))
+    return [QueryPayload(query_id, query_vectors[0][0], pos, depth=mm.initial_depth(mining, p))]
 
 
 class BuildQueryPayloads(beam.PTransform):
-    """{'embeddings': pyarrow tables, 'pairs': pair rows} -> QueryPayload per query with >= 1 embedded positive."""
+    """{'embeddings': pyarrow tables, 'pairs': pair rows} -> QueryPayload per query with >= 1 judged positive
+    (positive ids only; the shards complete them, dropping positives the index does not hold)."""
 
     def __init__(self, mining):
         super().__init__()
@@ -160,20 +149,9 @@ class BuildQueryPayloads(beam.PTransform):
     def expand(self, inputs):
         tables, pairs = inputs["embeddings"], inputs["pairs"]
         query_vectors = tables | "QueryVectors" >> beam.FlatMap(_vectors_of, "query")
-        positive_ids = pairs | "PositiveIds" >> beam.Map(lambda r: r["positive_id"])
-        doc_vectors = (
-            tables
-            | "DocVectors" >> beam.FlatMap(_vectors_of, "doc")
-            | "KeepPositiveVectors" >> KeepIds(positive_ids)
-        )
-        positive_to_query = pairs | "PositiveToQuery" >> beam.Map(lambda r: (r["positive_id"], r["query_id"]))
-        query_to_positive = (
-            {"vector": doc_vectors, "queries": positive_to_query}
-            | "JoinPositiveVectors" >> beam.CoGroupByKey()
-            | "PositivesPerQuery" >> beam.FlatMap(_positives_for_queries)
-        )
+        positives = pairs | "PositivesPerQuery" >> beam.Map(lambda r: (r["query_id"], r["positive_id"]))
         return (
-            {"query": query_vectors, "positives": query_to_positive}
+            {"query": query_vectors, "positives": positives}
             | "JoinQueryVectors" >> beam.CoGroupByKey()
             | "MakePayloads" >> beam.FlatMap(_payload, self.mining)
         )

@@ -2,8 +2,8 @@
 
 Queries travel in groups of about mining.query_group_size (`--query-group-size`): each (shard, query group) is
 one search task, so a shard is searched by as many workers as there are groups, and no task holds more than one
-group's queries whatever the query count. One pass over the shards: each shard searches its queries deeper (x4
-per round, up to mining.max_depth) while it is loaded, until every pair group of the query has enough there
+group's queries whatever the query count. One pass over the shards: each shard grows every pair group's window
+below its margin threshold (x4 per round) while it is loaded, until the group has enough there
 (transforms/mine.MineShardQueries), so no query comes back for another fan-out that would reload every shard
 (issue 15).
 """
@@ -14,7 +14,7 @@ import apache_beam as beam
 
 from schemas.build_config import BuildConfig
 from schemas.layout import RunLayout
-from transforms.mine import MergeShardsFn, MineShardQueries
+from transforms.mine import MergeShardsFn, MineShardQueries, without_vectors
 from transforms.search import SearchShards, ToQueryBlocks
 
 
@@ -32,8 +32,10 @@ class MineQueries(beam.PTransform):
         keep_vectors = self.config.contextual.per_pair > 0  # only contextual negatives read them downstream
         return (
             payloads
-            | "QueryRows" >> beam.Map(lambda p: (p.query_id, p.vector, p))
+            # payloads fan out to every shard without vectors: shards read the positives' from the index stores
+            | "QueryRows" >> beam.Map(lambda p: (p.query_id, p.vector, without_vectors(p)))
             | "Blocks" >> ToQueryBlocks(self.config.index.block_size, group_size=mining.query_group_size)
-            | "SearchShards" >> SearchShards(self.run, self.config.index, MineShardQueries(mining, seed, keep_vectors))
+            | "SearchShards" >> SearchShards(self.run, self.config.index, MineShardQueries(
+                mining, seed, keep_vectors, run=self.run, num_shards=self.config.index.num_shards))
             | "MergeAndPick" >> beam.ParDo(MergeShardsFn(mining, seed, generator, keep_vectors=keep_vectors))
         )

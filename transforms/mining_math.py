@@ -106,8 +106,8 @@ def candidate_codes(
     near copy, max_score) dropping each candidate, or KEEP. Computed once per candidate, on the shard."""
     n = len(ids)
     drops = {
-        "judged_positive": np.isin(ids, positives.ids),
-        "text_copy": np.isin(text_hashes, positives.text_hashes) if mining.text_copy_guard else None,
+        "judged_positive": _member(ids, positives.ids),
+        "text_copy": _member(text_hashes, positives.text_hashes) if mining.text_copy_guard else None,
         "near_copy": (
             round_scores(max_sims) >= mining.near_copy_threshold if mining.near_copy_guard and n else None
         ),
@@ -136,6 +136,23 @@ def margin_codes(scores: np.ndarray, reference: np.ndarray | float, mining: Mini
     if m is not None:  # written last: the relative margin is the first reason when both drop
         codes[np.broadcast_to(s > ref - np.abs(ref) * m, shape)] = GUARDS.index("relative_margin") + 1
     return codes
+
+
+def _member(values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """[n] bool: values[i] in wanted, by hashing (np.isin sorts object arrays of str: far slower)."""
+    wanted = set(np.asarray(wanted).tolist())
+    return np.fromiter((v in wanted for v in np.asarray(values).tolist()), dtype=bool, count=len(values))
+
+
+def margin_threshold(reference: float, mining: MiningConfig) -> float:
+    """About the highest score the margins keep against `reference` (+inf without margins), for prefiltering
+    only: margin_codes decides, on rounded scores; callers allow the float error around it."""
+    threshold = np.inf
+    if mining.relative_margin is not None:
+        threshold = min(threshold, reference - abs(reference) * mining.relative_margin)
+    if mining.absolute_margin is not None:
+        threshold = min(threshold, reference - mining.absolute_margin)
+    return float(threshold)
 
 
 def first_reasons(cand_codes: np.ndarray, margin: np.ndarray) -> np.ndarray:
@@ -323,10 +340,49 @@ def shard_prefix(
     return int(ends.max()) if ends.size else 0, pickable.any(axis=0)
 
 
+def window_ends(
+    scores: np.ndarray,  # [n] one shard's candidates, best first by (-rounded score, id)
+    cand_codes: np.ndarray,  # [n] candidate_codes (any value before a group's start: margins drop those rows)
+    references: np.ndarray,  # [g] reference score of each pair group
+    starts: np.ndarray,  # [g] first row the margins keep for each group
+    mining: MiningConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """([g] end of each group's window in rows, -1 where the list does not hold enough; [g, n] rows it may pick).
+
+    shard_prefix per group, on the window that starts at the group's margin threshold: enough is hard_need
+    survivors, and semi_hard_need + K_hard band survivors or a candidate below the band inside the window.
+    """
+    n = len(scores)
+    refs = np.asarray(references, dtype=np.float64)[:, None]  # [g, 1]
+    starts = np.asarray(starts, dtype=np.int64)
+    inside = np.arange(n)[None, :] >= starts[:, None]  # [g, n]
+    survive = (cand_codes == KEEP)[None, :] & (margin_codes(scores[None, :], refs, mining) == KEEP)  # [g, n]
+    need_h = hard_need(mining)
+    rank = np.cumsum(survive, axis=1)  # [g, n]
+    pickable = survive & (rank <= need_h)
+    ends = _end_of(rank, need_h)
+    ends = np.where(ends < 0, -1, np.maximum(ends, starts))
+    if mining.semi_hard > 0:
+        low, high = mining.semi_hard_band
+        s = round_scores(scores)[None, :]
+        band = survive & (s >= refs - high) & (s <= refs - low)  # [g, n]
+        need_b = semi_hard_need(mining) + mining.hard
+        band_rank = np.cumsum(band, axis=1)
+        pickable |= band & (band_rank <= need_b)
+        end_b = _end_of(band_rank, need_b)
+        below = (s < refs - high) & inside  # [g, n]
+        first_below = np.where(below.any(axis=1), below.argmax(axis=1) + 1 if n else 0, -1)  # [g]
+        end_b = np.where(end_b >= 0, np.maximum(end_b, starts), first_below)
+        ends = np.where((ends < 0) | (end_b < 0), -1, np.maximum(ends, end_b))
+    return ends, pickable
+
+
 def _end_of(rank: np.ndarray, need: int) -> np.ndarray:
     """[g] prefix length at which each row of `rank` reaches `need` (0 for need 0), or -1 if it never does."""
     if need == 0:
         return np.zeros(len(rank), dtype=np.int64)
+    if rank.shape[1] == 0:
+        return np.full(len(rank), -1, dtype=np.int64)
     reached = rank >= need  # [g, n]
     return np.where(reached.any(axis=1), reached.argmax(axis=1) + 1, -1)
 

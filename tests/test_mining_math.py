@@ -309,17 +309,3 @@ def test_pick_random_draws_exactly_what_one_rng_choice_per_draw_drew():
         k = int(rng.integers(0, 12))
         expected = _pick_random_one_choice_per_draw(sizes, ok, ids, k, exclude, np.random.default_rng(trial))
         assert mm.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial)) == expected, trial
-
-
-def test_the_lowest_reference_needs_the_deepest_shard_prefix():
-    rng = np.random.default_rng(8)
-    mining = MiningConfig(hard=3, semi_hard=2, range_max=10, semi_hard_pool=8, absolute_margin=0.01)
-    for trial in range(100):
-        n = int(rng.integers(5, 300))
-        scores = np.sort(np.round(rng.uniform(-0.5, 0.95, n), 3))[::-1]
-        codes = np.where(rng.random(n) < 0.2, _code("near_copy"), mm.KEEP).astype(np.int8)
-        refs = np.sort(np.round(rng.uniform(-0.4, 0.9, int(rng.integers(1, 6))), 3))
-        ends = [mm.shard_prefix(scores, codes, refs[g : g + 1], mining)[0] for g in range(len(refs))]
-        whole = mm.shard_prefix(scores, codes, refs, mining)[0]
-        assert whole == ends[0], trial  # None (short) too
-        assert all(e is None or ends[0] is None or e <= ends[0] for e in ends), trial

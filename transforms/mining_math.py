@@ -301,45 +301,6 @@ def pick_mined(
     )
 
 
-def shard_prefix(
-    scores: np.ndarray,  # [n] one shard's candidates, best first by (-rounded score, id)
-    cand_codes: np.ndarray,  # [n] candidate_codes
-    references: np.ndarray,  # [g] reference score of each pair group
-    mining: MiningConfig,
-) -> tuple[int | None, np.ndarray]:
-    """(prefix of this shard's list that holds enough for every group, or None; [n] bool rows a group may pick).
-
-    Enough, for each group: hard_need survivors, and semi_hard_need + K_hard band survivors or a candidate below
-    the band. If the shard whose list ends first in the global order holds enough, so does the merged list's
-    complete prefix, so the picks there are final (MergeShardsFn). Rows a group may pick are its first
-    hard_need survivors and its first semi_hard_need + K_hard band survivors (the global picks of a group,
-    restricted to one shard, are among the shard's). One [g, n] pass, no loop over groups. The prefix grows as
-    the reference falls (thresholds and band move down the list), so the lowest reference alone decides it.
-    """
-    n = len(scores)
-    refs = np.asarray(references, dtype=np.float64)[:, None]  # [g, 1]
-    survive = (cand_codes == KEEP)[None, :] & (margin_codes(scores[None, :], refs, mining) == KEEP)  # [g, n]
-    need_h = hard_need(mining)
-    rank = np.cumsum(survive, axis=1)  # [g, n] survivors so far
-    pickable = survive & (rank <= need_h)
-    ends = [_end_of(rank, need_h)]
-    if mining.semi_hard > 0:
-        low, high = mining.semi_hard_band
-        s = round_scores(scores)[None, :]
-        band = survive & (s >= refs - high) & (s <= refs - low)  # [g, n]
-        need_b = semi_hard_need(mining) + mining.hard
-        band_rank = np.cumsum(band, axis=1)
-        pickable |= band & (band_rank <= need_b)
-        end_b = _end_of(band_rank, need_b)
-        below = s < refs - high  # [g, n]
-        first_below = np.where(below.any(axis=1), below.argmax(axis=1) + 1, -1)  # [g]
-        ends.append(np.where(end_b >= 0, end_b, first_below))
-    ends = np.stack(ends)  # [tiers, g]
-    if n == 0 or (ends < 0).any():
-        return None, pickable.any(axis=0) if n else np.zeros(0, bool)
-    return int(ends.max()) if ends.size else 0, pickable.any(axis=0)
-
-
 def window_ends(
     scores: np.ndarray,  # [n] one shard's candidates, best first by (-rounded score, id)
     cand_codes: np.ndarray,  # [n] candidate_codes (any value before a group's start: margins drop those rows)
@@ -349,8 +310,10 @@ def window_ends(
 ) -> tuple[np.ndarray, np.ndarray]:
     """([g] end of each group's window in rows, -1 where the list does not hold enough; [g, n] rows it may pick).
 
-    shard_prefix per group, on the window that starts at the group's margin threshold: enough is hard_need
-    survivors, and semi_hard_need + K_hard band survivors or a candidate below the band inside the window.
+    On the window that starts at the group's margin threshold, enough is hard_need survivors, and
+    semi_hard_need + K_hard band survivors or a candidate below the band inside the window. Rows a group may
+    pick are its first hard_need survivors and its first semi_hard_need + K_hard band survivors (the global
+    picks of a group, restricted to one shard, are among the shard's).
     """
     n = len(scores)
     refs = np.asarray(references, dtype=np.float64)[:, None]  # [g, 1]

@@ -4,10 +4,16 @@ Shards. A worker that builds one shard holds that shard's vectors once in the in
 (transforms.index.build_shard streams the grouped blocks into one preallocated array, which for Flat is the
 index's own storage, and the store is written from it), plus the grouped blocks themselves when the runner
 hands a group over as a list (the local runners do; runners that page a large group over the state API,
-Dataflow among them per apache/beam#21817, hold a page at a time). So VECTOR_COPIES = 2 is the bound on
-every runner (1 where groups are paged); measured by bench/shard_build_memory.py on 200k x 384 (one shard):
-3.74 shard copies before streaming, 2.21 (list) and 1.21 (paged) after, the fraction above the whole copies
-being ids and hashes (PER_DOC_OVERHEAD_BYTES). While searching, the index and the store are memory-mapped.
+Dataflow among them per apache/beam#21817, hold a page at a time). bench/shard_build_memory.py on 200k x 384
+(one shard, in one process): 2.21 shard copies (list) and 1.21 (paged). In the pipeline itself
+(bench/scale.py --trace-bundles, 100k docs, 2 SDK workers of 50k docs each, 2026-11-26) the FillShards bundle
+grew a worker by 436 MiB with one 50k-doc shard per worker and by ~205 MiB with eight 6.25k-doc shards per
+worker: ~5.5 KB per doc of the shard being built (decoded blocks, the index's array, ids, hashes, the store
+being written: VECTOR_COPIES and PER_DOC_OVERHEAD_BYTES below, 3 x 4 x 384 + 900 = 5,508 bytes at 384-d) plus
+~3.4 KB per doc of all the worker is sent: the local runners send a worker all the groups of its partition of
+a grouped stage in ONE data-channel message (fn_runner._send_input_to_worker), about two copies of their
+encoded bytes, a cost that follows docs / --direct_num_workers and that no shard count bounds. A runner that
+hands groups over per key does not pay that term. While searching, the index and the store are memory-mapped.
 The number of shards grows with docs x dim / budget and never drops below the historical default of 4 (small
 corpora keep their old layout and rows). An explicit --num-shards wins.
 
@@ -28,8 +34,8 @@ import math
 from schemas.build_config import IndexConfig
 
 DEFAULT_MIN_SHARDS = 4
-VECTOR_COPIES = 2  # per doc while a shard is built: the index's array + grouped blocks handed over as a list
-PER_DOC_OVERHEAD_BYTES = 320  # ids, text hashes (Python str), their sort order and packed copies, measured
+VECTOR_COPIES = 3  # per doc while a shard is built: the index's array, the grouped blocks as a list, transients
+PER_DOC_OVERHEAD_BYTES = 900  # ids, text hashes (Python str), sort order, packed copies: 5.5 KB/doc at 384-d total
 WORKER_FIXED_GB = 1.25  # interpreter, Beam harness, torch and a small model, before any shard
 MAX_SHARDS = 4096
 

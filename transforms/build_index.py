@@ -28,6 +28,7 @@ from transforms.index import (
     concat_blocks,
     index_meta,
     keep_lowest_priority,
+    loaded,
     make_index,
     sample_priority,
     split_by_shard,
@@ -54,8 +55,9 @@ class TrainSampleFn(beam.CombineFn):
         kept = keep_lowest_priority(priority, concat_blocks([b for _, b in pieces], self._dim), self._n)
         return [kept], len(kept[1])
 
-    def add_input(self, accumulator, block: DocBlock):
+    def add_input(self, accumulator, block):
         pieces, held = accumulator
+        block = loaded(block)  # a RefBlock's vectors (only non-Flat factories train)
         pieces.append(keep_lowest_priority(sample_priority(block.doc_ids, self._seed), block, self._n))
         held += len(pieces[-1][1])
         return self._compact(pieces) if held > 2 * self._n else (pieces, held)  # amortised: copy every n rows

@@ -1,10 +1,14 @@
 """Index stage: RUN_DIR/embeddings (doc rows) -> RUN_DIR/index (sharded faiss + exact stores + index.json).
 
-    ReadEmbeddings -> DocBlocks (block_size rows per element) -> SplitByShard (crc32(doc_id) % num_shards)
-    TrainSample (seeded, train_sample docs) -> TrainIndex (once) ------------------> side input
-    + one None per shard -> GroupByShard (every shard, even empty ones) -> FillShards (streams each shard's
-    blocks twice, ids then vectors, into one preallocated array; sorted by doc_id; atomic files)
-    -> WriteIndexMeta (index.json)
+    MatchEmbeddings -> RefBlocks (per Parquet row group: doc ids and text hashes, no vectors)
+    -> SplitByShard (crc32(doc_id) % num_shards) -> GroupByShard -> FillShards (streams each shard's ref
+    blocks twice: ids, then vectors read from their row groups, into one preallocated array; sorted by doc_id;
+    atomic files) -> WriteIndexMeta (index.json; writes any shard no doc went to, empty)
+    TrainSample (seeded, train_sample docs; reads its vectors; non-Flat factories) -> TrainIndex -> side input
+
+No shuffle carries vectors: each shard's worker reads every row group's vector column once (the shards
+together read the embeddings num_shards times), in exchange a worker never holds more than its own shard's
+vectors and one row group, on any runner.
 
 Counts come from index.json, which the pipeline itself writes, so they are exact on any runner.
 """
@@ -15,13 +19,14 @@ import logging
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.options import is_dry_run, make_pipeline_options, run_pipeline
 from schemas.build_config import BuildConfig
 from schemas.layout import RunLayout
 from transforms.build_index import BuildShardedIndex
-from transforms.index import doc_blocks_from_table, read_index_meta, validate_index_config
+from transforms.index import read_index_meta, ref_blocks_of_file, validate_index_config
 from transforms.model import model_dimension
 
 logger = logging.getLogger(__name__)
@@ -53,14 +58,12 @@ def run_index(config: BuildConfig, run: RunLayout, out: RunLayout, beam_args: li
     if not FileSystems.exists(out.index_dir):
         FileSystems.mkdirs(out.index_dir)  # fail now on a bad output path
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    block_size = config.index.block_size
     _ = (
         pipeline
-        | "ReadEmbeddings"
-        >> beam.io.ReadFromParquetBatched(
-            FileSystems.join(run.embeddings_dir, "*.parquet"), columns=EMBEDDING_COLUMNS, validate=False
-        )
-        | "DocBlocks" >> beam.FlatMap(doc_blocks_from_table, block_size)
+        | "MatchEmbeddings" >> fileio.MatchFiles(FileSystems.join(run.embeddings_dir, "*.parquet"))
+        | "EmbeddingPaths" >> beam.Map(lambda metadata: metadata.path)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "RefBlocks" >> beam.FlatMap(ref_blocks_of_file)
         | "BuildShardedIndex" >> BuildShardedIndex(config.index, dim, config.seed, out)
     )
     if not run_pipeline(pipeline, options):

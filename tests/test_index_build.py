@@ -23,8 +23,11 @@ from transforms.index import (
     DocBlock,
     build_shard,
     concat_blocks,
+    doc_blocks_from_table,
     fill_shard,
     keep_lowest_priority,
+    loaded,
+    ref_blocks_of_file,
     sample_priority,
     shard_of,
     sorted_shard,
@@ -333,3 +336,21 @@ def test_fill_shards_reads_groups_paged_through_the_state_api(tmp_path, monkeypa
         doc_ids = store["doc_ids"].tolist()
         assert doc_ids == sorted(doc_ids) and all(zlib.crc32(d.encode()) % 2 == shard for d in doc_ids)
         np.testing.assert_array_equal(store["vectors"], np.stack([by_id[d] for d in doc_ids]))
+
+
+def test_ref_blocks_carry_no_vectors_and_load_the_same_doc_rows(tmp_path):
+    """The index stage groups RefBlocks (ids, hashes, row-group positions) by shard and reads vectors after:
+    per row group, the doc rows (query rows skipped) and, loaded, the same vectors as reading the table."""
+    rng = np.random.default_rng(3)
+    ids = [f"d{i:03d}" for i in range(230)]
+    write_embeddings(str(tmp_path), ids, unit(rng.normal(size=(230, 8))).astype(np.float32))
+    paths = sorted(str(p) for p in (tmp_path / "embeddings").iterdir())
+    refs = [ref for path in paths for ref in ref_blocks_of_file(path)]
+    assert len(refs) == 4 and all(not hasattr(ref, "vectors") for ref in refs)  # 116 + 116 rows, 97 per row group
+    expected = concat_blocks([b for path in paths for b in doc_blocks_from_table(pq.read_table(path), 1000)], 8)
+    got = concat_blocks([loaded(ref) for ref in refs], 8)
+    assert got.doc_ids.tolist() == expected.doc_ids.tolist() == ids
+    assert got.text_hashes.tolist() == expected.text_hashes.tolist()
+    np.testing.assert_array_equal(got.vectors, expected.vectors)
+    part = refs[1].take(np.array([0, 2]))
+    np.testing.assert_array_equal(loaded(part).vectors, loaded(refs[1]).vectors[[0, 2]])

@@ -1,10 +1,13 @@
 """Doc blocks -> a sharded faiss index under RUN_DIR/index, as Beam transforms (the index stage's work).
 
     TrainSample (seeded, train_sample docs) -> TrainIndex (once) ------------------> side input
-    SplitByShard + one None per shard (so empty shards exist) -> GroupByShard -> FillShards -> WriteIndexMeta
+    SplitByShard -> GroupByShard -> FillShards -> CollectShardStats -> WriteIndexMeta (+ any empty shard)
 
 FillShards streams a shard's grouped blocks (transforms.index.build_shard): a plain GroupByKey, not a
-CoGroupByKey, whose Python implementation copies every group into a list before the DoFn sees it.
+CoGroupByKey, whose Python implementation copies every group into a list before the DoFn sees it. Shards
+that receive no doc are written empty by WriteIndexMeta (from the shard stats it collects), not by flattening
+one None marker per shard into the grouped input: the local runners materialise a Flatten as a pass of its
+whole input through a worker (bench/scale.py --trace-bundles, 400k docs: +1.08 GB in one worker).
 
 The maths (sampling priority, shard split, fill, write) is in transforms/index.py.
 """
@@ -25,6 +28,7 @@ from transforms.index import (
     concat_blocks,
     index_meta,
     keep_lowest_priority,
+    loaded,
     make_index,
     sample_priority,
     split_by_shard,
@@ -51,8 +55,9 @@ class TrainSampleFn(beam.CombineFn):
         kept = keep_lowest_priority(priority, concat_blocks([b for _, b in pieces], self._dim), self._n)
         return [kept], len(kept[1])
 
-    def add_input(self, accumulator, block: DocBlock):
+    def add_input(self, accumulator, block):
         pieces, held = accumulator
+        block = loaded(block)  # a RefBlock's vectors (only non-Flat factories train)
         pieces.append(keep_lowest_priority(sample_priority(block.doc_ids, self._seed), block, self._n))
         held += len(pieces[-1][1])
         return self._compact(pieces) if held > 2 * self._n else (pieces, held)  # amortised: copy every n rows
@@ -105,11 +110,9 @@ class BuildShardedIndex(beam.PTransform):
 
     def expand(self, doc_blocks):
         n, trained = self._index.num_shards, beam.pvalue.AsSingleton(self._trained(doc_blocks))
-        shard_to_parts = doc_blocks | "SplitByShard" >> beam.FlatMap(split_by_shard, n)
-        every_shard = doc_blocks.pipeline | "ShardNumbers" >> beam.Create([(s, None) for s in range(n)])
         shard_stats = (
-            (shard_to_parts, every_shard)
-            | "WithEveryShard" >> beam.Flatten()
+            doc_blocks
+            | "SplitByShard" >> beam.FlatMap(split_by_shard, n)
             | "GroupByShard" >> beam.GroupByKey()
             | "FillShards" >> beam.ParDo(FillShardFn(self._out, n, self._dim), trained=trained)
         )
@@ -122,6 +125,11 @@ class BuildShardedIndex(beam.PTransform):
 
 
 def _write_meta(shard_stats: list[dict], index: IndexConfig, dim: int, seed: int, out: RunLayout, trained) -> dict:
+    """Write the shards no doc went to (empty, so every shard's files exist), then index.json."""
+    filled = {stats["shard"] for stats in shard_stats}
+    for shard in sorted(set(range(index.num_shards)) - filled):
+        empty, docs = build_shard(trained[0], [], dim)
+        shard_stats = [*shard_stats, write_shard(out, shard, index.num_shards, empty, docs)]
     meta = index_meta(index, dim, shard_stats, trained[1], seed)
     write_index_meta(out, meta)
     return meta

@@ -1,13 +1,18 @@
 """Index sizing from the corpus size and a per-worker memory budget (`--worker-memory-gb`): shards and factory.
 
-Shards. A worker that builds one shard holds that shard's vectors once in the index it fills
-(transforms.index.build_shard streams the grouped blocks into one preallocated array, which for Flat is the
-index's own storage, and the store is written from it), plus the grouped blocks themselves when the runner
-hands a group over as a list (the local runners do; runners that page a large group over the state API,
-Dataflow among them per apache/beam#21817, hold a page at a time). So VECTOR_COPIES = 2 is the bound on
-every runner (1 where groups are paged); measured by bench/shard_build_memory.py on 200k x 384 (one shard):
-3.74 shard copies before streaming, 2.21 (list) and 1.21 (paged) after, the fraction above the whole copies
-being ids and hashes (PER_DOC_OVERHEAD_BYTES). While searching, the index and the store are memory-mapped.
+Shards. The index stage groups only doc ids and text hashes by shard (transforms.index.RefBlock, ~200 bytes
+per doc); the worker that builds a shard reads the vectors itself, one Parquet row group at a time, straight
+into one preallocated array in doc_id order, which for Flat is the index's own storage
+(transforms.index.build_shard). So a shard build holds its vectors once (VECTOR_COPIES = 1) plus its ids and
+hashes (Python str, grouped refs, their sort order and packed copies) and one row group: PER_DOC_OVERHEAD_BYTES.
+Measured in the pipeline (bench/scale.py --trace-bundles, 2 SDK workers, 4 shards, 2026-11-26): the
+FillShards bundle grew a worker by 132-140 MiB at 25k docs per shard and 262-292 MiB at 100k, i.e. <= 3.1 KB
+per doc of the shard at 384-d (each worker built 2 shards in one bundle, so this is an upper bound); the
+constants give 1 x 4 x 384 + 1,600 = 3,136 bytes. Before (vectors shuffled to the shard's worker), the same
+bundle grew it by ~5.5 KB per shard doc plus ~3.4 KB per doc of the worker's whole partition: the local
+runners send a worker all the groups of its partition of a grouped stage in ONE data-channel message
+(fn_runner._send_input_to_worker), a cost that followed docs / --direct_num_workers whatever the shard count.
+While searching, the index and the store are memory-mapped.
 The number of shards grows with docs x dim / budget and never drops below the historical default of 4 (small
 corpora keep their old layout and rows). An explicit --num-shards wins.
 
@@ -28,8 +33,8 @@ import math
 from schemas.build_config import IndexConfig
 
 DEFAULT_MIN_SHARDS = 4
-VECTOR_COPIES = 2  # per doc while a shard is built: the index's array + grouped blocks handed over as a list
-PER_DOC_OVERHEAD_BYTES = 320  # ids, text hashes (Python str), their sort order and packed copies, measured
+VECTOR_COPIES = 1  # per doc while a shard is built: the index's array (vectors are read, not shuffled, there)
+PER_DOC_OVERHEAD_BYTES = 1600  # ids, text hashes (str), refs, sort order, packed copies: <= 3.1 KB/doc measured
 WORKER_FIXED_GB = 1.25  # interpreter, Beam harness, torch and a small model, before any shard
 MAX_SHARDS = 4096
 

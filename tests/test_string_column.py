@@ -119,7 +119,7 @@ def test_shard_store_holds_blobs_without_pickle_memory_mapped_and_searchable(tmp
     assert id_bytes < 200 + sum(len(d.encode("utf-8")) for d in ids)  # + the .npy header, not n x 2 KiB
 
     store = load_store(path)
-    assert isinstance(store["doc_ids"].data, np.memmap) and isinstance(store["vectors"], np.memmap)
+    assert isinstance(store["doc_ids"].data.base, np.memmap) and isinstance(store["vectors"], np.memmap)  # a view
     assert store["doc_ids"].tolist() == sorted(ids)
     by_id = dict(zip(ids, hashes.tolist()))
     assert store["text_hashes"].tolist() == [by_id[d] for d in sorted(ids)]

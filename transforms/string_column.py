@@ -62,7 +62,9 @@ class StringColumn:
                 f"string offsets span [{int(offsets[0])}, {int(offsets[-1])}] but data holds {len(data)}"
                 " bytes; the store is damaged: rebuild the index stage"
             )
-        self.data, self.offsets = data, offsets
+        # plain ndarray views (no copy; a memmap stays mapped): slicing a np.memmap subclass costs a Python
+        # __array_finalize__ per row, which dominated mining's id decoding (profile of bench/mine_dense_stage.py)
+        self.data, self.offsets = data.view(np.ndarray), offsets.view(np.ndarray)
 
     @classmethod
     def from_strings(cls, values: Iterable[str] | np.ndarray) -> StringColumn:

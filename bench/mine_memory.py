@@ -27,68 +27,27 @@ from common import write_results  # noqa: E402
 from scale import MIB, QUERIES, REPO, RssSampler, linear_fit, summarise_trace  # noqa: E402
 
 DIM = 384
-ROW_GROUP = 4096  # the embed stage's rows per written table (transforms/write_embeddings.py)
 NUM_SHARDS = 4
 
 
 def write_run_dir(run_dir: str, docs: int, seed: int = 0) -> None:
-    """inputs/, embeddings/ and a Flat index/ as the earlier stages would leave them (in this process)."""
-    sys.path.insert(0, REPO)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from schemas.build_config import IndexConfig
-    from schemas.inputs import DOCS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA, embeddings_schema
-    from schemas.layout import RunLayout
-    from schemas.negatives import text_hash
-    from transforms.index import (
-        DocBlock,
-        fill_shard,
-        index_meta,
-        split_by_shard,
-        train_index,
-        write_index_meta,
-        write_shard,
-    )
+    """inputs/, embeddings/ and a Flat index/ as the earlier stages would leave them (tests/planted_run.py)."""
+    sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+    from planted_run import write_run
 
     rng = np.random.default_rng(seed)
-    run = RunLayout(run_dir)
     words = np.array([f"w{i}" for i in range(20_000)])
-    passages = [" ".join(words[rng.integers(0, len(words), 40)]) for _ in range(docs)]
     doc_ids = sorted(f"d{i}" for i in range(docs))
+    passages = [" ".join(words[rng.integers(0, len(words), 40)]) for _ in range(docs)]
     vectors = rng.standard_normal((docs, DIM), dtype=np.float32)  # [docs, dim]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     positive = [(i * docs) // QUERIES for i in range(QUERIES)]
     queries = vectors[positive] + 0.05 * rng.standard_normal((QUERIES, DIM), dtype=np.float32)  # [q, dim]
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    hashes = [text_hash(p) for p in passages]
-    for folder in (run.inputs_table("docs"), run.inputs_table("queries"), run.inputs_table("pairs"),
-                   run.embeddings_dir):
-        os.makedirs(folder, exist_ok=True)
-    pq.write_table(pa.table({"doc_id": doc_ids, "title": [""] * docs, "text": passages, "passage": passages,
-                             "text_hash": hashes}, schema=DOCS_SCHEMA),
-                   os.path.join(run.inputs_table("docs"), "part-00000.parquet"), row_group_size=ROW_GROUP)
     query_ids = [f"q{i}" for i in range(QUERIES)]
-    pq.write_table(pa.table({"query_id": query_ids, "text": [passages[p][:60] for p in positive]},
-                            schema=QUERIES_SCHEMA), os.path.join(run.inputs_table("queries"), "part-00000.parquet"))
-    pq.write_table(pa.table({"query_id": query_ids, "positive_id": [doc_ids[p] for p in positive],
-                             "score": [1] * QUERIES}, schema=PAIRS_SCHEMA),
-                   os.path.join(run.inputs_table("pairs"), "part-00000.parquet"))
-    schema = embeddings_schema(DIM)
-    with pq.ParquetWriter(os.path.join(run.embeddings_dir, "part-00000.parquet"), schema) as writer:
-        for start in range(0, docs, ROW_GROUP):
-            part = vectors[start : start + ROW_GROUP]
-            writer.write_table(pa.table({"id": doc_ids[start : start + ROW_GROUP], "kind": ["doc"] * len(part),
-                                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.ravel()), DIM),
-                                         "text_hash": hashes[start : start + ROW_GROUP]}, schema=schema))
-        writer.write_table(pa.table({"id": query_ids, "kind": ["query"] * QUERIES,
-                                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(queries.ravel()), DIM),
-                                     "text_hash": [text_hash(q) for q in query_ids]}, schema=schema))
-    block = DocBlock(np.array(doc_ids, dtype=object), vectors, np.array(hashes, dtype=object))
-    trained = train_index("Flat", DIM, block)
-    parts = dict(split_by_shard(block, NUM_SHARDS))
-    stats = [write_shard(run, s, NUM_SHARDS, *fill_shard(trained, parts[s])) for s in range(NUM_SHARDS)]
-    write_index_meta(run, index_meta(IndexConfig(num_shards=NUM_SHARDS), DIM, stats, docs, 0))
+    write_run(run_dir, dict(zip(doc_ids, passages)), {q: passages[p][:60] for q, p in zip(query_ids, positive)},
+              [(q, doc_ids[p]) for q, p in zip(query_ids, positive)], dict(zip(doc_ids, vectors)),
+              dict(zip(query_ids, queries)), NUM_SHARDS)
 
 
 _MINE = """

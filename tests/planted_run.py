@@ -26,37 +26,47 @@ from transforms.index import (
     write_shard,
 )
 
+ROW_GROUP = 4096  # the embed stage's rows per written table (transforms/write_embeddings.py)
+
 
 def _write_parquet(table: pa.Table, folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
-    pq.write_table(table, os.path.join(folder, "part-00000.parquet"))
+    pq.write_table(table, os.path.join(folder, "part-00000.parquet"), row_group_size=ROW_GROUP)
 
 
 def write_run(run_dir: str, docs: dict, queries: dict, pairs: list, doc_vecs: dict, query_vecs: dict,
               num_shards: int) -> RunLayout:
-    """A RUN_DIR as ingest, embed and index would leave it (inputs/, embeddings/, exact Flat index/)."""
+    """A RUN_DIR as ingest, embed and index would leave it (inputs/, embeddings/, exact Flat index/).
+
+    Written column by column (no per-row dicts or Python float lists), so bench/mine_memory.py uses it for
+    hundreds of thousands of docs as well."""
     run = RunLayout(run_dir)
-    doc_ids = sorted(docs)
-    _write_parquet(pa.Table.from_pylist(
-        [{"doc_id": d, "title": "", "text": docs[d], "passage": docs[d], "text_hash": text_hash(docs[d])}
-         for d in doc_ids], DOCS_SCHEMA), run.inputs_table("docs"))
-    _write_parquet(pa.Table.from_pylist([{"query_id": q, "text": t} for q, t in sorted(queries.items())],
-                                        QUERIES_SCHEMA), run.inputs_table("queries"))
-    _write_parquet(pa.Table.from_pylist([{"query_id": q, "positive_id": d, "score": 1} for q, d in pairs],
-                                        PAIRS_SCHEMA), run.inputs_table("pairs"))
-    emb = [{"id": d, "kind": "doc", "vector": doc_vecs[d].tolist(), "text_hash": text_hash(docs[d])} for d in doc_ids]
-    emb += [{"id": q, "kind": "query", "vector": query_vecs[q].tolist(), "text_hash": text_hash(queries[q])}
-            for q in sorted(queries)]
-    dim = len(next(iter(doc_vecs.values())))
-    _write_parquet(pa.Table.from_pylist(emb, embeddings_schema(dim)), run.embeddings_dir)
-    index_config = IndexConfig(num_shards=num_shards)
-    block = DocBlock(np.array(doc_ids), np.stack([doc_vecs[d] for d in doc_ids]).astype(np.float32),
-                     np.array([text_hash(docs[d]) for d in doc_ids]))
+    doc_ids, query_ids = sorted(docs), sorted(queries)
+    passages = [docs[d] for d in doc_ids]
+    doc_hashes = [text_hash(p) for p in passages]
+    _write_parquet(pa.table({"doc_id": doc_ids, "title": [""] * len(doc_ids), "text": passages,
+                             "passage": passages, "text_hash": doc_hashes}, schema=DOCS_SCHEMA),
+                   run.inputs_table("docs"))
+    _write_parquet(pa.table({"query_id": query_ids, "text": [queries[q] for q in query_ids]}, schema=QUERIES_SCHEMA),
+                   run.inputs_table("queries"))
+    _write_parquet(pa.table({"query_id": [q for q, _ in pairs], "positive_id": [d for _, d in pairs],
+                             "score": [1] * len(pairs)}, schema=PAIRS_SCHEMA), run.inputs_table("pairs"))
+    doc_matrix = np.stack([doc_vecs[d] for d in doc_ids]).astype(np.float32)  # [docs, dim]
+    query_matrix = np.stack([query_vecs[q] for q in query_ids]).astype(np.float32)  # [queries, dim]
+    dim = doc_matrix.shape[1]
+    vectors = np.concatenate([doc_matrix, query_matrix])
+    _write_parquet(pa.table({
+        "id": doc_ids + query_ids,
+        "kind": ["doc"] * len(doc_ids) + ["query"] * len(query_ids),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+        "text_hash": doc_hashes + [text_hash(queries[q]) for q in query_ids],
+    }, schema=embeddings_schema(dim)), run.embeddings_dir)
+    block = DocBlock(np.array(doc_ids, dtype=object), doc_matrix, np.array(doc_hashes, dtype=object))
     trained = train_index("Flat", dim, block)
     parts = dict(split_by_shard(block, num_shards))
     empty = block.take(np.zeros(0, np.int64))
     stats = [write_shard(run, s, num_shards, *fill_shard(trained, parts.get(s, empty))) for s in range(num_shards)]
-    write_index_meta(run, index_meta(index_config, dim, stats, len(block), 0))
+    write_index_meta(run, index_meta(IndexConfig(num_shards=num_shards), dim, stats, len(block), 0))
     return run
 
 

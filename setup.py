@@ -11,7 +11,8 @@ setup(
     description="Mine, generate, audit and train on tiered negatives for text-embedding models (Apache Beam).",
     python_requires=">=3.11",
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "schemas",
-                                    "schemas.*", "trainer", "trainer.*", "audit", "audit.*"]),
+                                    "schemas.*", "trainer", "trainer.*", "audit", "audit.*", "storage",
+                                    "storage.*"]),
     include_package_data=True,
     install_requires=[
         "apache-beam[gcp]>=2.60,<3",

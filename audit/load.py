@@ -3,7 +3,7 @@
 Nothing is read eagerly except manifest.json; every table is a Polars LazyFrame so statistics stay
 streaming on millions of rows. Paths come from schemas.layout.RunLayout; listing and reading go through
 Beam's FileSystems (local and gs:// alike); remote parts are copied to a local temporary folder first, since
-Polars cannot open gs:// through Beam's filesystems (pipelines.run_files.local_copies).
+Polars cannot open gs:// through Beam's filesystems (storage.files.local_copies).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import polars as pl
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.run_files import list_files, local_copies
 from schemas.contracts import resolved_section
 from schemas.layout import RunLayout
+from storage.files import list_files, local_copies
 
 logger = logging.getLogger(__name__)
 

@@ -21,20 +21,12 @@ import time
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.options import is_dry_run, make_pipeline_options, runner_name, workers_see_local_files
-from pipelines.run_files import (
-    clear_stage,
-    delete_tree,
-    ensure_dir,
-    is_remote,
-    list_files,
-    promote_stage,
-    read_json,
-    write_json,
-)
+from pipelines.run_files import clear_stage, promote_stage
 from schemas.build_config import BuildConfig, ConfigError
 from schemas.fingerprints import inputs_fingerprint, model_fingerprint
 from schemas.layout import STAGES, RunLayout
 from schemas.manifest import new_manifest, resume_plan, stage_fingerprint
+from storage.files import delete_tree, ensure_dir, is_remote, list_files, read_json, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import sys
 import polars as pl
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.run_files import list_files, local_copies
 from schemas.layout import RunLayout
 from schemas.negatives import TIERS
+from storage.files import list_files, local_copies
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,4 @@
-"""File operations on a RUN_DIR through Beam FileSystems (local and gs:// alike).
-
-Object stores (gs://, s3://) have no folders: `FileSystems.exists("gs://b/run")` is false even when objects
-live under that prefix. Nothing here relies on directory semantics: a "folder" is the set of files whose
-path starts with `<folder>/`, listed with a `**` match, deleted and renamed object by object.
+"""A RUN_DIR's stages on disk, local and gs:// alike (file operations: storage/files.py, no folder semantics).
 
 Each stage writes into its own staging root (RunLayout(run.staging_dir(stage))); promote_stage moves the
 files into RUN_DIR only after the stage's pipeline finished, so readers never see half-written outputs.
@@ -11,58 +7,18 @@ Folders shared by stages (deadletter/, warnings/, stats/) get a per-stage sub-fo
 
 from __future__ import annotations
 
-import json
 import logging
 
-from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.layout import RunLayout
+from storage.files import DELETE_CHUNK, delete_tree, ensure_dir, list_files
 
 logger = logging.getLogger(__name__)
 
 # Top-level folders each stage owns exclusively in RUN_DIR.
 STAGE_OUTPUTS = {"ingest": ("inputs",), "embed": ("embeddings",), "index": ("index",), "mine": ("negatives",)}
 SHARED_FOLDERS = ("deadletter", "warnings", "stats")
-_DELETE_CHUNK = 500
-
-
-def is_remote(path: str) -> bool:
-    """True for paths of a non-local filesystem (gs://, s3://, ...)."""
-    return FileSystems.get_scheme(path) not in (None, "file")
-
-
-def list_files(root: str) -> list[str]:
-    """Every file below root (recursive; on object stores every object under the `root/` prefix), sorted.
-
-    [] when nothing is there. Works the same whether or not the store knows "folders".
-    """
-    pattern = root.rstrip("/") + "/**"
-    try:
-        return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    except BeamIOError:  # local: the folder does not exist
-        return []
-
-
-def path_exists(path: str) -> bool:
-    """True when path is a file/object, or a folder/prefix holding at least one file."""
-    return FileSystems.exists(path) or bool(list_files(path))
-
-
-def delete_tree(root: str) -> int:
-    """Delete every file below root (object by object on object stores); returns the number of files deleted."""
-    files = list_files(root)
-    for start in range(0, len(files), _DELETE_CHUNK):
-        FileSystems.delete(files[start : start + _DELETE_CHUNK])
-    if not is_remote(root) and FileSystems.exists(root):
-        FileSystems.delete([root])  # the (now empty) local folders themselves
-    return len(files)
-
-
-def ensure_dir(path: str) -> None:
-    """Create a local folder (parents too); a no-op on object stores, where folders do not exist."""
-    if not is_remote(path) and not FileSystems.exists(path):
-        FileSystems.mkdirs(path)
 
 
 def _relative(path: str, root: str) -> str:
@@ -92,77 +48,10 @@ def promote_stage(run: RunLayout, stage: str) -> int:
     targets = [FileSystems.join(run.run_dir, _target_for(_relative(src, staging), stage)) for src in sources]
     for parent in sorted({target.rsplit("/", 1)[0] for target in targets}):
         ensure_dir(parent)
-    for start in range(0, len(sources), _DELETE_CHUNK):  # GCS: copy + delete per object, batched
-        FileSystems.rename(sources[start : start + _DELETE_CHUNK], targets[start : start + _DELETE_CHUNK])
+    for start in range(0, len(sources), DELETE_CHUNK):  # GCS: copy + delete per object, batched
+        FileSystems.rename(sources[start : start + DELETE_CHUNK], targets[start : start + DELETE_CHUNK])
     delete_tree(staging)
     staging_root = FileSystems.join(run.run_dir, "_staging")
     if not list_files(staging_root):
         delete_tree(staging_root)
     return len(sources)
-
-
-def write_json(path: str, payload: dict) -> None:
-    """Write JSON atomically: a .tmp file renamed over the target."""
-    tmp = path + ".tmp"
-    with FileSystems.create(tmp) as handle:
-        handle.write(json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8"))
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
-
-
-def read_json(path: str) -> dict:
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read().decode("utf-8"))
-
-
-def local_copies(paths: list[str], root: str) -> list[str]:
-    """Local paths for `paths` (files below root): local ones as they are, remote ones downloaded once.
-
-    Remote files are copied into one temporary folder, keeping their path relative to root (so hive
-    partitions such as tier=hard/ survive) for readers that cannot open gs:// themselves (Polars,
-    pyarrow datasets); the folder is removed when the process exits.
-    """
-    remote = [p for p in paths if is_remote(p)]
-    if not remote:
-        return list(paths)
-    import atexit
-    import os
-    import shutil
-    import tempfile
-
-    folder = tempfile.mkdtemp(prefix="negforge-remote-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    prefix = root.rstrip("/") + "/"
-    local = []
-    for path in paths:
-        if not is_remote(path):
-            local.append(path)
-            continue
-        relative = path[len(prefix) :] if path.startswith(prefix) else path.rsplit("/", 1)[-1]
-        target = os.path.join(folder, *relative.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-        with raw as source, open(target, "wb") as sink:
-            shutil.copyfileobj(source, sink, 1 << 20)
-        local.append(target)
-    return local
-
-
-def upload_tree(local_dir: str, remote_dir: str) -> int:
-    """Copy every file below a local folder to remote_dir (gs://...), object by object; returns the count."""
-    import os
-    import shutil
-
-    count = 0
-    for folder, _, names in os.walk(local_dir):
-        for name in sorted(names):
-            source = os.path.join(folder, name)
-            relative = os.path.relpath(source, local_dir).replace(os.sep, "/")
-            target = FileSystems.join(remote_dir, relative)
-            with open(source, "rb") as handle, FileSystems.create(
-                target, compression_type=CompressionTypes.UNCOMPRESSED
-            ) as sink:
-                shutil.copyfileobj(handle, sink, 1 << 20)
-            count += 1
-    return count

@@ -29,10 +29,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadFromParquet, ReadFromParquetBatched
 
 from pipelines.options import make_pipeline_options, run_pipeline
-from pipelines.run_files import read_json
 from schemas.build_config import BuildConfig
 from schemas.layout import RunLayout
 from schemas.negatives import TIERS
+from storage.files import read_json
 from transforms import mining_math as mm
 from transforms.counts import SumCountsFn, WriteJson
 from transforms.mine import CONTEXTUAL_PAIRS

@@ -64,7 +64,7 @@ def _train_anywhere(config, source: str, output: str, train_from_source) -> dict
     import dataclasses
     import tempfile
 
-    from pipelines.run_files import is_remote, upload_tree
+    from storage.files import is_remote, upload_tree
 
     if is_remote(config.base_model):
         from transforms.model import resolve_model_dir

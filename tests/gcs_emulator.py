@@ -72,7 +72,7 @@ def emulator_process(bucket: str = BUCKET):
 
 def upload_tree(local_dir: str, remote_dir: str) -> None:
     """Copy every file below local_dir to remote_dir (gs://...) through Beam's FileSystems."""
-    from pipelines.run_files import upload_tree as upload
+    from storage.files import upload_tree as upload
 
     upload(local_dir, remote_dir)
 

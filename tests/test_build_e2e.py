@@ -103,7 +103,7 @@ def test_dataflow_job_builds_offline_under_dry_run(gcs_emulator):
     Dataflow workers cannot read the launcher's local files, so the inputs and RUN_DIR are gs:// paths."""
     from gcs_emulator import upload_tree
 
-    from pipelines.run_files import list_files
+    from storage.files import list_files
 
     upload_tree(SAMPLE, f"{gcs_emulator}/dry/scifact")
     run_dir = f"{gcs_emulator}/dry/run"

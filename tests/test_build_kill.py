@@ -16,9 +16,9 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import build
-from pipelines.run_files import list_files
 from schemas.build_config import BuildConfig, IngestConfig
 from schemas.layout import STAGES, RunLayout
+from storage.files import list_files
 
 OUTPUTS = {  # stage -> files it writes (relative to its staging root)
     "ingest": ("inputs/docs/part-0.parquet", "inputs/pairs/part-0.parquet", "deadletter/part-0.parquet"),

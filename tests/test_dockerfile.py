@@ -24,7 +24,7 @@ def test_base_image_matches_the_launchers_python_and_beam():
 
 def test_image_copies_every_package_and_pins_cpu_torch():
     dockerfile = _read("Dockerfile")
-    for package in ("pipelines", "transforms", "schemas", "trainer", "audit"):
+    for package in ("pipelines", "transforms", "schemas", "trainer", "audit", "storage"):
         assert f"COPY {package} ./{package}" in dockerfile, package
     assert "download.pytorch.org/whl/cpu torch==" in dockerfile
     assert "wordnet-base" in dockerfile and "HF_HUB_OFFLINE=1" in dockerfile

@@ -16,8 +16,9 @@ from gcs_emulator import upload_tree
 from scaleout_data import assert_same_rows, build, negative_rows
 
 from pipelines.cli import main
-from pipelines.run_files import delete_tree, list_files, local_copies, path_exists, promote_stage
+from pipelines.run_files import promote_stage
 from schemas.layout import RunLayout
+from storage.files import delete_tree, list_files, local_copies, path_exists
 
 
 def _read_parquet(path: str) -> pl.DataFrame:

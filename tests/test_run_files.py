@@ -7,11 +7,12 @@ import os
 import pytest
 
 from pipelines.build import NotARunDirError, RunDirExistsError, prepare_run_dir
-from pipelines.run_files import clear_stage, list_files, promote_stage, read_json, write_json
+from pipelines.run_files import clear_stage, promote_stage
 from schemas.build_config import BuildConfig, IngestConfig, MiningConfig
 from schemas.fingerprints import inputs_fingerprint, model_fingerprint
 from schemas.layout import RunLayout
 from schemas.manifest import new_manifest, reusable_stages, stage_fingerprint
+from storage.files import list_files, read_json, write_json
 
 
 def _touch(path: str, text: str = "x") -> None:

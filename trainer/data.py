@@ -82,14 +82,14 @@ class DevSet:
 
 def _remote_files(folder: str) -> list[str]:
     """Every file under a gs:// (any non-local) folder, by prefix: object stores have no folders."""
-    from pipelines.run_files import list_files  # Beam's FileSystems, only for remote paths
+    from storage.files import list_files  # Beam's FileSystems, only for remote paths
 
     return list_files(folder)
 
 
 def _local(paths: list[str], root: str) -> list[str]:
     """Remote files downloaded once (pyarrow cannot reach gs:// through Beam's filesystems or credentials)."""
-    from pipelines.run_files import local_copies
+    from storage.files import local_copies
 
     return local_copies(paths, root)
 

@@ -1,0 +1,1 @@
+"""Storage helpers shared by the pipelines, the trainer and the audit."""

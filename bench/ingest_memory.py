@@ -47,12 +47,18 @@ def _status(pid: int) -> dict[str, int]:
 
 
 def _descendants(pid: int) -> list[int]:
+    """Every process below pid (children of any of its threads: the runner starts workers from threads)."""
     children = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
-            children = [int(p) for p in handle.read().split()]
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                children += [int(p) for p in handle.read().split()]
+        except OSError:
+            continue
     return children + [d for child in children for d in _descendants(child)]
 
 
@@ -96,10 +102,25 @@ def _mib(peaks: dict[str, int]) -> dict[str, float]:
     return {f"{name}_mib": round(peaks.get(name, 0) / MIB, 1) for name in FIELDS}
 
 
-def measure(beir: str, out_dir: str, code: str) -> dict:
+def _top_bundles(trace_dir: str, top: int = 6) -> list[dict]:
+    """The worker bundles that grew the RSS most (bench/trace_site records), largest first."""
+    records = []
+    for name in sorted(os.listdir(trace_dir)) if os.path.isdir(trace_dir) else []:
+        with open(os.path.join(trace_dir, name), encoding="utf-8") as handle:
+            records += [json.loads(line) for line in handle if line.strip()]
+    for record in records:
+        record["growth_mib"] = round(record["peak_mib"] - record["start_mib"], 1)
+    return sorted(records, key=lambda r: -r["growth_mib"])[:top]
+
+
+def measure(beir: str, out_dir: str, code: str, trace_dir: str | None = None) -> dict:
     shutil.rmtree(out_dir, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=code, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
+    if trace_dir:  # per-bundle peaks inside the SDK workers (bench/trace_site/sitecustomize.py)
+        shutil.rmtree(trace_dir, ignore_errors=True)
+        env["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "bench", "trace_site"), code])
+        env["NEGFORGE_BUNDLE_TRACE"] = trace_dir
     command = [sys.executable, os.path.abspath(__file__), "--child", beir, out_dir]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -111,8 +132,10 @@ def measure(beir: str, out_dir: str, code: str) -> dict:
     if process.returncode != 0:
         raise RuntimeError(f"ingest failed ({process.returncode}):\n{output[-4000:]}")
     summary = json.loads(output.strip().splitlines()[-1])
-    workers = [_mib(p) for _, p in sorted(sampler.workers.items())]
+    # A worker's launcher shell (a few MiB, same command line) is not a worker.
+    workers = [_mib(p) for _, p in sorted(sampler.workers.items()) if p.get("VmRSS", 0) > 32 * MIB]
     return {
+        **({"bundle_trace": _top_bundles(trace_dir)} if trace_dir else {}),
         "wall_s": round(wall, 1),
         "docs_written": summary["docs"],
         "runner": _mib(sampler.runner),
@@ -142,6 +165,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/ingest3-scale", help="run folders and missing corpora")
     parser.add_argument("--code", default=REPO, help="checkout whose negforge code runs the stage")
     parser.add_argument("--label", default=None, help="results file suffix (ingest_memory_LABEL.json)")
+    parser.add_argument("--trace-bundles", action="store_true",
+                        help="also record each SDK worker bundle's peak (bench/trace_site); slower")
     parser.add_argument("--child", nargs=2, metavar=("BEIR", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -157,7 +182,8 @@ def main() -> None:
             beir = prepare_corpus(args.workdir, docs)
         load = [round(x, 2) for x in os.getloadavg()]
         result = {"docs": docs, "code": args.code, "load_average_1_5_15": load,
-                  **measure(beir, os.path.join(args.workdir, f"run-{args.label or 'now'}-{docs}"), args.code)}
+                  **measure(beir, os.path.join(args.workdir, f"run-{args.label or 'now'}-{docs}"), args.code,
+                            os.path.join(args.workdir, f"trace-{docs}") if args.trace_bundles else None)}
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps(result), flush=True)
         runs.append(result)

@@ -59,7 +59,7 @@ def build_ingest(pipeline: beam.Pipeline, ingest: IngestConfig, out: RunLayout, 
     stats_path = FileSystems.join(out.stats_dir, STATS_FILE)
     (
         [
-            inputs["ledger"] | "LedgerKeys" >> beam.Map(lambda entry: {("file", *entry): 1}),
+            inputs["ledger"] | "LedgerKeys" >> beam.Map(lambda entry: {("file", entry[0], entry[1]): entry[2]}),
             inputs["deadletter"] | "DeadLetterKeys" >> beam.Map(lambda row: {("deadletter", row["reason"]): 1}),
             inputs["warnings"] | "WarningKeys" >> beam.Map(lambda row: {("warnings", row["reason"]): 1}),
             written | "WrittenKeys" >> beam.Map(lambda kv: {kv[0]: kv[1]}),

@@ -184,7 +184,7 @@ def test_no_doc_text_crosses_a_group_by_key_in_a_beir_ingest(tmp_path):
     _write(beir / "qrels" / "train.tsv", qrels)
     texts = frozenset(row["text"] for row in docs[:40])
     summary, out, labels = _probe_ingest(tmp_path, IngestConfig(beir_dir=str(beir), split="train"), texts)
-    assert any("JoinDocsAndPairs" in label for label in labels)
+    assert any("GroupByDoc" in label for label in labels)
     assert any("ParseRanges/Spread" in label for label in labels)
     written = _read_table(out.inputs_table("docs"), DOCS_SCHEMA)
     assert {row["text"] for row in written} >= texts and len(written) == 41  # every doc, dup once, conf dropped

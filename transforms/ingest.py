@@ -35,12 +35,14 @@ counts rows, and output tables hold fewer, unique rows); blank lines and the qre
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 
 from schemas.build_config import IngestConfig
 from schemas.inputs import DOCS_SCHEMA, passage_of
@@ -65,8 +67,8 @@ logger = logging.getLogger(__name__)
 
 ACCEPTED, DEAD_LETTERED, OUT_OF_SPLIT, READ = "accepted", "dead_lettered", "out_of_split", "read"
 OUTCOMES = (ACCEPTED, DEAD_LETTERED, OUT_OF_SPLIT)
-_RECORD_TAGS = {DocRecord: "docs", QueryRecord: "queries", PairRecord: "pairs"}
-_PARSE_TAGS = ("docs", "queries", "pairs", "deadletter", "warnings", "ledger", "dead_docs", "dead_queries")
+_PARSE_TAGS = ("by_doc", "queries", "deadletter", "warnings", "ledger", "dead_queries")
+DOC, PAIR, MARK = 0, 1, 2  # what a by_doc value holds: a DocKey tuple, a PairRecord naming the doc, a DeadMark
 _GROUP_TAGS = ("pairs", "deadletter", "warnings", "ledger", "dead")  # Outcome.emit
 _ISSUE_TAGS = ("deadletter", "warnings", "ledger")
 DOC_KINDS = ("docs", "pairs")  # row kinds whose lines hold doc texts: read again to write the docs table
@@ -252,11 +254,38 @@ def doc_row(record: DocRecord) -> dict:
     }
 
 
-class ParseRowsFn(beam.DoFn):
+class _TallyLedgerFn(beam.DoFn):
+    """A DoFn whose ledger entries are counted per bundle and emitted once per bundle as (source, outcome, n).
+
+    One entry per row (two per doc: read, then accepted) would send every row twice more through a Flatten
+    and a combine; on the local runner that materialised Flatten was the ingest workers' largest growth.
+    Subclasses pass their outputs through self._tally().
+    """
+
+    def start_bundle(self):
+        self._ledger: Counter = Counter()
+
+    def _tally(self, outputs):
+        for item in outputs:
+            if isinstance(item, pvalue.TaggedOutput) and item.tag == "ledger":
+                self._ledger[item.value] += 1
+            else:
+                yield item
+
+    def finish_bundle(self):
+        for (source, outcome), count in sorted(self._ledger.items()):
+            yield pvalue.TaggedOutput("ledger", GlobalWindows.windowed_value((source, outcome, count)))
+        self._ledger.clear()
+
+
+class ParseRowsFn(_TallyLedgerFn):
     """(row kind, SourceLine) -> records (tags docs / queries / pairs), dead-letter and warning rows, ledger.
 
-    Docs come out as (doc id, (identity, counted, source index, line, offset)), without their text; pairs of
-    a pair file without their raw line (which holds the positive's text): see the module docstring.
+    Tag by_doc: everything the doc decision needs, keyed by doc id and ready for one GroupByKey (a
+    CoGroupByKey would add a Flatten, one more pass of every doc through a worker on the local runner):
+    (DOC, (identity, counted, source index, line, offset)) for a doc row, without its text; (PAIR, pair) for a
+    pair (a pair file's without its raw line, which holds the positive's text); (MARK, DeadMark) for a
+    dead-lettered doc row whose id could be read. See the module docstring.
     """
 
     def __init__(self, max_text_chars: int, sources: list[tuple[str, str]]) -> None:
@@ -264,7 +293,9 @@ class ParseRowsFn(beam.DoFn):
         self.source_index = {path: i for i, (_, path) in enumerate(sources)}
 
     def process(self, element: tuple[str, SourceLine]):
-        kind, line = element
+        yield from self._tally(self._parse(*element))
+
+    def _parse(self, kind: str, line: SourceLine):
         parsed = parse.parse_line(kind, line, self.max_text_chars)
         if parsed.header:
             return
@@ -276,20 +307,25 @@ class ParseRowsFn(beam.DoFn):
             yield pvalue.TaggedOutput("ledger", (line.source, DEAD_LETTERED))
             if parsed.dead_id is not None and kind in ("docs", "queries"):
                 mark = DeadMark(parsed.deadletter["reason"], parsed.deadletter["detail"], False, final=False)
-                yield pvalue.TaggedOutput(f"dead_{kind}", (parsed.dead_id, mark))
+                if kind == "docs":
+                    yield pvalue.TaggedOutput("by_doc", (parsed.dead_id, (MARK, mark)))
+                else:
+                    yield pvalue.TaggedOutput("dead_queries", (parsed.dead_id, mark))
         if parsed.out_of_split:
             yield pvalue.TaggedOutput("ledger", (line.source, OUT_OF_SPLIT))
         for record in parsed.records:
             if isinstance(record, DocRecord):
                 compact = (record.identity, record.counted, self.source_index[line.source], line.line, line.offset)
-                yield pvalue.TaggedOutput("docs", (record.doc_id, compact))
-            elif isinstance(record, PairRecord) and kind in DOC_KINDS:
-                yield pvalue.TaggedOutput("pairs", replace(record, ref=replace(record.ref, raw=None)))
+                yield pvalue.TaggedOutput("by_doc", (record.doc_id, (DOC, compact)))
+            elif isinstance(record, PairRecord):
+                if kind in DOC_KINDS:
+                    record = replace(record, ref=replace(record.ref, raw=None))
+                yield pvalue.TaggedOutput("by_doc", (record.doc_id, (PAIR, record)))
             else:
-                yield pvalue.TaggedOutput(_RECORD_TAGS[type(record)], record)
+                yield pvalue.TaggedOutput("queries", record)
 
 
-class ResolveDuplicatesFn(beam.DoFn):
+class ResolveDuplicatesFn(_TallyLedgerFn):
     """(id, records) -> (id, Kept); conflicts and duplicates to dead-letter / warnings (resolve_duplicates)."""
 
     def __init__(self, settle_accepted: bool) -> None:
@@ -297,7 +333,7 @@ class ResolveDuplicatesFn(beam.DoFn):
 
     def process(self, element):
         key, records = element
-        yield from resolve_duplicates(key, list(records), self.settle_accepted).emit()
+        yield from self._tally(resolve_duplicates(key, list(records), self.settle_accepted).emit())
 
 
 class AnchorConflictsFn(beam.DoFn):
@@ -308,8 +344,8 @@ class AnchorConflictsFn(beam.DoFn):
         yield from anchor_conflicts(identity, list(records)).emit()
 
 
-class DecideDocsFn(beam.DoFn):
-    """(doc id, {docs, pairs, dead}) -> (query id, pair) for pairs whose doc was accepted (decide_doc).
+class DecideDocsFn(_TallyLedgerFn):
+    """(doc id, [(DOC|PAIR|MARK, value)]) -> (query id, pair) for pairs whose doc was accepted (decide_doc).
 
     Tagged: dropped (source, line) of doc rows not kept; deadletter, warnings, ledger as Outcome.emit.
     """
@@ -318,10 +354,13 @@ class DecideDocsFn(beam.DoFn):
         self.paths = paths
 
     def process(self, element):
-        doc_id, grouped = element
-        keys = doc_keys(grouped["docs"], self.paths)
-        out, dropped = decide_doc(doc_id, keys, list(grouped["pairs"]), list(grouped["dead"]))
-        yield from out.emit()
+        doc_id, values = element
+        grouped: tuple[list, list, list] = ([], [], [])
+        for kind, value in values:
+            grouped[kind].append(value)
+        docs, pairs, marks = grouped
+        out, dropped = decide_doc(doc_id, doc_keys(docs, self.paths), pairs, marks)
+        yield from self._tally(out.emit())
         for ref in dropped:
             yield pvalue.TaggedOutput("dropped", (ref.source, ref.line))
 
@@ -421,14 +460,14 @@ class WriteDocPartsFn(beam.DoFn):
                 yield doc_row(record)
 
 
-class SettleQueryFn(beam.DoFn):
+class SettleQueryFn(_TallyLedgerFn):
     """(query id, {queries, dead, pairs}) -> query row; tagged: accepted pair rows, dead-letter, ledger."""
 
     def process(self, element):
         query_id, grouped = element
-        yield from settle_query(
-            query_id, list(grouped["queries"]), list(grouped["dead"]), list(grouped["pairs"])
-        ).emit()
+        yield from self._tally(
+            settle_query(query_id, list(grouped["queries"]), list(grouped["dead"]), list(grouped["pairs"])).emit()
+        )
 
 
 def input_sources(ingest: IngestConfig) -> list[tuple[str, str]]:
@@ -454,7 +493,7 @@ def _group(pcoll, name: str, key, fn: beam.DoFn):
 
 class IngestInputs(beam.PTransform):
     """PBegin -> {docs_written: (("output", "docs"), rows) per docs part written to docs_folder; queries, pairs:
-    output rows; deadletter, warnings: issue rows; ledger: (source, outcome)}."""
+    output rows; deadletter, warnings: issue rows; ledger: (source, outcome, rows)}."""
 
     def __init__(self, ingest: IngestConfig, docs_folder: str, range_bytes: int | None = None) -> None:
         super().__init__()
@@ -477,12 +516,8 @@ class IngestInputs(beam.PTransform):
         if self.ingest.pairs_file is not None:
             query_marks.append(_group(rows["queries"], "Anchors", lambda r: r.identity, AnchorConflictsFn()).dead)
         docs = (
-            {
-                "docs": rows["docs"],
-                "pairs": rows["pairs"] | "KeyPairsByDoc" >> beam.Map(lambda pair: (pair.doc_id, pair)),
-                "dead": rows["dead_docs"],
-            }
-            | "JoinDocsAndPairs" >> beam.CoGroupByKey()
+            rows["by_doc"]
+            | "GroupByDoc" >> beam.GroupByKey()
             | "DecideDocs"
             >> beam.ParDo(DecideDocsFn([p for _, p in sources])).with_outputs(*_GROUP_TAGS, "dropped", main="kept")
         )

@@ -145,6 +145,29 @@ def measure(beir: str, out_dir: str, code: str, trace_dir: str | None = None) ->
     }
 
 
+TARGET_DOCS = 10_000_000
+
+
+def figures(runs: list[dict]) -> dict:
+    """Least-squares line of each peak against docs and its value at 10M docs (GiB); needs two sizes."""
+    if len({r["docs"] for r in runs}) < 2:
+        return {}
+    xs = [r["docs"] for r in runs]
+    series = {
+        "worker_peak": [r["worker_peak_mib"] for r in runs],
+        "worker_peak_anon": [r["worker_peak_anon_mib"] for r in runs],
+        "runner_peak": [r["runner"]["VmRSS_mib"] for r in runs],
+    }
+    mean_x = sum(xs) / len(xs)
+    out = {}
+    for name, ys in series.items():
+        mean_y = sum(ys) / len(ys)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+        at_target = mean_y + slope * (TARGET_DOCS - mean_x)
+        out[name] = {"mib_per_million_docs": round(slope * 1e6, 1), "gib_at_10m": round(at_target / 1024, 2)}
+    return out
+
+
 def child(beir: str, out_dir: str) -> None:
     """Run the ingest stage of `beir` into out_dir on 2 worker processes; print its summary as JSON."""
     from pipelines.stage_ingest import run_ingest
@@ -189,7 +212,9 @@ def main() -> None:
         runs.append(result)
     name = "ingest_memory" + (f"_{args.label}" if args.label else "")
     beam_flags = "--direct_running_mode multi_processing --direct_num_workers 2"
-    print(f"wrote {write_results(name, {'beam': beam_flags, 'runs': runs})}")
+    path = write_results(name, {"beam": beam_flags, "runs": runs, "figures": figures(runs)})
+    print(json.dumps(figures(runs)))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

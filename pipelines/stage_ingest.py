@@ -18,7 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.options import make_pipeline_options, run_pipeline
 from schemas.build_config import BuildConfig, IngestConfig
-from schemas.inputs import DEADLETTER_SCHEMA, DOCS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA, WARNINGS_SCHEMA
+from schemas.inputs import DEADLETTER_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA, WARNINGS_SCHEMA
 from schemas.layout import RunLayout
 from transforms.counts import SumCountsFn, WriteJson
 from transforms.ingest import OUTCOMES, READ, IngestInputs, input_sources
@@ -28,12 +28,12 @@ from transforms.write_tables import TableSpec, write_tables
 logger = logging.getLogger(__name__)
 
 STATS_FILE = "ingest.json"
-DOC_SHARDS = 4  # Parquet parts of inputs/docs (the other tables are small: one part each)
 
 
 def table_specs(out: RunLayout) -> dict[str, TableSpec]:
+    """The small tables, one part each. inputs/docs is written by IngestInputs itself, one part per read range
+    of the corpus (or pair file), so that no doc text is shuffled."""
     return {
-        "docs": TableSpec(out.inputs_table("docs"), DOCS_SCHEMA, DOC_SHARDS),
         "queries": TableSpec(out.inputs_table("queries"), QUERIES_SCHEMA, 1),
         "pairs": TableSpec(out.inputs_table("pairs"), PAIRS_SCHEMA, 1),
         "deadletter": TableSpec(out.deadletter_dir, DEADLETTER_SCHEMA, 1),
@@ -46,14 +46,20 @@ def _counts_payload(totals: dict) -> dict:
     return {"counts": [[list(key), count] for key, count in sorted(totals.items())]}
 
 
-def build_ingest(pipeline: beam.Pipeline, ingest: IngestConfig, out: RunLayout) -> str:
-    """Add the ingest steps to `pipeline`; return the path of the stats file it will write."""
-    inputs = pipeline | "Ingest" >> IngestInputs(ingest)
-    written = write_tables(pipeline, inputs, table_specs(out))
+def build_ingest(pipeline: beam.Pipeline, ingest: IngestConfig, out: RunLayout, range_bytes: int | None = None) -> str:
+    """Add the ingest steps to `pipeline`; return the path of the stats file it will write.
+
+    range_bytes: bytes per read range (None: transforms.read.RANGE_BYTES); tests make it tiny.
+    """
+    inputs = pipeline | "Ingest" >> IngestInputs(ingest, out.inputs_table("docs"), range_bytes)
+    written = [
+        write_tables(pipeline, inputs, table_specs(out)),
+        inputs["docs_written"],
+    ] | "AllWritten" >> beam.Flatten()
     stats_path = FileSystems.join(out.stats_dir, STATS_FILE)
     (
         [
-            inputs["ledger"] | "LedgerKeys" >> beam.Map(lambda entry: {("file", *entry): 1}),
+            inputs["ledger"] | "LedgerKeys" >> beam.Map(lambda entry: {("file", entry[0], entry[1]): entry[2]}),
             inputs["deadletter"] | "DeadLetterKeys" >> beam.Map(lambda row: {("deadletter", row["reason"]): 1}),
             inputs["warnings"] | "WarningKeys" >> beam.Map(lambda row: {("warnings", row["reason"]): 1}),
             written | "WrittenKeys" >> beam.Map(lambda kv: {kv[0]: kv[1]}),

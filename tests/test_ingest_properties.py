@@ -29,6 +29,7 @@ from transforms.read import SourceLine, iter_source_lines
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PIPELINES = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_LINE_BYTES = 300  # small, so generated files exercise line_too_long cheaply
+RANGES = st.sampled_from([None, 7, 50])  # bytes per read range: one range per file, or many
 
 LONE = st.sampled_from(["\ud800", "\udfff", "\udbff", "\udc00x"])
 TEXT = st.lists(st.one_of(st.text(max_size=12), LONE, st.sampled_from(["", " ", "\t", "\ufeff", "\u2028"])),
@@ -133,11 +134,13 @@ def _file(draw, kind: str, header: bool = False) -> bytes:
     return body + (newline if draw(st.booleans()) else b"")
 
 
-def _ingest(folder: str, ingest: IngestConfig) -> dict:
-    """The real ingest pipeline (no preflight: a file of junk is allowed here); summarise checks the balance."""
+def _ingest(folder: str, ingest: IngestConfig, range_bytes: int | None = None) -> dict:
+    """The real ingest pipeline (no preflight: a file of junk is allowed here); summarise checks the balance.
+
+    range_bytes: bytes per read range (None: the default; small: files are read in many ranges)."""
     out = RunLayout(os.path.join(folder, "run"))
     pipeline = test_pipeline.TestPipeline(runner="FnApiRunner")
-    stats_path = build_ingest(pipeline, ingest, out)
+    stats_path = build_ingest(pipeline, ingest, out, range_bytes)
     pipeline.run().wait_until_finish()
     with open(stats_path) as handle:
         summary = summarise(json.load(handle), ingest)
@@ -152,20 +155,21 @@ def _ingest(folder: str, ingest: IngestConfig) -> dict:
 
 
 @PIPELINES
-@given(corpus=_file("docs"), queries=_file("queries"), qrels=_file("qrels", header=True))
-def test_generated_beir_folders_balance_read_accepted_dead_lettered_out_of_split(corpus, queries, qrels):
+@given(corpus=_file("docs"), queries=_file("queries"), qrels=_file("qrels", header=True), range_bytes=RANGES)
+def test_generated_beir_folders_balance_read_accepted_dead_lettered_out_of_split(corpus, queries, qrels, range_bytes):
     with tempfile.TemporaryDirectory() as folder:
         beir = os.path.join(folder, "beir")
         os.makedirs(os.path.join(beir, "qrels"))
         for name, data in (("corpus.jsonl", corpus), ("queries.jsonl", queries), ("qrels/train.tsv", qrels)):
             with open(os.path.join(beir, name), "wb") as handle:
                 handle.write(data)
-        _ingest(folder, IngestConfig(beir_dir=beir, split="train", max_text_chars=8, max_line_bytes=MAX_LINE_BYTES))
+        ingest = IngestConfig(beir_dir=beir, split="train", max_text_chars=8, max_line_bytes=MAX_LINE_BYTES)
+        _ingest(folder, ingest, range_bytes)
 
 
 @PIPELINES
-@given(pairs=_file("pairs"), corpus=st.one_of(st.none(), _file("docs")))
-def test_generated_pair_files_balance_read_accepted_dead_lettered_out_of_split(pairs, corpus):
+@given(pairs=_file("pairs"), corpus=st.one_of(st.none(), _file("docs")), range_bytes=RANGES)
+def test_generated_pair_files_balance_read_accepted_dead_lettered_out_of_split(pairs, corpus, range_bytes):
     with tempfile.TemporaryDirectory() as folder:
         paths = {}
         for name, data in (("pairs.jsonl", pairs), ("corpus.jsonl", corpus)):
@@ -175,4 +179,4 @@ def test_generated_pair_files_balance_read_accepted_dead_lettered_out_of_split(p
                     handle.write(data)
         ingest = IngestConfig(pairs_file=paths["pairs.jsonl"], corpus_file=paths.get("corpus.jsonl"),
                               max_text_chars=8, max_line_bytes=MAX_LINE_BYTES)
-        _ingest(folder, ingest)
+        _ingest(folder, ingest, range_bytes)

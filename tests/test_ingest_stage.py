@@ -310,10 +310,7 @@ def test_whole_stage_runs_on_a_remote_style_file_system(tmp_path, monkeypatch):
     staged = tmp_path / "bucket" / "runs" / "demo" / "_staging" / "ingest"
     assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()) == [
         "deadletter/part-00000-of-00001.parquet",
-        "inputs/docs/part-00000-of-00004.parquet",
-        "inputs/docs/part-00001-of-00004.parquet",
-        "inputs/docs/part-00002-of-00004.parquet",
-        "inputs/docs/part-00003-of-00004.parquet",
+        "inputs/docs/part-00000-of-00001.parquet",  # one part per read range of the corpus
         "inputs/pairs/part-00000-of-00001.parquet",
         "inputs/queries/part-00000-of-00001.parquet",
         "stats/ingest.json",

@@ -1,17 +1,30 @@
 """Beam ingest: input files -> accepted docs, queries and pairs, plus dead-letter and warning rows and a ledger.
 
 Recipe (IngestInputs.expand):
-1. every file is read as byte lines and parsed (transforms/read.py, transforms/parse.py); a bad row becomes
-   a dead-letter row, never a crash;
+1. every file is read in byte ranges and parsed (transforms/read.py, transforms/parse.py); a bad row becomes
+   a dead-letter row, never a crash. Only the range descriptors are shuffled, never the lines;
 2. docs and queries are grouped by id: rows with one id and one text (up to case and whitespace) merge into
    the earliest row (the others are `identical_duplicate` warnings); rows with one id and different texts
    are all dead-lettered (`duplicate_id_conflicting_text`): nothing tells which text is right. For pair
    files, one anchor text given different query ids kills those ids (`anchor_conflicting_query_id`);
-3. pairs are checked against docs (by doc id), then against queries (by query id); a pair whose doc or
-   query is missing is dead-lettered as unknown_*; one whose doc or query row was itself dead-lettered as
-   doc_dead_lettered / query_dead_lettered (pair files: the root reason when only pair rows were involved);
+3. pairs are checked against docs (by doc id, in the same group as the doc decision), then against queries
+   (by query id); a pair whose doc or query is missing is dead-lettered as unknown_*; one whose doc or query
+   row was itself dead-lettered as doc_dead_lettered / query_dead_lettered (pair files: the root reason when
+   only pair rows were involved);
 4. pairs repeated for one (query, doc) merge like duplicates; different scores dead-letter them all;
-5. a query is written only with >= 1 accepted pair, else its rows are out_of_split.
+5. a query is written only with >= 1 accepted pair, else its rows are out_of_split;
+6. the docs table is written by a second read of the doc-bearing files (corpus, pair file), range by range,
+   one Parquet part per range (WriteDocPartsFn), leaving out the rows the decisions dropped.
+
+Docs' texts never cross a GroupByKey (on the local runner a worker holds its whole partition of a grouped
+stage at once, so any shuffle of texts costs every worker O(corpus / workers)). The doc decisions see DocKeys
+(id, identity hash, where the row is: no text), and the rows of the pair file's pairs travel without their
+raw line (it holds the positive's text). What the decisions change about those rows is small and comes back
+as one side input, the Exceptions: the (file, line) of every doc row not kept (merged duplicates, conflicting
+ids, a pair file's repeated positives: numpy arrays, 8 bytes a row) and the dead-letter / warning notes of
+rows whose raw line is re-read to write them (a few fields each). Every worker holds the whole side input; in
+a sane corpus it is tiny, and it stays 8 bytes per dropped row when it is not (a pair file whose positives
+all repeat: one int per pair row; 100M dropped rows would be 0.8 GB per worker).
 
 Accounting: every data row lands in exactly one ledger outcome (accepted, dead_lettered, out_of_split); the
 parser also records each row as read, so `read = accepted + dead_lettered + out_of_split` per file is a
@@ -22,27 +35,43 @@ counts rows, and output tables hold fewer, unique rows); blank lines and the qre
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 import apache_beam as beam
+import numpy as np
 from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 
 from schemas.build_config import IngestConfig
-from schemas.inputs import passage_of
+from schemas.inputs import DOCS_SCHEMA, passage_of
 from schemas.negatives import text_hash
 from transforms import parse
 from transforms.beir import beir_paths
 from transforms.parse import DocRecord, PairRecord, QueryRecord, RowRef
-from transforms.read import ReadSourceLines, SourceLine
+from transforms.read import (
+    ByteRange,
+    CountLineBreaks,
+    ReadRangeLinesFn,
+    SourceLine,
+    SpreadRanges,
+    first_line_numbers,
+    iter_range_lines,
+    plan_ranges,
+)
+from transforms.read import location as line_location
+from transforms.write_tables import part_name, write_part
 
 logger = logging.getLogger(__name__)
 
 ACCEPTED, DEAD_LETTERED, OUT_OF_SPLIT, READ = "accepted", "dead_lettered", "out_of_split", "read"
 OUTCOMES = (ACCEPTED, DEAD_LETTERED, OUT_OF_SPLIT)
-_RECORD_TAGS = {DocRecord: "docs", QueryRecord: "queries", PairRecord: "pairs"}
-_PARSE_TAGS = ("docs", "queries", "pairs", "deadletter", "warnings", "ledger", "dead_docs", "dead_queries")
+_PARSE_TAGS = ("by_doc", "queries", "deadletter", "warnings", "ledger", "dead_queries")
+DOC, PAIR, MARK = 0, 1, 2  # what a by_doc value holds: a DocKey tuple, a PairRecord naming the doc, a DeadMark
 _GROUP_TAGS = ("pairs", "deadletter", "warnings", "ledger", "dead")  # Outcome.emit
 _ISSUE_TAGS = ("deadletter", "warnings", "ledger")
+DOC_KINDS = ("docs", "pairs")  # row kinds whose lines hold doc texts: read again to write the docs table
 
 
 @dataclass(frozen=True)
@@ -148,6 +177,41 @@ def check_pair_docs(doc_id: str, pairs: list[PairRecord], has_doc: bool, marks: 
     return out
 
 
+@dataclass(frozen=True)
+class DocKey:
+    """A doc row without its text: all that the id decisions need (resolve_duplicates reads these fields)."""
+
+    identity: str
+    counted: bool
+    ref: RowRef  # raw is None: WriteDocPartsFn re-reads the line for its rows
+
+
+def doc_keys(values, paths: list[str]) -> list[DocKey]:
+    """DocKeys from the compact tuples ParseRowsFn emits: (identity, counted, source index, line, offset)."""
+    return [
+        DocKey(identity, counted, RowRef(paths[source], line, line_location(line, offset), None))
+        for identity, counted, source, line, offset in values
+    ]
+
+
+def decide_doc(
+    doc_id: str, keys: list[DocKey], pairs: list[PairRecord], marks: list[DeadMark]
+) -> tuple[Outcome, list[RowRef]]:
+    """Merge the rows of one doc id and check the pairs that name it; (outcome, refs of the rows not kept).
+
+    outcome.main: (query id, pair) of the pairs whose doc was accepted. The doc rows' issue rows come with
+    raw None (the caller routes them to the rows' second read).
+    """
+    decided = resolve_duplicates(doc_id, keys, settle_accepted=True) if keys else Outcome()
+    kept = decided.main[0][1].record.ref if decided.main else None
+    dropped = [key.ref for key in keys if key.ref != kept]
+    checked = check_pair_docs(doc_id, pairs, kept is not None, marks + [mark for _, mark in decided.dead])
+    checked.deadletter[:0] = decided.deadletter
+    checked.warnings[:0] = decided.warnings
+    checked.ledger[:0] = decided.ledger
+    return checked, dropped
+
+
 def settle_query(query_id: str, kept: list[Kept], marks: list[DeadMark], pairs: list[PairRecord]) -> Outcome:
     """Decide a query and its pairs: main gets the query row, pairs the accepted pair rows."""
     out = Outcome()
@@ -190,14 +254,48 @@ def doc_row(record: DocRecord) -> dict:
     }
 
 
-class ParseRowsFn(beam.DoFn):
-    """(row kind, SourceLine) -> records (tags docs / queries / pairs), dead-letter and warning rows, ledger."""
+class _TallyLedgerFn(beam.DoFn):
+    """A DoFn whose ledger entries are counted per bundle and emitted once per bundle as (source, outcome, n).
 
-    def __init__(self, max_text_chars: int) -> None:
+    One entry per row (two per doc: read, then accepted) would send every row twice more through a Flatten
+    and a combine; on the local runner that materialised Flatten was the ingest workers' largest growth.
+    Subclasses pass their outputs through self._tally().
+    """
+
+    def start_bundle(self):
+        self._ledger: Counter = Counter()
+
+    def _tally(self, outputs):
+        for item in outputs:
+            if isinstance(item, pvalue.TaggedOutput) and item.tag == "ledger":
+                self._ledger[item.value] += 1
+            else:
+                yield item
+
+    def finish_bundle(self):
+        for (source, outcome), count in sorted(self._ledger.items()):
+            yield pvalue.TaggedOutput("ledger", GlobalWindows.windowed_value((source, outcome, count)))
+        self._ledger.clear()
+
+
+class ParseRowsFn(_TallyLedgerFn):
+    """(row kind, SourceLine) -> records (tags docs / queries / pairs), dead-letter and warning rows, ledger.
+
+    Tag by_doc: everything the doc decision needs, keyed by doc id and ready for one GroupByKey (a
+    CoGroupByKey would add a Flatten, one more pass of every doc through a worker on the local runner):
+    (DOC, (identity, counted, source index, line, offset)) for a doc row, without its text; (PAIR, pair) for a
+    pair (a pair file's without its raw line, which holds the positive's text); (MARK, DeadMark) for a
+    dead-lettered doc row whose id could be read. See the module docstring.
+    """
+
+    def __init__(self, max_text_chars: int, sources: list[tuple[str, str]]) -> None:
         self.max_text_chars = max_text_chars
+        self.source_index = {path: i for i, (_, path) in enumerate(sources)}
 
     def process(self, element: tuple[str, SourceLine]):
-        kind, line = element
+        yield from self._tally(self._parse(*element))
+
+    def _parse(self, kind: str, line: SourceLine):
         parsed = parse.parse_line(kind, line, self.max_text_chars)
         if parsed.header:
             return
@@ -209,14 +307,25 @@ class ParseRowsFn(beam.DoFn):
             yield pvalue.TaggedOutput("ledger", (line.source, DEAD_LETTERED))
             if parsed.dead_id is not None and kind in ("docs", "queries"):
                 mark = DeadMark(parsed.deadletter["reason"], parsed.deadletter["detail"], False, final=False)
-                yield pvalue.TaggedOutput(f"dead_{kind}", (parsed.dead_id, mark))
+                if kind == "docs":
+                    yield pvalue.TaggedOutput("by_doc", (parsed.dead_id, (MARK, mark)))
+                else:
+                    yield pvalue.TaggedOutput("dead_queries", (parsed.dead_id, mark))
         if parsed.out_of_split:
             yield pvalue.TaggedOutput("ledger", (line.source, OUT_OF_SPLIT))
         for record in parsed.records:
-            yield pvalue.TaggedOutput(_RECORD_TAGS[type(record)], record)
+            if isinstance(record, DocRecord):
+                compact = (record.identity, record.counted, self.source_index[line.source], line.line, line.offset)
+                yield pvalue.TaggedOutput("by_doc", (record.doc_id, (DOC, compact)))
+            elif isinstance(record, PairRecord):
+                if kind in DOC_KINDS:
+                    record = replace(record, ref=replace(record.ref, raw=None))
+                yield pvalue.TaggedOutput("by_doc", (record.doc_id, (PAIR, record)))
+            else:
+                yield pvalue.TaggedOutput("queries", record)
 
 
-class ResolveDuplicatesFn(beam.DoFn):
+class ResolveDuplicatesFn(_TallyLedgerFn):
     """(id, records) -> (id, Kept); conflicts and duplicates to dead-letter / warnings (resolve_duplicates)."""
 
     def __init__(self, settle_accepted: bool) -> None:
@@ -224,7 +333,7 @@ class ResolveDuplicatesFn(beam.DoFn):
 
     def process(self, element):
         key, records = element
-        yield from resolve_duplicates(key, list(records), self.settle_accepted).emit()
+        yield from self._tally(resolve_duplicates(key, list(records), self.settle_accepted).emit())
 
 
 class AnchorConflictsFn(beam.DoFn):
@@ -235,23 +344,130 @@ class AnchorConflictsFn(beam.DoFn):
         yield from anchor_conflicts(identity, list(records)).emit()
 
 
-class CheckPairDocsFn(beam.DoFn):
-    """(doc id, {pairs, docs, dead}) -> (query id, pair) for pairs whose doc was accepted."""
+class DecideDocsFn(_TallyLedgerFn):
+    """(doc id, [(DOC|PAIR|MARK, value)]) -> (query id, pair) for pairs whose doc was accepted (decide_doc).
+
+    Tagged: dropped (source, line) of doc rows not kept; deadletter, warnings, ledger as Outcome.emit.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
 
     def process(self, element):
-        doc_id, grouped = element
-        has_doc = bool(list(grouped["docs"]))
-        yield from check_pair_docs(doc_id, list(grouped["pairs"]), has_doc, list(grouped["dead"])).emit()
+        doc_id, values = element
+        grouped: tuple[list, list, list] = ([], [], [])
+        for kind, value in values:
+            grouped[kind].append(value)
+        docs, pairs, marks = grouped
+        out, dropped = decide_doc(doc_id, doc_keys(docs, self.paths), pairs, marks)
+        yield from self._tally(out.emit())
+        for ref in dropped:
+            yield pvalue.TaggedOutput("dropped", (ref.source, ref.line))
 
 
-class SettleQueryFn(beam.DoFn):
+class RouteIssuesFn(beam.DoFn):
+    """Issue rows of the decisions: those without raw (rows re-read to write docs) become notes for that read.
+
+    A note is ((source, location), (table, reason, detail)); WriteDocPartsFn turns it back into the row, raw
+    included, when it reads the line again.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def process(self, row: dict):
+        if row["raw"] is None:
+            note = (self.table, row["reason"], row["detail"])
+            yield pvalue.TaggedOutput("notes", ((row["source"], row["location"]), note))
+        else:
+            yield row
+
+
+class ExceptionsFn(beam.CombineFn):
+    """("drop", source, line) and ("note", (source, location), note) -> {"dropped": {source: sorted lines},
+    "notes": {source: {location: [note, ...]}}}: what the second read of the doc-bearing files must change."""
+
+    def create_accumulator(self):
+        return {"dropped": {}, "notes": {}}
+
+    def add_input(self, acc, item):
+        if item[0] == "drop":
+            acc["dropped"].setdefault(item[1], []).append(item[2])
+        else:
+            acc["notes"].setdefault(item[1], []).append(item[2])
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for acc in accumulators:
+            for source, lines in acc["dropped"].items():
+                merged["dropped"].setdefault(source, []).extend(lines)
+            for key, values in acc["notes"].items():
+                merged["notes"].setdefault(key, []).extend(values)
+        return merged
+
+    def extract_output(self, acc):
+        dropped = {source: np.unique(np.asarray(lines, dtype=np.int64)) for source, lines in acc["dropped"].items()}
+        notes: dict[str, dict] = {}
+        for (source, where), values in acc["notes"].items():
+            notes.setdefault(source, {})[where] = sorted(values)
+        return {"dropped": dropped, "notes": notes}
+
+
+def _doc_record(parsed: parse.Parsed) -> DocRecord | None:
+    return next((r for r in parsed.records if isinstance(r, DocRecord)), None)
+
+
+class WriteDocPartsFn(beam.DoFn):
+    """ByteRange of a doc-bearing file -> its docs part (part-SSSSS-of-NNNNN.parquet, one per such range).
+
+    Reads the range again (side inputs: line breaks per range, Exceptions), parses each line, writes the doc
+    rows the decisions kept and, for noted lines, their dead-letter / warning rows (raw included, tagged
+    deadletter / warnings). Yields (("output", "docs"), rows written). A retried range rewrites its part whole.
+    """
+
+    def __init__(self, ranges: list[ByteRange], folder: str, max_text_chars: int, max_line_bytes: int) -> None:
+        self.ranges = ranges
+        self.folder = folder
+        self.max_text_chars = max_text_chars
+        self.max_line_bytes = max_line_bytes
+        doc_ranges = [r.index for r in ranges if r.kind in DOC_KINDS]
+        self.parts = {index: part for part, index in enumerate(doc_ranges)}
+
+    def process(self, piece: ByteRange, newlines: dict, exceptions: dict):
+        first = first_line_numbers(self.ranges, newlines)[piece.index]
+        issues: list = []
+        rows = self._rows(piece, first, exceptions, issues)
+        path = FileSystems.join(self.folder, part_name(self.parts[piece.index], len(self.parts)))
+        written = write_part(path, DOCS_SCHEMA, rows)
+        for table, row in issues:
+            yield pvalue.TaggedOutput(table, row)
+        yield ("output", "docs"), written
+
+    def _rows(self, piece: ByteRange, first: int, exceptions: dict, issues: list):
+        dropped = exceptions["dropped"].get(piece.path, np.empty(0, dtype=np.int64))
+        notes = exceptions["notes"].get(piece.path)
+        at = int(np.searchsorted(dropped, first))
+        for line in iter_range_lines(piece.path, piece.start, piece.end, first, self.max_line_bytes):
+            while at < len(dropped) and dropped[at] < line.line:
+                at += 1
+            for table, reason, detail in notes.get(line.location, ()) if notes else ():
+                issues.append((table, parse.row_ref(line).issue(reason, detail)))
+            if at < len(dropped) and dropped[at] == line.line:
+                continue
+            record = _doc_record(parse.parse_line(piece.kind, line, self.max_text_chars))
+            if record is not None:
+                yield doc_row(record)
+
+
+class SettleQueryFn(_TallyLedgerFn):
     """(query id, {queries, dead, pairs}) -> query row; tagged: accepted pair rows, dead-letter, ledger."""
 
     def process(self, element):
         query_id, grouped = element
-        yield from settle_query(
-            query_id, list(grouped["queries"]), list(grouped["dead"]), list(grouped["pairs"])
-        ).emit()
+        yield from self._tally(
+            settle_query(query_id, list(grouped["queries"]), list(grouped["dead"]), list(grouped["pairs"])).emit()
+        )
 
 
 def input_sources(ingest: IngestConfig) -> list[tuple[str, str]]:
@@ -276,49 +492,75 @@ def _group(pcoll, name: str, key, fn: beam.DoFn):
 
 
 class IngestInputs(beam.PTransform):
-    """PBegin -> {docs, queries, pairs: output rows; deadletter, warnings: issue rows; ledger: (source, outcome)}."""
+    """PBegin -> {docs_written: (("output", "docs"), rows) per docs part written to docs_folder; queries, pairs:
+    output rows; deadletter, warnings: issue rows; ledger: (source, outcome, rows)}."""
 
-    def __init__(self, ingest: IngestConfig) -> None:
+    def __init__(self, ingest: IngestConfig, docs_folder: str, range_bytes: int | None = None) -> None:
         super().__init__()
         self.ingest = ingest
+        self.docs_folder = docs_folder
+        self.range_bytes = range_bytes  # None: read.RANGE_BYTES
 
     def expand(self, pbegin):
-        rows = self._read_and_parse(pbegin)
-        docs = _group(rows["docs"], "Docs", lambda r: r.doc_id, ResolveDuplicatesFn(settle_accepted=True))
+        sources = input_sources(self.ingest)
+        ranges = plan_ranges(sources, self.range_bytes)
+        newlines = pvalue.AsSingleton(pbegin | "CountLineBreaks" >> CountLineBreaks(ranges))
+        rows = (
+            pbegin
+            | "ParseRanges" >> SpreadRanges(ranges)
+            | "ReadLines" >> beam.ParDo(ReadRangeLinesFn(ranges, self.ingest.max_line_bytes), newlines)
+            | "ParseRows" >> beam.ParDo(ParseRowsFn(self.ingest.max_text_chars, sources)).with_outputs(*_PARSE_TAGS)
+        )
         queries = _group(rows["queries"], "Queries", lambda r: r.query_id, ResolveDuplicatesFn(settle_accepted=False))
         query_marks = [rows["dead_queries"], queries.dead]
         if self.ingest.pairs_file is not None:
             query_marks.append(_group(rows["queries"], "Anchors", lambda r: r.identity, AnchorConflictsFn()).dead)
-        pairs_with_doc = (
-            {
-                "pairs": rows["pairs"] | "KeyPairsByDoc" >> beam.Map(lambda pair: (pair.doc_id, pair)),
-                "docs": docs.kept | "AcceptedDocIds" >> beam.Map(lambda kv: (kv[0], True)),
-                "dead": [rows["dead_docs"], docs.dead] | "DeadDocMarks" >> beam.Flatten(),
-            }
-            | "JoinPairsWithDocs" >> beam.CoGroupByKey()
-            | "CheckPairDocs" >> beam.ParDo(CheckPairDocsFn()).with_outputs(*_GROUP_TAGS, main="kept")
+        docs = (
+            rows["by_doc"]
+            | "GroupByDoc" >> beam.GroupByKey()
+            | "DecideDocs"
+            >> beam.ParDo(DecideDocsFn([p for _, p in sources])).with_outputs(*_GROUP_TAGS, "dropped", main="kept")
         )
         settled = (
             {
                 "queries": queries.kept,
                 "dead": query_marks | "DeadQueryMarks" >> beam.Flatten(),
-                "pairs": pairs_with_doc.kept,
+                "pairs": docs.kept,
             }
             | "JoinPairsWithQueries" >> beam.CoGroupByKey()
             | "SettleQueries" >> beam.ParDo(SettleQueryFn()).with_outputs(*_GROUP_TAGS, main="kept")
         )
-        decided = [rows, docs, queries, pairs_with_doc, settled]
+        routed = {
+            tag: [d[tag] for d in (docs, settled)]
+            | f"Decided{tag.title()}" >> beam.Flatten()
+            | f"Route{tag.title()}" >> beam.ParDo(RouteIssuesFn(tag)).with_outputs("notes", main="rows")
+            for tag in ("deadletter", "warnings")
+        }
+        exceptions = (
+            [
+                docs.dropped | "DropMarks" >> beam.Map(lambda ref: ("drop", *ref)),
+                *(
+                    routed[tag].notes | f"{tag.title()}Notes" >> beam.Map(lambda note: ("note", *note))
+                    for tag in ("deadletter", "warnings")
+                ),
+            ]
+            | "AllExceptions" >> beam.Flatten()
+            | "Exceptions" >> beam.CombineGlobally(ExceptionsFn())
+        )
+        doc_ranges = [r for r in ranges if r.kind in DOC_KINDS]
+        written = pbegin | "DocRanges" >> SpreadRanges(doc_ranges) | "WriteDocParts" >> beam.ParDo(
+            WriteDocPartsFn(ranges, self.docs_folder, self.ingest.max_text_chars, self.ingest.max_line_bytes),
+            newlines,
+            pvalue.AsSingleton(exceptions),
+        ).with_outputs("deadletter", "warnings", main="written")
+        issues = {
+            "deadletter": [rows.deadletter, queries.deadletter, routed["deadletter"].rows, written.deadletter],
+            "warnings": [rows.warnings, queries.warnings, routed["warnings"].rows, written.warnings],
+            "ledger": [rows.ledger, queries.ledger, docs.ledger, settled.ledger],
+        }
         return {
-            "docs": docs.kept | "DocRows" >> beam.Map(lambda kv: doc_row(kv[1].record)),
+            "docs_written": written.written,
             "queries": settled.kept,
             "pairs": settled.pairs,
-            **{tag: [d[tag] for d in decided] | f"Collect{tag.title()}" >> beam.Flatten() for tag in _ISSUE_TAGS},
+            **{tag: parts | f"Collect{tag.title()}" >> beam.Flatten() for tag, parts in issues.items()},
         }
-
-    def _read_and_parse(self, pbegin):
-        """Every input file read and parsed; a DoOutputsTuple with one PCollection per parse tag."""
-        return (
-            pbegin
-            | "ReadInputs" >> ReadSourceLines(input_sources(self.ingest), self.ingest.max_line_bytes)
-            | "ParseRows" >> beam.ParDo(ParseRowsFn(self.ingest.max_text_chars)).with_outputs(*_PARSE_TAGS)
-        )

@@ -257,6 +257,11 @@ def _ref(line: SourceLine, keep_raw: bool = True) -> RowRef:
     return RowRef(line.source, line.line, line.location, _lossy(line.data) if keep_raw else None)
 
 
+def row_ref(line: SourceLine) -> RowRef:
+    """The RowRef of a line, raw included (what its dead-letter or warning rows show)."""
+    return _ref(line)
+
+
 def parse_doc(line: SourceLine, max_chars: int) -> Parsed:
     row = _json_object(line)
     doc_id = _required_id(row, "_id")

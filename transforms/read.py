@@ -9,7 +9,11 @@ Reading is bounded: a line longer than max_line_bytes (--max-line-bytes) is neve
 KEPT_PREFIX_BYTES are kept (for the dead-letter row's raw column) and the rest is skipped while its length is
 counted; parse.py dead-letters it as `line_too_long`.
 
-One reader per file keeps line numbers exact; a Reshuffle afterwards spreads the parsing over workers.
+Files are read in byte ranges (plan_ranges: RANGE_BYTES each; a compressed file is one range, it cannot be
+sought), so many workers parse one big corpus without any shuffle of its lines: only the small ByteRange
+descriptors are reshuffled. A range owns the lines that START inside it (a line may run past its end); line
+numbers stay exact because a cheap first pass counts the line breaks of every range (CountRangeLinesFn) and
+each range starts numbering after the breaks of the ranges before it (first_line_numbers).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -27,6 +32,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024  # --max-line-bytes
 KEPT_PREFIX_BYTES = 1024  # bytes of an over-long line kept for its dead-letter row
 READ_CHUNK_BYTES = 1 << 20
+RANGE_BYTES = 16 << 20  # bytes of an uncompressed file per read range (one Parquet part of docs per range)
+
+
+def location(line: int, offset: int) -> str:
+    """How a row is located in dead-letter and warning rows: 'line N (byte B)'."""
+    return f"line {line} (byte {offset})"
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,7 @@ class SourceLine:
 
     @property
     def location(self) -> str:
-        return f"line {self.line} (byte {self.offset})"
+        return location(self.line, self.offset)
 
 
 def _raw_lines(handle, max_line_bytes: int) -> Iterator[tuple[bytes, int, bool]]:
@@ -101,53 +112,191 @@ def iter_source_lines(
     (line break included) and only its first KEPT_PREFIX_BYTES as data; it is never blank, whatever its bytes.
     """
     yielded = 0
-    offset = 0
+    for line in iter_range_lines(path, 0, None, 1, max_line_bytes):
+        if limit is not None and yielded >= limit:
+            return
+        yield line
+        yielded += 1
+
+
+class _Prefixed:
+    """A read() stream: `head` first, then the rest of `handle` (the bytes after a range's skipped partial line)."""
+
+    def __init__(self, head: bytes, handle) -> None:
+        self.head, self.handle = head, handle
+
+    def read(self, size: int) -> bytes:
+        if self.head:
+            head, self.head = self.head, b""
+            return head
+        return self.handle.read(size)
+
+
+def _skip_partial_line(handle, start: int) -> tuple[int, bytes] | None:
+    """Seek to start - 1 and skip to just after the next line break; (offset reached, bytes read past it).
+
+    None when no line starts at or after `start`. Reads in chunks: the skipped line is never held whole.
+    """
+    handle.seek(start - 1)
+    offset = start - 1
+    while True:
+        data = handle.read(READ_CHUNK_BYTES)
+        if not data:
+            return None
+        newline = data.find(b"\n")
+        if newline >= 0:
+            return offset + newline + 1, data[newline + 1 :]
+        offset += len(data)
+
+
+def iter_range_lines(
+    path: str, start: int, end: int | None, first_line: int, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[SourceLine]:
+    """The non-blank lines of `path` that start in bytes [start, end) (end None: to the end of the file).
+
+    first_line is the number of the first line starting at or after `start` (1 when start is 0; else
+    2 + the line breaks in bytes [0, start - 1), see first_line_numbers). Same rows as iter_source_lines.
+    """
     with FileSystems.open(path) as handle:
-        for number, (raw, total, over) in enumerate(_raw_lines(handle, max_line_bytes), start=1):
-            if limit is not None and yielded >= limit:
+        offset, stream = 0, handle
+        if start > 0:
+            skipped = _skip_partial_line(handle, start)
+            if skipped is None:
+                return
+            offset, head = skipped
+            stream = _Prefixed(head, handle)
+        for number, (raw, total, over) in enumerate(_raw_lines(stream, max_line_bytes), start=first_line):
+            if end is not None and offset >= end:
                 return
             data = _strip_break(raw)
             if over or len(data) > max_line_bytes:
                 yield SourceLine(path, number, offset, data[:KEPT_PREFIX_BYTES], too_long=total)
-                yielded += 1
             elif data.strip():
                 yield SourceLine(path, number, offset, data)
-                yielded += 1
             offset += total
 
 
-class ReadLinesFn(beam.DoFn):
-    """(tag, path) -> (tag, SourceLine) for every non-blank line of the file; tag is passed through."""
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes [start, end) of one input file (end None: to its end); rows are the lines starting inside."""
 
-    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+    index: int  # position among all planned ranges
+    source: int  # position of the file in the sources list
+    kind: str  # row kind of the file (docs, queries, qrels, pairs)
+    path: str
+    start: int
+    end: int | None
+
+    def newline_span(self) -> tuple[int, int]:
+        """Bytes whose line breaks this range contributes to the numbering of the ranges after it."""
+        return max(self.start - 1, 0), self.end - 1
+
+
+def plan_ranges(sources: list[tuple[str, str]], range_bytes: int | None = None) -> list[ByteRange]:
+    """Split each (kind, path) into ranges of about range_bytes (RANGE_BYTES); compressed files are one range.
+
+    Runs when the pipeline is built (file sizes from FileSystems.match), so the plan, and the names of the
+    parts written per range, do not depend on the runner.
+    """
+    range_bytes = range_bytes or RANGE_BYTES
+    ranges: list[ByteRange] = []
+    for source, (kind, path) in enumerate(sources):
+        compressed = CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
+        size = 0 if compressed else FileSystems.get_filesystem(path).size(path)
+        starts = list(range(0, size, range_bytes)) or [0]
+        for i, begin in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else None
+            ranges.append(ByteRange(len(ranges), source, kind, path, begin, end))
+    return ranges
+
+
+def count_newlines(path: str, begin: int, end: int) -> int:
+    """Line breaks in bytes [begin, end) of an uncompressed file."""
+    count = 0
+    with FileSystems.open(path) as handle:
+        handle.seek(begin)
+        left = end - begin
+        while left > 0:
+            data = handle.read(min(READ_CHUNK_BYTES, left))
+            if not data:
+                break
+            count += data.count(b"\n")
+            left -= len(data)
+    return count
+
+
+def first_line_numbers(ranges: list[ByteRange], newlines: dict[int, int]) -> dict[int, int]:
+    """{range index: number of its first line} from {range index: count_newlines over its newline_span}."""
+    firsts, before = {}, {}
+    for piece in sorted(ranges, key=lambda r: (r.source, r.start)):
+        seen = before.get(piece.source, 0)
+        firsts[piece.index] = 1 if piece.start == 0 else 2 + seen
+        if piece.end is not None:
+            before[piece.source] = seen + newlines[piece.index]
+    return firsts
+
+
+class CountRangeLinesFn(beam.DoFn):
+    """ByteRange -> (index, line breaks in its newline_span); the last range of a file needs no count."""
+
+    def process(self, piece: ByteRange):
+        if piece.end is not None:
+            yield piece.index, count_newlines(piece.path, *piece.newline_span())
+
+
+class ReadRangeLinesFn(beam.DoFn):
+    """ByteRange -> (kind, SourceLine) for every non-blank line starting in it; side input: its first line."""
+
+    def __init__(self, ranges: list[ByteRange], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self.ranges = ranges
         self.max_line_bytes = max_line_bytes
         self.lines_read = Metrics.counter(self.__class__, "lines_read")
         self.bytes_read = Metrics.counter(self.__class__, "bytes_read")
 
-    def process(self, element: tuple[str, str]):
-        tag, path = element
+    def process(self, piece: ByteRange, newlines: dict):
+        first = first_line_numbers(self.ranges, newlines)[piece.index]
         count = 0
-        for line in iter_source_lines(path, max_line_bytes=self.max_line_bytes):
+        for line in iter_range_lines(piece.path, piece.start, piece.end, first, self.max_line_bytes):
             count += 1
             self.bytes_read.inc(len(line.data))
-            yield tag, line
+            yield piece.kind, line
         self.lines_read.inc(count)
-        logger.info("read %d non-blank lines from %s", count, path)
+        logger.info("read %d non-blank lines from %s bytes %d-%s", count, piece.path, piece.start, piece.end or "end")
 
 
-class ReadSourceLines(beam.PTransform):
-    """PBegin -> PCollection[(tag, SourceLine)] of (tag, path) files, reshuffled so parsing runs in parallel."""
+class SpreadRanges(beam.PTransform):
+    """PBegin -> PCollection[ByteRange], reshuffled so the ranges spread over workers (only they are shuffled).
 
-    def __init__(self, sources: list[tuple[str, str]], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+    Each pass over the files (line-break counts, parsing, writing) starts its own: a pass whose side input is
+    computed from another pass's ranges must not consume the same PCollection, or the local runner fuses them
+    into one stage that waits on itself ("watermark-pending bundles did not execute").
+    """
+
+    def __init__(self, ranges: list[ByteRange]) -> None:
         super().__init__()
-        self.sources = list(sources)
-        self.max_line_bytes = max_line_bytes
+        self.ranges = list(ranges)
 
     def expand(self, pbegin):
         return (
             pbegin
             | "Start" >> beam.Impulse()
-            | "FilePaths" >> beam.FlatMap(lambda _, sources: sources, self.sources)  # lighter than Create
-            | "ReadLines" >> beam.ParDo(ReadLinesFn(self.max_line_bytes))
-            | "SpreadLines" >> beam.Reshuffle()
+            | "Ranges" >> beam.FlatMap(lambda _, ranges: ranges, self.ranges)  # lighter than Create
+            | "Spread" >> beam.Reshuffle()
+        )
+
+
+class CountLineBreaks(beam.PTransform):
+    """PBegin -> singleton {range index: line breaks in its newline_span}: the side input of ReadRangeLinesFn
+    (and of any later pass that reads the ranges again)."""
+
+    def __init__(self, ranges: list[ByteRange]) -> None:
+        super().__init__()
+        self.ranges = [r for r in ranges if r.end is not None]  # the last range of a file needs no count
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "CountRanges" >> SpreadRanges(self.ranges)
+            | "Count" >> beam.ParDo(CountRangeLinesFn())
+            | "ByRange" >> beam.combiners.ToDict()
         )

@@ -1,7 +1,11 @@
 """Row dicts -> Parquet tables of fixed part counts (part-SSSSS-of-NNNNN.parquet), one part per group.
 
-    written = write_tables(pipeline, {"docs": rows, ...}, {"docs": TableSpec(folder, schema, shards), ...})
+    written = write_tables(pipeline, {"queries": rows, ...}, {"queries": TableSpec(folder, schema, 1), ...})
     # -> PCollection[(("output", table), rows written)] per part
+
+write_tables groups every row by part (a GroupByKey), so it is for small tables: on the local runner a
+worker holds its whole partition of a grouped stage at once. A table as big as the corpus is written part by
+part where its rows are produced instead (write_part, used by the ingest stage's docs parts).
 """
 
 from __future__ import annotations
@@ -26,6 +30,32 @@ class TableSpec:
     shards: int  # fixed, so part names do not depend on the runner; rows go to crc32(first column) % shards
 
 
+def part_name(part: int, parts: int) -> str:
+    return f"part-{part:05d}-of-{parts:05d}.parquet"
+
+
+def write_part(path: str, schema: pa.Schema, rows) -> int:
+    """Write the row dicts of an iterable (None items skipped) as one Parquet file, WRITE_BATCH_ROWS at a time.
+
+    The file always exists afterwards, empty or not (readers of the folder always find the schema). Returns
+    the number of rows written.
+    """
+    written, batch = 0, []
+    with FileSystems.create(path) as handle:
+        writer = pq.ParquetWriter(handle, schema, compression="snappy")
+        for row in rows:
+            if row is not None:
+                batch.append(row)
+            if len(batch) >= WRITE_BATCH_ROWS:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                written, batch = written + len(batch), []
+        if batch:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            written += len(batch)
+        writer.close()
+    return written
+
+
 def shard_of(row: dict, spec: TableSpec) -> int:
     return zlib.crc32(str(row[spec.schema.names[0]]).encode("utf-8")) % spec.shards
 
@@ -44,21 +74,8 @@ class WriteTablePartFn(beam.DoFn):
     def process(self, element):
         (table, shard), rows = element
         spec = self.specs[table]
-        path = FileSystems.join(spec.folder, f"part-{shard:05d}-of-{spec.shards:05d}.parquet")
-        written, batch = 0, []
-        with FileSystems.create(path) as handle:
-            writer = pq.ParquetWriter(handle, spec.schema, compression="snappy")
-            for row in rows:
-                if row is not None:
-                    batch.append(row)
-                if len(batch) >= WRITE_BATCH_ROWS:
-                    writer.write_table(pa.Table.from_pylist(batch, schema=spec.schema))
-                    written, batch = written + len(batch), []
-            if batch:
-                writer.write_table(pa.Table.from_pylist(batch, schema=spec.schema))
-                written += len(batch)
-            writer.close()
-        yield ("output", table), written
+        path = FileSystems.join(spec.folder, part_name(shard, spec.shards))
+        yield ("output", table), write_part(path, spec.schema, rows)
 
 
 def write_tables(pbegin, tables: dict, specs: dict[str, TableSpec]):

@@ -5,16 +5,20 @@
     python bench/scale.py --docs 5000 20000  # any sizes
     python bench/scale.py --quick            # 2k and 8k docs: checks the harness, says little about scale
     python bench/scale.py --docs 40000 --rerun-from mine --trace-bundles   # one stage again, per-bundle peaks
+    python bench/scale.py --docs 100000 400000 --rerun-from mine --inputs-from DIR --workdir NEW
+                                             # one stage again on another workdir's finished runs, read only there
 
 Each corpus: random 40-word texts (words from the model's WordPiece vocabulary), 2,000 queries of 8 words
 drawn from their one judged doc. The model is a 1-layer, 384-dimension random BERT (mean pooling, normalised) built
 in-process (nothing downloads). Each build is `python -m pipelines.cli build ... --direct_running_mode
-multi_processing --direct_num_workers 2` with negforge's default flags; a sampler reads the RSS of the
-runner process and of each SDK worker process (its children running sdk_worker_main) every 0.25 s, and
-attributes peaks to the stage the runner's log says is running. It fits peak-RSS-per-worker against docs
-(least squares, linear) and extrapolates to 10M docs by what drives each stage (fit_figures: docs per shard
-at the shard count the defaults pick at 10M for index and mine; the naive linear-in-docs figure is kept,
-labelled); the goal is <= 4 GB per worker there, and build time near-linear in docs. Writes
+multi_processing --direct_num_workers 2` with negforge's default flags; a sampler reads the resident memory of
+the runner process and of each SDK worker process (its children running sdk_worker_main) every 0.25 s - RSS, and
+apart its anonymous part (what bounds a worker) and its mapped-file part (libraries, the memory-mapped shard store
+being scanned: clean page cache) - and attributes peaks to the stage the runner's log says is running. It fits
+peak-per-worker against docs (least squares, linear) and extrapolates to 10M docs by what drives each stage
+(fit_figures: docs per shard at the shard count the defaults pick at 10M for index and mine, anon + file with at
+least one whole shard store mapped; the naive linear-in-docs figure is kept, labelled); the goal is <= 4 GB per
+worker there, and build time near-linear in docs. Writes
 bench/results/scale.json (scale_quick.json for --quick) after every size.
 
 Resumable: --workdir (default <tmp>/negforge-scale) keeps the model, each corpus, each RUN_DIR, each stage's
@@ -308,6 +312,7 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 WORKER_MEMORY_GB = 4.0  # negforge's default --worker-memory-gb, which picks the shard count at 10M docs
 DIM = 384
 SHARD_DRIVEN = ("index", "mine")  # stages whose grouped unit is a shard (its docs) or a shard's query groups
+SHARD_SCANNING = ("mine",)  # stages that memory-map a shard store and touch every stored vector
 
 
 def _shards_at(docs: int) -> int:
@@ -350,9 +355,9 @@ def fit_figures(results: list[dict]) -> dict:
     on the next touch, shared by every process of the machine). The file part is not free - a container's limit
     counts page cache - so the headline adds it: a stage's extrapolated peak is fit(anon) + fit(file) at the target,
     each fitted apart by least squares (their peaks may fall at different moments, so the sum over-states), never
-    less than fit(rss). For index and mine, the file part is also never less than its smallest measured value plus
-    ONE whole shard store at the target's docs per shard (the scan touches every stored vector), so a fit that bends
-    below one mapped shard does not flatter; the shard is sized by the defaults from --worker-memory-gb
+    less than fit(rss). For mine, the file part is also never less than its smallest measured value plus ONE whole
+    shard store at the target's docs per shard (the scan touches every stored vector), so a fit that bends below
+    one mapped shard does not flatter; the shard is sized by the defaults from --worker-memory-gb
     (transforms/sizing.py).
 
     Driver: index and mine against docs per shard, extrapolated at the shard count the defaults pick at 10M docs
@@ -386,7 +391,7 @@ def fit_figures(results: list[dict]) -> dict:
         fits = {kind: _fit(x, ys, x_target) for kind, ys in peaks.items()}
         file_gb = fits["file"]["extrapolated_gb_at_10m"]
         one_shard_gb = None
-        if stage in SHARD_DRIVEN and split:
+        if stage in SHARD_SCANNING and split:
             one_shard_gb = round((min(peaks["file"]) + store_mib_per_doc * x_target) * MIB / 1e9, 2)
             file_gb = max(file_gb, one_shard_gb)
         headline = max(fits["anon"]["extrapolated_gb_at_10m"] + file_gb, fits["rss"]["extrapolated_gb_at_10m"])

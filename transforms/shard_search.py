@@ -112,14 +112,17 @@ def read_rows(vectors: np.ndarray, rows) -> np.ndarray:
     dim = int(vectors.shape[1])
     if not isinstance(vectors, np.memmap) or vectors.dtype != np.float32 or not vectors.flags.c_contiguous:
         return np.asarray(vectors[rows], dtype=np.float32).reshape(len(rows), dim)
+    if rows.size and not (0 <= rows.min() and rows.max() < len(vectors)):
+        raise IndexError(f"rows {rows.min()}..{rows.max()} out of range for {len(vectors)} stored vectors")
     out = np.empty((len(rows), dim), np.float32)
-    row_bytes = 4 * dim
-    with open(vectors.filename, "rb", buffering=0) as handle:
-        for i, row in enumerate(rows.tolist()):
-            if not 0 <= row < len(vectors):
-                raise IndexError(f"row {row} out of range for {len(vectors)} stored vectors")
-            data = os.pread(handle.fileno(), row_bytes, vectors.offset + row * row_bytes)
-            out[i] = np.frombuffer(data, np.float32)
+    row_bytes, offset = 4 * dim, vectors.offset
+    fd = os.open(vectors.filename, os.O_RDONLY)
+    try:
+        for target, row in zip(out, rows.tolist()):
+            if os.preadv(fd, [target], offset + row * row_bytes) != row_bytes:  # straight into the output row
+                raise OSError(f"{vectors.filename}: short read of stored row {row}")
+    finally:
+        os.close(fd)
     return out
 
 

@@ -301,15 +301,20 @@ class PositiveVectors:
         from transforms.index import shard_of
         from transforms.shard_search import read_rows
 
-        found, vectors, hashes = np.zeros(len(doc_ids), bool), [], []
+        found, rows, shards, hashes = np.zeros(len(doc_ids), bool), [], [], []
         for i, (doc_id, shard) in enumerate(zip(doc_ids.tolist(), shard_of(doc_ids, self.num_shards).tolist())):
             store = self._store(shard)
             row = bisect.bisect_left(store["doc_ids"], doc_id)  # shard stores are sorted by doc id
             if row < len(store["doc_ids"]) and store["doc_ids"][row] == doc_id:
                 found[i] = True
-                vectors.append(read_rows(store["vectors"], [row])[0])  # read, not mapped
+                rows.append(row)
+                shards.append(shard)
                 hashes.append(store["text_hashes"][row])
-        matrix = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+        matrix = np.zeros((len(rows), dim), np.float32)  # [f, dim] in the order of the found ids
+        rows, shards = np.asarray(rows, np.int64), np.asarray(shards, np.int64)
+        for shard in np.unique(shards).tolist():  # one read per store: rows read, not mapped
+            at = np.flatnonzero(shards == shard)
+            matrix[at] = read_rows(self._store(shard)["vectors"], rows[at])
         return found, matrix, as_object_strings(hashes)
 
 

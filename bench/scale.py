@@ -5,16 +5,20 @@
     python bench/scale.py --docs 5000 20000  # any sizes
     python bench/scale.py --quick            # 2k and 8k docs: checks the harness, says little about scale
     python bench/scale.py --docs 40000 --rerun-from mine --trace-bundles   # one stage again, per-bundle peaks
+    python bench/scale.py --docs 100000 400000 --rerun-from mine --inputs-from DIR --workdir NEW
+                                             # one stage again on another workdir's finished runs, read only there
 
 Each corpus: random 40-word texts (words from the model's WordPiece vocabulary), 2,000 queries of 8 words
 drawn from their one judged doc. The model is a 1-layer, 384-dimension random BERT (mean pooling, normalised) built
 in-process (nothing downloads). Each build is `python -m pipelines.cli build ... --direct_running_mode
-multi_processing --direct_num_workers 2` with negforge's default flags; a sampler reads the RSS of the
-runner process and of each SDK worker process (its children running sdk_worker_main) every 0.25 s, and
-attributes peaks to the stage the runner's log says is running. It fits peak-RSS-per-worker against docs
-(least squares, linear) and extrapolates to 10M docs by what drives each stage (fit_figures: docs per shard
-at the shard count the defaults pick at 10M for index and mine; the naive linear-in-docs figure is kept,
-labelled); the goal is <= 4 GB per worker there, and build time near-linear in docs. Writes
+multi_processing --direct_num_workers 2` with negforge's default flags; a sampler reads the resident memory of
+the runner process and of each SDK worker process (its children running sdk_worker_main) every 0.25 s - RSS, and
+apart its anonymous part (what bounds a worker) and its mapped-file part (libraries, the memory-mapped shard store
+being scanned: clean page cache) - and attributes peaks to the stage the runner's log says is running. It fits
+peak-per-worker against docs (least squares, linear) and extrapolates to 10M docs by what drives each stage
+(fit_figures: docs per shard at the shard count the defaults pick at 10M for index and mine, anon + file with at
+least one whole shard store mapped; the naive linear-in-docs figure is kept, labelled); the goal is <= 4 GB per
+worker there, and build time near-linear in docs. Writes
 bench/results/scale.json (scale_quick.json for --quick) after every size.
 
 Resumable: --workdir (default <tmp>/negforge-scale) keeps the model, each corpus, each RUN_DIR, each stage's
@@ -109,8 +113,31 @@ def write_corpus(folder: str, docs: int, seed: int = 0) -> str:
     return folder
 
 
+def memory_of(pid: int | str = "self") -> dict[str, int]:
+    """Resident bytes of a process from /proc/PID/status: rss (VmRSS), anon (RssAnon + RssShmem: what only swap
+    could take back) and file (RssFile: mapped file pages — shared libraries, memory-mapped shard stores — which
+    are clean page-cache pages the kernel reclaims under pressure and re-reads on the next touch)."""
+    fields = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                fields[key] = int(value.split()[0]) * 1024
+    return {"rss": fields.get("VmRSS", 0), "anon": fields.get("RssAnon", 0) + fields.get("RssShmem", 0),
+            "file": fields.get("RssFile", 0)}
+
+
+MEMORY_KINDS = ("rss", "anon", "file")
+
+
+def _raise_peaks(peaks: dict[str, int], sample: dict[str, int]) -> None:
+    for kind in MEMORY_KINDS:  # each kind's own peak (anon and file may peak at different moments)
+        peaks[kind] = max(peaks.get(kind, 0), sample[kind])
+
+
 class RssSampler(threading.Thread):
-    """Peak RSS of the runner process and of each SDK worker process, per stage (from the runner's log)."""
+    """Peak resident memory (rss, anon, file: memory_of) of the runner process and of each SDK worker process, per
+    stage (from the runner's log)."""
 
     def __init__(self, pid: int, interval_s: float = 0.25):
         super().__init__(daemon=True)
@@ -118,8 +145,8 @@ class RssSampler(threading.Thread):
 
         self.root = psutil.Process(pid)
         self.interval_s, self.stage = interval_s, "startup"
-        self.runner: dict[str, int] = {}  # stage -> peak bytes
-        self.workers: dict[str, dict[int, int]] = {}  # stage -> {worker pid: peak bytes}
+        self.runner: dict[str, dict[str, int]] = {}  # stage -> {kind: peak bytes}
+        self.workers: dict[str, dict[int, dict[str, int]]] = {}  # stage -> {worker pid: {kind: peak bytes}}
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -128,22 +155,35 @@ class RssSampler(threading.Thread):
         while not self._halt.is_set():
             stage = self.stage
             try:
-                self.runner[stage] = max(self.runner.get(stage, 0), self.root.memory_info().rss)
+                _raise_peaks(self.runner.setdefault(stage, {}), memory_of(self.root.pid))
                 for child in self.root.children(recursive=True):
                     try:
                         if "sdk_worker_main" not in " ".join(child.cmdline()):
                             continue
-                        peaks = self.workers.setdefault(stage, {})
-                        peaks[child.pid] = max(peaks.get(child.pid, 0), child.memory_info().rss)
-                    except psutil.Error:
+                        peaks = self.workers.setdefault(stage, {}).setdefault(child.pid, {})
+                        _raise_peaks(peaks, memory_of(child.pid))
+                    except (psutil.Error, OSError):
                         continue
-            except psutil.Error:
+            except (psutil.Error, OSError):
                 break
             time.sleep(self.interval_s)
 
     def stop(self) -> None:
         self._halt.set()
         self.join()
+
+    def peaks(self, stage: str) -> dict:
+        """Per stage: the runner's peaks and the largest peak of any SDK worker, per kind (MiB)."""
+        workers = self.workers.get(stage, {}).values()
+        runner = self.runner.get(stage, {})
+        return {
+            "runner_peak_mib": round(runner.get("rss", 0) / MIB, 1),
+            "runner_peak_anon_mib": round(runner.get("anon", 0) / MIB, 1),
+            "worker_peak_mib": round(max((w["rss"] for w in workers), default=0) / MIB, 1),
+            "worker_peak_anon_mib": round(max((w["anon"] for w in workers), default=0) / MIB, 1),
+            "worker_peak_file_mib": round(max((w["file"] for w in workers), default=0) / MIB, 1),
+            "workers_seen": len(workers),
+        }
 
 
 STAGES = ("ingest", "embed", "index", "mine")
@@ -171,13 +211,11 @@ def _drop_stages_from(run_dir: str, stage: str) -> None:
     _write_json(path, manifest)
 
 
-def _stage_peaks(sampler: RssSampler, stage: str) -> dict:
-    workers = sampler.workers.get(stage, {})
-    return {
-        "runner_peak_mib": round(sampler.runner.get(stage, 0) / MIB, 1),
-        "worker_peak_mib": round(max(workers.values(), default=0) / MIB, 1),
-        "workers_seen": len(workers),
-    }
+def store_bytes(run_dir: str) -> int:
+    """Bytes of RUN_DIR's shard stores (what mining memory-maps and scans: vectors, doc ids, text hashes)."""
+    folder = os.path.join(run_dir, "index")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sum(os.path.getsize(os.path.join(folder, n)) for n in names if n.endswith(".store.npz"))
 
 
 def run_build(beir: str, model: str, run_dir: str, extra: list[str], measured_path: str,
@@ -211,7 +249,7 @@ def run_build(beir: str, model: str, run_dir: str, extra: list[str], measured_pa
         match = re.search(r"stage (\w+): (running|reused)", line)
         if match:
             if running:  # the stage before it finished: keep its peaks, in case this build dies later
-                measured[running] = _stage_peaks(sampler, running)
+                measured[running] = sampler.peaks(running)
                 _write_json(measured_path, measured)
             running = match.group(1) if match.group(2) == "running" else None
             if running:
@@ -224,7 +262,7 @@ def run_build(beir: str, model: str, run_dir: str, extra: list[str], measured_pa
     if process.returncode != 0:
         raise RuntimeError(f"build failed ({process.returncode}):\n" + "\n".join(log_tail))
     if running:
-        measured[running] = _stage_peaks(sampler, running)
+        measured[running] = sampler.peaks(running)
         _write_json(measured_path, measured)
     manifest = _read_json(os.path.join(run_dir, "manifest.json"))
     per_stage = {stage: {"wall_s": manifest["timings_s"].get(stage), **measured.get(stage, {})} for stage in STAGES}
@@ -234,7 +272,8 @@ def run_build(beir: str, model: str, run_dir: str, extra: list[str], measured_pa
         "stages": per_stage,
         "worker_peak_mib": max(s.get("worker_peak_mib", 0) for s in per_stage.values()),
         "runner_peak_mib": max(s.get("runner_peak_mib", 0) for s in per_stage.values()),
-        "index": {k: manifest["stages"]["index"]["stats"].get(k) for k in ("num_shards", "factory")},
+        "index": {**{k: manifest["stages"]["index"]["stats"].get(k) for k in ("num_shards", "factory")},
+                  "store_bytes": store_bytes(run_dir)},
         "rows_per_tier": manifest.get("selection", {}).get("rows_per_tier"),
     }
     if trace_dir:
@@ -243,7 +282,8 @@ def run_build(beir: str, model: str, run_dir: str, extra: list[str], measured_pa
 
 
 def summarise_trace(trace_dir: str, stage_started: dict[str, float], top: int = 8) -> dict:
-    """Per stage: the worker bundles that grew the RSS most (peak - RSS at the bundle's start), from the traces."""
+    """Per stage: the worker bundles with the highest peak RSS, with their growth (peak - value at the bundle's start)
+    of the RSS and apart of its anonymous and mapped-file parts, from the traces."""
     records = []
     for name in sorted(os.listdir(trace_dir)) if os.path.isdir(trace_dir) else []:
         with open(os.path.join(trace_dir, name), encoding="utf-8") as handle:
@@ -253,6 +293,9 @@ def summarise_trace(trace_dir: str, stage_started: dict[str, float], top: int = 
     for record in records:
         stage = next((s for s, t in reversed(starts) if record["t_end"] >= t), "startup")
         record["growth_mib"] = round(record["peak_mib"] - record["start_mib"], 1)
+        for kind in ("anon", "file"):  # traces written before the anon/file split lack them
+            if f"peak_{kind}_mib" in record:
+                record[f"growth_{kind}_mib"] = round(record[f"peak_{kind}_mib"] - record[f"start_{kind}_mib"], 1)
         summary.setdefault(stage, []).append(record)
     return {stage: sorted(rows, key=lambda r: -r["peak_mib"])[:top] for stage, rows in summary.items()}
 
@@ -269,6 +312,7 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 WORKER_MEMORY_GB = 4.0  # negforge's default --worker-memory-gb, which picks the shard count at 10M docs
 DIM = 384
 SHARD_DRIVEN = ("index", "mine")  # stages whose grouped unit is a shard (its docs) or a shard's query groups
+SHARD_SCANNING = ("mine",)  # stages that memory-map a shard store and touch every stored vector
 
 
 def _shards_at(docs: int) -> int:
@@ -285,22 +329,48 @@ def _fit(xs: list[float], ys: list[float], x_target: float) -> dict:
             "x_at_10m": round(x_target), "extrapolated_gb_at_10m": round(at_target * MIB / 1e9, 2)}
 
 
-def fit_figures(results: list[dict]) -> dict:
-    """Per-stage fits of peak RSS, the 10M extrapolation and the build-time fit.
+def _peaks(results: list[dict], stage: str) -> tuple[dict[str, list[float]], bool]:
+    """Per kind (rss, anon, file) the stage's worker peaks of every run; runs sampled before the anon/file split
+    count their whole RSS as anonymous (no file part), the conservative reading. Also whether every run had it."""
+    split = all("worker_peak_anon_mib" in r["stages"][stage] for r in results)
+    rss = [r["stages"][stage].get("worker_peak_mib", 0) for r in results]
+    if not split:
+        return {"rss": rss, "anon": rss, "file": [0.0] * len(rss)}, False
+    return {"rss": rss, "anon": [r["stages"][stage]["worker_peak_anon_mib"] for r in results],
+            "file": [r["stages"][stage]["worker_peak_file_mib"] for r in results]}, True
 
-    Two extrapolations. `naive_linear_in_docs` (the figure this bench gave first): peak against corpus docs at
-    the measured shard count, straight to 10M docs. `by_driver` (the headline): each stage against what sizes
-    its grouped unit — index and mine against docs per shard, extrapolated at the shard count the defaults pick
-    at 10M docs (transforms.sizing.shards_for, --worker-memory-gb 4); ingest and embed against docs (their
-    grouped units do not depend on the shard count). Caveat, measured with --trace-bundles: the local runner
-    sends a worker ALL the groups of its partition of a grouped stage in one data-channel message (a worker
-    holds corpus / num_workers of a shuffle's input at once), so on this runner a worker's peak follows docs
-    per worker, not docs per shard; the per-shard figure is what a runner that hands groups over one key at a
-    time (Dataflow pages large groups, apache/beam#21817) holds, and it is conservative there, since each
-    measured worker partition held num_shards / num_workers shards.
+
+def _shard_store_mib_per_doc(results: list[dict]) -> float:
+    """Bytes of the shard stores (vectors, ids, hashes) per doc, in MiB, from the measured runs' index folders."""
+    per_doc = [r["index"]["store_bytes"] / r["docs"] for r in results if r.get("index", {}).get("store_bytes")]
+    return max(per_doc, default=4 * DIM + 40) / MIB
+
+
+def fit_figures(results: list[dict]) -> dict:
+    """Per-stage fits of peak memory, the 10M extrapolation and the build-time fit.
+
+    Memory is sampled as a whole (RSS) and apart as anonymous memory (RssAnon + RssShmem: heap, arrays, what only
+    swap could take back; this is what bounds a worker) and mapped file pages (RssFile: shared libraries and the
+    memory-mapped shard store being scanned: clean page-cache pages the kernel reclaims under pressure and re-reads
+    on the next touch, shared by every process of the machine). The file part is not free - a container's limit
+    counts page cache - so the headline adds it: a stage's extrapolated peak is fit(anon) + fit(file) at the target,
+    each fitted apart by least squares (their peaks may fall at different moments, so the sum over-states), never
+    less than fit(rss). For mine, the file part is also never less than its smallest measured value plus ONE whole
+    shard store at the target's docs per shard (the scan touches every stored vector), so a fit that bends below
+    one mapped shard does not flatter; the shard is sized by the defaults from --worker-memory-gb
+    (transforms/sizing.py).
+
+    Driver: index and mine against docs per shard, extrapolated at the shard count the defaults pick at 10M docs
+    (transforms.sizing.shards_for, --worker-memory-gb 4); ingest and embed against docs (their grouped units do
+    not depend on the shard count). `naive_linear_in_docs` (the figure this bench gave first): RSS against corpus
+    docs at the measured shard count, straight to 10M docs. Caveat, measured with --trace-bundles: the local
+    runner sends a worker ALL the groups of its partition of a grouped stage in one data-channel message (a worker
+    holds corpus / num_workers of a shuffle's input at once), so on this runner a grouped stage whose input
+    grows with docs follows docs per worker, not docs per shard.
     """
     xs = [r["docs"] for r in results]
     shards_10m = _shards_at(TARGET_DOCS)
+    store_mib_per_doc = _shard_store_mib_per_doc(results)
     # Fit each stage apart: the embed stage's ~1 GB (model, torch) hardly grows, and a fit of the overall max
     # would let it hide the stages that do grow with docs.
     naive, by_driver = {}, {}
@@ -311,14 +381,27 @@ def fit_figures(results: list[dict]) -> dict:
             naive.setdefault(stage, {})[who] = {"intercept_mib": fit["intercept_mib"],
                                                 "mib_per_million_docs": fit["mib_per_million"],
                                                 "extrapolated_gb_at_10m": fit["extrapolated_gb_at_10m"]}
-        ys = [r["stages"][stage].get("worker_peak_mib", 0) for r in results]
+        peaks, split = _peaks(results, stage)
         if stage in SHARD_DRIVEN:
-            per_shard = [r["docs"] / max(r["index"]["num_shards"] or 1, 1) for r in results]
-            by_driver[stage] = {"driver": "docs per shard", "shards_at_10m": shards_10m,
-                                **_fit(per_shard, ys, TARGET_DOCS / shards_10m)}
+            x = [r["docs"] / max(r["index"]["num_shards"] or 1, 1) for r in results]
+            driver = {"driver": "docs per shard", "shards_at_10m": shards_10m}
         else:
-            by_driver[stage] = {"driver": "docs", **_fit(xs, ys, TARGET_DOCS)}
+            x, driver = xs, {"driver": "docs"}
+        x_target = TARGET_DOCS / shards_10m if stage in SHARD_DRIVEN else TARGET_DOCS
+        fits = {kind: _fit(x, ys, x_target) for kind, ys in peaks.items()}
+        file_gb = fits["file"]["extrapolated_gb_at_10m"]
+        one_shard_gb = None
+        if stage in SHARD_SCANNING and split:
+            one_shard_gb = round((min(peaks["file"]) + store_mib_per_doc * x_target) * MIB / 1e9, 2)
+            file_gb = max(file_gb, one_shard_gb)
+        headline = max(fits["anon"]["extrapolated_gb_at_10m"] + file_gb, fits["rss"]["extrapolated_gb_at_10m"])
+        by_driver[stage] = {**driver, "anon_file_split": split, **{f"{kind}_fit": f for kind, f in fits.items()},
+                            "anon_gb_at_10m": fits["anon"]["extrapolated_gb_at_10m"],
+                            "file_gb_at_10m": round(file_gb, 2),
+                            "file_floor_one_shard_gb_at_10m": one_shard_gb,
+                            "extrapolated_gb_at_10m": round(headline, 2)}
     worst = max(by_driver, key=lambda st: by_driver[st]["extrapolated_gb_at_10m"])
+    worst_anon = max(by_driver, key=lambda st: by_driver[st]["anon_gb_at_10m"])
     naive_worst = max(naive, key=lambda st: naive[st]["worker"]["extrapolated_gb_at_10m"])
     extrapolated_gb = by_driver[worst]["extrapolated_gb_at_10m"]
     t_intercept, t_slope = linear_fit(xs, [r["wall_s"] for r in results])
@@ -328,6 +411,9 @@ def fit_figures(results: list[dict]) -> dict:
         "extrapolation": fit_figures.__doc__.split("\n\n", 1)[1].strip(),
         "extrapolated_worker_peak_gb_at_10m": extrapolated_gb,
         "worst_stage_at_10m": worst,
+        "extrapolated_worker_anon_gb_at_10m": by_driver[worst_anon]["anon_gb_at_10m"],
+        "worst_anon_stage_at_10m": worst_anon,
+        "shard_store_bytes_per_doc": round(store_mib_per_doc * MIB),
         "naive_linear_in_docs_worker_peak_gb_at_10m": naive[naive_worst]["worker"]["extrapolated_gb_at_10m"],
         "naive_worst_stage_at_10m": naive_worst,
         "extrapolated_runner_peak_gb_at_10m": max(v["runner"]["extrapolated_gb_at_10m"] for v in naive.values()),
@@ -338,6 +424,45 @@ def fit_figures(results: list[dict]) -> dict:
         "build_wall_fit_s": {"intercept": round(t_intercept, 1), "per_million_docs": round(t_slope * 1e6, 1)},
         "seconds_per_1k_docs": [round(1000 * r["wall_s"] / r["docs"], 2) for r in results],
     }
+
+
+def summary_lines(figures: dict) -> list[str]:
+    """The 10M extrapolation in words, one line per stage (printed at the end of a run)."""
+    lines = [f"per-worker peak at {TARGET_DOCS:,} docs ({figures['num_shards_at_10m']} shards), goal "
+             f"<= {GOAL_GB} GB: anonymous memory (what bounds a worker) + mapped file pages (libraries and the one "
+             "shard store being scanned: clean page cache, reclaimable, bounded by the shard size that "
+             "--worker-memory-gb sizes; transforms/sizing.py)"]
+    for stage, fit in figures["by_driver"].items():
+        split = "" if fit["anon_file_split"] else " (sampled before the anon/file split: all counted as anon)"
+        floor = fit.get("file_floor_one_shard_gb_at_10m")
+        floor_text = f", at least {floor} GB: one whole shard store mapped" if floor is not None else ""
+        lines.append(f"  {stage:7s} by {fit['driver']}: anon {fit['anon_gb_at_10m']} GB + file "
+                     f"{fit['file_gb_at_10m']} GB{floor_text} -> {fit['extrapolated_gb_at_10m']} GB{split}")
+    lines.append(f"  worst: {figures['worst_stage_at_10m']} {figures['extrapolated_worker_peak_gb_at_10m']} GB; "
+                 f"goal met: {figures['goal_met']}")
+    return lines
+
+
+STAGE_FOLDERS = {"ingest": "inputs", "embed": "embeddings", "index": "index", "mine": "negatives"}
+
+
+def clone_run(source: str, target: str, rerun_from: str) -> None:
+    """A RUN_DIR to rerun `rerun_from` on without writing to `source`: the outputs of the stages before it are
+    hard-linked file by file (no copy; negforge replaces files by rename, never rewrites one in place, so nothing
+    written in `target` reaches `source`), the small files (manifest, stats, warnings) copied, the rerun stages'
+    outputs left out."""
+    before = STAGES[: STAGES.index(rerun_from)]
+    os.makedirs(target)
+    for name in os.listdir(source):
+        path = os.path.join(source, name)
+        if name in (STAGE_FOLDERS[s] for s in before):
+            shutil.copytree(path, os.path.join(target, name), copy_function=os.link)
+        elif name in STAGE_FOLDERS.values() or name == "_staging":
+            continue
+        elif os.path.isdir(path):
+            shutil.copytree(path, os.path.join(target, name))
+        else:
+            shutil.copy2(path, os.path.join(target, name))
 
 
 def prepare_model(workdir: str) -> str:
@@ -368,6 +493,9 @@ def main() -> None:
                         help="keep the runs of other sizes already in the results file (fit over all of them)")
     parser.add_argument("--rerun-from", choices=STAGES, default=None,
                         help="on a size already built in --workdir, run this stage and the later ones again")
+    parser.add_argument("--inputs-from", default=None, metavar="DIR",
+                        help="another --workdir to read the model and corpora from (read only); with --rerun-from, "
+                             "a size's RUN_DIR missing from --workdir is cloned from there (clone_run)")
     parser.add_argument("--trace-bundles", action="store_true",
                         help="also record each SDK worker bundle's peak RSS (bench/trace_site); slower")
     parser.add_argument("--name", default=None, help="results file name (default scale, scale_quick for --quick)")
@@ -375,7 +503,8 @@ def main() -> None:
     sizes = [2_000, 8_000] if args.quick else args.docs
     name = args.name or ("scale_quick" if args.quick else "scale")
     os.makedirs(args.workdir, exist_ok=True)
-    model = prepare_model(args.workdir)
+    inputs_dir = args.inputs_from or args.workdir
+    model = prepare_model(inputs_dir)
     earlier = []
     if args.merge and os.path.exists(os.path.join(RESULTS_DIR, f"{name}.json")):
         with open(os.path.join(RESULTS_DIR, f"{name}.json"), encoding="utf-8") as handle:
@@ -393,7 +522,12 @@ def main() -> None:
             if args.fresh:  # the run folder goes too: the build then starts with --overwrite
                 shutil.rmtree(run_dir, ignore_errors=True)
             trace_dir = os.path.join(args.workdir, f"trace-{docs}-{int(time.time())}") if args.trace_bundles else None
-            beir = prepare_corpus(args.workdir, docs)
+            source = os.path.join(inputs_dir, f"run-{docs}")
+            if args.inputs_from and args.rerun_from and not os.path.exists(run_dir) and os.path.isdir(source):
+                clone_run(source, run_dir, args.rerun_from)
+                if os.path.exists(os.path.join(inputs_dir, f"measured-{docs}.json")):  # the reused stages' peaks
+                    shutil.copy2(os.path.join(inputs_dir, f"measured-{docs}.json"), measured)
+            beir = prepare_corpus(inputs_dir, docs)
             result = {"docs": docs, "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
                       **run_build(beir, model, run_dir, args.build_flag, measured, trace_dir, args.rerun_from)}
             _write_json(done_path, {"build_flags": args.build_flag, "result": result})
@@ -409,6 +543,7 @@ def main() -> None:
         path = write_results(name, {"inputs": inputs, "runs": runs, "figures": figures})  # after every size
         print(f"wrote {path} ({len(runs)} sizes)", flush=True)
     print(json.dumps(figures, indent=2))
+    print("\n".join(summary_lines(figures)))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from schemas.layout import RunLayout
 from transforms.build_index import BuildShardedIndex
 from transforms.index import DocBlock, doc_blocks_from_table, fill_shard, train_index, write_shard
 from transforms.search import SearchShards, ToQueryBlocks, make_query_blocks, query_group
-from transforms.shard_search import ShardSearcher, load_store
+from transforms.shard_search import SCAN_BLOCK_BYTES, ShardSearcher, load_store, read_rows, scan_scores
 from transforms.topk import merge_topk, round_scores
 
 # tests/ is not on the path of multi-processing workers: ship the reference search by value
@@ -292,3 +292,49 @@ def test_approximate_shard_scores_are_exact_and_padded(tmp_path):
                                                           "vectors": vectors[:0]})  # fmt: skip
     scores, local = small.search(queries[:2], 3)
     assert (local == -1).all() and np.isneginf(scores).all()
+
+
+def test_scan_scores_and_read_rows_on_an_unaligned_store(tmp_path):
+    """scan_scores multiplies a mapped store block by block (np.savez leaves the vectors at an unaligned offset,
+    which numpy would copy whole per product); read_rows reads rows through the file, not the mapping."""
+    rng = np.random.default_rng(3)
+    vectors = unit(rng.standard_normal((301, DIM))).astype(np.float32)
+    ids = np.array([f"d{i:04d}" for i in range(301)])
+    run = RunLayout(str(tmp_path))
+    index, docs = fill_shard(train_index("Flat", DIM, DocBlock(ids, vectors, ids)), DocBlock(ids, vectors, ids))
+    write_shard(run, 0, 1, index, docs)
+    stored = load_store(run.shard_store(0, 1))["vectors"]
+    assert isinstance(stored, np.memmap) and stored.offset % 4 != 0 and not stored.flags.aligned
+    queries = unit(rng.standard_normal((5, DIM))).astype(np.float32)
+    want = queries.astype(np.float64) @ np.asarray(stored, np.float64).T
+    for block_bytes in (4 * DIM * 7, SCAN_BLOCK_BYTES):  # 43 blocks (the last one short), then one block
+        got = scan_scores(stored, queries, block_bytes)
+        assert got.dtype == np.float32 and got.shape == (5, 301)
+        np.testing.assert_allclose(got, want, atol=DIM * np.finfo(np.float32).eps)
+    rows = [300, 0, 17, 17]
+    np.testing.assert_array_equal(read_rows(stored, rows), np.asarray(stored[rows]))
+    np.testing.assert_array_equal(read_rows(vectors, rows), vectors[rows])  # an in-memory array: indexed
+    assert read_rows(stored, []).shape == (0, DIM)
+    with pytest.raises(IndexError):
+        read_rows(stored, [301])
+
+
+def test_search_shard_fn_releases_its_shard_when_the_bundle_ends(sharded_runs):
+    """A worker holds one shard at a time and none after a bundle (Beam's Shared keeps the last object it handed
+    out alive until another is acquired), so stages fused after the search do not run with a shard mapped."""
+    import gc
+    import weakref
+
+    from transforms.search import SearchShardFn
+
+    num_shards = 3
+    fn = SearchShardFn(sharded_runs[num_shards], index_config(num_shards), lambda searcher, block: [])
+    fn.setup()
+    first = weakref.ref(fn._acquire(0))
+    second = weakref.ref(fn._acquire(1))
+    gc.collect()
+    assert first() is None and second() is not None  # the previous shard went before the next one was used
+    fn.finish_bundle()
+    gc.collect()
+    assert second() is None
+    fn.teardown()  # nothing held: a no-op

@@ -270,7 +270,9 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
 
 
 class PositiveVectors:
-    """Judged positives' exact vectors, looked up by id in the index's shard stores (memory-mapped, read only).
+    """Judged positives' exact vectors, looked up by id in the index's shard stores (read only): ids bisected in
+    the store's mapped id column, vector rows read from the file (shard_search.read_rows), and the stores released
+    after each chunk of queries (MineShardQueries), so positives spread over every shard map none of them for long.
 
     Query payloads cross the fan-out to every shard without their vectors (mine_rounds.MineQueries): that
     shuffle held num_shards copies of every query's [p, dim] positives, the largest buffer of the mine stage
@@ -279,6 +281,10 @@ class PositiveVectors:
 
     def __init__(self, run: RunLayout, num_shards: int):
         self.run, self.num_shards, self.stores = run, num_shards, {}
+
+    def release(self) -> None:
+        """Unmap the stores (they are reopened on the next lookup): a worker keeps no store mapped between chunks."""
+        self.stores.clear()
 
     def _store(self, shard: int) -> dict:
         if shard not in self.stores:
@@ -293,16 +299,22 @@ class PositiveVectors:
         transforms.index.shard_of assigns it (an id the index does not hold, e.g. a dead-lettered passage, is
         not found)."""
         from transforms.index import shard_of
+        from transforms.shard_search import read_rows
 
-        found, vectors, hashes = np.zeros(len(doc_ids), bool), [], []
+        found, rows, shards, hashes = np.zeros(len(doc_ids), bool), [], [], []
         for i, (doc_id, shard) in enumerate(zip(doc_ids.tolist(), shard_of(doc_ids, self.num_shards).tolist())):
             store = self._store(shard)
             row = bisect.bisect_left(store["doc_ids"], doc_id)  # shard stores are sorted by doc id
             if row < len(store["doc_ids"]) and store["doc_ids"][row] == doc_id:
                 found[i] = True
-                vectors.append(np.asarray(store["vectors"][row], dtype=np.float32))
+                rows.append(row)
+                shards.append(shard)
                 hashes.append(store["text_hashes"][row])
-        matrix = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+        matrix = np.zeros((len(rows), dim), np.float32)  # [f, dim] in the order of the found ids
+        rows, shards = np.asarray(rows, np.int64), np.asarray(shards, np.int64)
+        for shard in np.unique(shards).tolist():  # one read per store: rows read, not mapped
+            at = np.flatnonzero(shards == shard)
+            matrix[at] = read_rows(self._store(shard)["vectors"], rows[at])
         return found, matrix, as_object_strings(hashes)
 
 
@@ -344,15 +356,19 @@ class MineShardQueries:
         return self.__dict__["_lookup"]
 
     def __call__(self, searcher: ShardView, block: QueryBlock):
+        from transforms.shard_search import scan_scores
+
         lookup = self._positives()
         chunk = max(1, min(SHARD_CHUNK, _SCAN_BYTES // (4 * max(searcher.ntotal, 1))))
         for start in range(0, len(block.payloads), chunk):
             queries = np.asarray(block.vectors[start : start + chunk], dtype=np.float32)  # [c, dim]
             payloads = [with_vectors(p, v, lookup) for p, v in zip(block.payloads[start : start + chunk], queries)]
+            if lookup is not None:
+                lookup.release()
             # Small matrix products per query: BLAS threads only contend (10x slower on a busy 2-core machine);
             # parallelism comes from Beam's workers.
             with threadpool_limits(limits=1, user_api="blas"):
-                approx = queries @ np.asarray(searcher.vectors, dtype=np.float32).T  # [c, n]
+                approx = scan_scores(searcher.vectors, queries)  # [c, n]: queries @ vectors.T in aligned blocks
                 answers = [
                     shard_answer(searcher, payload, approx[i], self.mining, self.seed, self.keep_vectors)
                     for i, payload in enumerate(payloads)

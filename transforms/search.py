@@ -136,12 +136,21 @@ def _fan_out(
         yield (shard, group), block
 
 
+class _Released:
+    """What SearchShardFn's release handle holds: nothing (see SearchShardFn._release)."""
+
+
 class SearchShardFn(beam.DoFn):
-    """((shard, group), blocks) -> (query_id, (shard, per_shard result)); the shard is loaded on the worker."""
+    """((shard, group), blocks) -> (query_id, (shard, per_shard result)); the shard is loaded on the worker.
+
+    A worker holds one shard at a time: the previous one is released before the next loads, and the last one when
+    the bundle ends, so the stages fused after this one (merge, text joins) do not run with a shard mapped.
+    """
 
     def __init__(self, run: RunLayout, index: IndexConfig, per_shard: ShardQueryFn) -> None:
         self._run, self._index, self._per_shard = run, index, per_shard
         self._handles = [Shared() for _ in range(index.num_shards)]  # one per-process slot per shard
+        self._release_handle = Shared()
         self._queries = Metrics.counter(_NAMESPACE, "queries_searched_per_shard")
         self._loads = Metrics.counter(_NAMESPACE, "shard_loads")
         self._load_ms = Metrics.distribution(_NAMESPACE, "shard_load_ms")
@@ -164,6 +173,20 @@ class SearchShardFn(beam.DoFn):
         tag = (self._run.run_dir, shard, self._index.num_shards, self._index.nprobe)
         self._searcher = self._handles[shard].acquire(load, tag=tag)
         return self._searcher
+
+    def _release(self) -> None:
+        if getattr(self, "_searcher", None) is None:
+            return
+        self._searcher = None
+        # apache_beam.utils.shared keeps the object acquired last alive until another Shared object is acquired in
+        # the process: acquiring a token lets the shard's mapping go now (a thread still searching it keeps it).
+        self._release_handle.acquire(_Released)
+
+    def finish_bundle(self) -> None:
+        self._release()
+
+    def teardown(self) -> None:
+        self._release()
 
     def process(self, element):
         (shard, _group), blocks = element

@@ -262,8 +262,8 @@ def test_shard_windows_merge_into_the_picks_and_ranks_of_the_whole_list(referenc
             results += [answer for _, answer in MineShardQueries(mining, 0)(shard, block)]
         mined = next(MergeShardsFn(mining, 0, "test").process(("q", results)))
         got = []
-        for members in mined.group_negatives:
-            negatives = [mined.negatives[i] for i in members]
+        for g in range(len(groups.references)):  # pairs of a group share its list
+            negatives = mined.negatives_of_pair(int(np.flatnonzero(groups.of_pair == g)[0]))
             hard = [x for x in negatives if x.tier == "hard"]
             got.append(([x.negative_id for x in hard], [x.rank for x in hard],
                         [x.negative_id for x in negatives if x.tier == "semi_hard"]))

@@ -155,6 +155,17 @@ def margin_threshold(reference: float, mining: MiningConfig) -> float:
     return float(threshold)
 
 
+def margin_thresholds(references: np.ndarray, mining: MiningConfig) -> np.ndarray:
+    """[g] margin_threshold of each reference, as one array operation (the same float arithmetic)."""
+    refs = np.asarray(references, dtype=np.float64)
+    thresholds = np.full(refs.shape, np.inf)
+    if mining.relative_margin is not None:
+        thresholds = np.minimum(thresholds, refs - np.abs(refs) * mining.relative_margin)
+    if mining.absolute_margin is not None:
+        thresholds = np.minimum(thresholds, refs - mining.absolute_margin)
+    return thresholds
+
+
 def first_reasons(cand_codes: np.ndarray, margin: np.ndarray) -> np.ndarray:
     """Combine candidate and margin codes into the first reason in GUARDS order (max_score comes last)."""
     max_score = GUARDS.index("max_score") + 1
@@ -375,6 +386,45 @@ def random_draw_count(mining: MiningConfig, num_positives: int, ntotal: int) -> 
         return 0
     reserve = mining.hard + mining.semi_hard + num_positives
     return min(ntotal, 2 * (mining.random + reserve) + 16)
+
+
+class RandomVisits:
+    """The (shard, draw index) order in which pick_random visits the shards' draws, grown on demand.
+
+    pick_random's next visit depends only on the shard sizes, the draw counts and the rng, never on which draws
+    passed the guards or were chosen: every pair group of a query (each with a fresh rng of the same stream)
+    visits the same sequence and keeps the first K draws it accepts, so one sequence serves all of them.
+    """
+
+    def __init__(self, shard_sizes: np.ndarray, draw_counts: list[int], rng: np.random.Generator):
+        self._rng, self._sizes = rng, [int(c) for c in draw_counts]
+        self._pointers = [0] * len(self._sizes)
+        self._weights = np.asarray(shard_sizes, dtype=np.float64).copy()
+        self._cdf, self._uniforms, self._u = None, np.zeros(0), 0
+        self.shards: list[int] = []
+        self.draws: list[int] = []
+        self.done = False  # every shard's draws are spent
+
+    def extend(self, count: int) -> None:
+        """Visit until `count` visits are known or the draws are spent (the same steps as pick_random's loop)."""
+        sizes, pointers, weights = self._sizes, self._pointers, self._weights
+        while len(self.shards) < count and not self.done:
+            spent = [s for s in range(len(sizes)) if pointers[s] >= sizes[s] and weights[s] > 0]
+            if spent or self._cdf is None:
+                weights[spent] = 0.0
+                total = weights.sum()
+                if total <= 0:
+                    self.done = True
+                    break
+                self._cdf = np.cumsum(weights / total)
+                self._cdf /= self._cdf[-1]
+            if self._u == len(self._uniforms):
+                self._uniforms, self._u = self._rng.random(_UNIFORM_CHUNK), 0
+            s = int(np.searchsorted(self._cdf, self._uniforms[self._u], side="right"))
+            self._u += 1
+            self.shards.append(s)
+            self.draws.append(pointers[s])
+            pointers[s] += 1
 
 
 def pick_random(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import weakref
 import zlib
 from dataclasses import dataclass, replace
 
@@ -27,7 +28,7 @@ from schemas.layout import RunLayout
 from schemas.negatives import text_hash, token_set
 from transforms import mining_math as mm
 from transforms.search_api import QueryBlock, ShardView
-from transforms.string_column import as_object_strings
+from transforms.string_column import StringColumn, as_object_strings, pack_strings
 from transforms.topk import SCORE_GRID, order_by_score_then_id, round_scores
 
 logger = logging.getLogger(__name__)
@@ -61,14 +62,20 @@ def without_vectors(payload: QueryPayload) -> QueryPayload:
 class ShardCandidates:
     """One shard's answer for one query: per pair group, a window of the shard's order that starts at the group's
     margin threshold (the first document the margins keep) and runs until the group has enough there; the windows
-    are stored once, as their union. Similarities to the positives travel only for the rows a group may pick.
-    Text hashes stay on the shard (the rows hash the negative's text, which they carry anyway)."""
+    are stored once, as their union. Windows run from the threshold into the semi-hard band, so on dense qrels
+    the union is most of the shard: its rows travel as plain arrays (ids packed as UTF-8 bytes, scores as their
+    1e-6 grid units, all the merge's decisions need); exact scores and similarities to the positives only for
+    the rows a group may pick (issue 15: object arrays of ids and float64 scores of every union row made the
+    GroupByQuery buffer the largest of the stage). Text hashes stay on the shard."""
 
     shard: int
     ntotal: int
-    ids: np.ndarray  # [u] str, the union of the windows, best first by (-rounded score, id)
-    scores: np.ndarray  # [u] float64, exact cos(query, candidate)
+    id_bytes: np.ndarray  # [total] uint8, the union's doc ids (UTF-8) back to back, best first by (-grid, id)
+    id_lengths: np.ndarray  # [u] bytes of each id (the smallest unsigned dtype that holds them)
+    units: np.ndarray  # [u] int32 round(cos(query, candidate) / SCORE_GRID): topk.round_scores in grid steps
     codes: np.ndarray  # [u] int8 mining_math.candidate_codes
+    pick_rows: np.ndarray  # [r] int32 ascending union rows some group may pick
+    pick_scores: np.ndarray  # [r] float64 their exact cos(query, candidate)
     above: np.ndarray  # [g] int64 shard documents ranked above group g's margin threshold
     lo: np.ndarray  # [g] int64 group g's window is rows lo[g]:hi[g] of the union
     hi: np.ndarray  # [g] int64
@@ -136,32 +143,74 @@ SHARD_CHUNK = 256  # queries of a block mined together on a shard (bounds the pe
 _SCAN_BYTES = 64 * 2**20  # float32 [queries, shard docs] approximate scores computed at once
 
 
-def _guard_codes(shard: ShardView, local: np.ndarray, scores: np.ndarray, payload: QueryPayload,
-                 mining: MiningConfig) -> np.ndarray:
-    """[n] int8 candidate codes of local rows whose exact scores are known: each candidate is guarded once."""
-    vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [n, dim]
-    ids = np.asarray(shard.doc_ids[local], dtype=object)  # [n] str objects: never as wide as the longest id
-    hashes = np.asarray(shard.text_hashes[local], dtype=object)  # [n] str objects
-    if len(payload.positives.ids) and len(local):
-        max_sims = mm.similarity_to_positives(vectors, payload.positives).max(axis=1)  # [n]
-    else:
-        max_sims = np.full(len(local), -np.inf)
-    return mm.candidate_codes(ids, hashes, scores, max_sims, payload.positives, mining)
+_FIXED_WIDTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _guard(shard: ShardView, local: np.ndarray, payload: QueryPayload, mining: MiningConfig):
-    """(ids, exact scores, candidate codes) of local rows."""
-    scores = mm.cosine_rows(np.asarray(shard.vectors[local], dtype=np.float32), payload.vector)  # [n]
-    codes = _guard_codes(shard, local, scores, payload, mining)
-    return np.asarray(shard.doc_ids[local], dtype=object), scores, codes
+def _fixed_width(column) -> np.ndarray | None:
+    """A StringColumn's strings as one fixed-width bytes array (a view of its data, no copy) when they all have one
+    length (text hashes: 16 hex digits), else None; worked out once per column."""
+    if not isinstance(column, StringColumn):
+        return None
+    if column not in _FIXED_WIDTH:
+        n, offsets = len(column), column.offsets
+        width = int(offsets[-1]) // n if n else 0
+        fixed = n and width and int(offsets[-1]) == width * n and np.array_equal(offsets, np.arange(n + 1) * width)
+        _FIXED_WIDTH[column] = column.data.view(f"S{width}") if fixed else None
+    return _FIXED_WIDTH[column]
+
+
+def _rows_in_shard(doc_ids, wanted) -> dict[str, int]:
+    """{doc id: local row} of the wanted ids the shard holds (its rows are sorted by doc id): one bisection each."""
+    rows, n, lo = {}, len(doc_ids), 0
+    for doc_id in sorted(set(wanted)):
+        lo = bisect.bisect_left(doc_ids, doc_id, lo)
+        if lo < n and doc_ids[lo] == doc_id:
+            rows[doc_id] = lo
+    return rows
+
+
+def _guard_codes(scan: _QueryScan, local: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """[n] int8 candidate codes of local rows whose exact scores are known: each candidate is guarded once.
+
+    Nothing is decoded per candidate (issue 15: decoding ids and hashes was most of a dense query's cost): judged
+    positives by local row, text copies by comparing fixed-width hash bytes; near copies are screened with one
+    float32 product and decided on float64 similarities for the rows the float32 error could put at the threshold.
+    """
+    shard, positives, mining = scan.shard, scan.payload.positives, scan.mining
+    judged = np.isin(local, scan.positive_rows)
+    text_copy = None
+    if mining.text_copy_guard:
+        hashes = _fixed_width(shard.text_hashes)
+        if hashes is None:
+            text_copy = mm._member(np.asarray(shard.text_hashes[local], dtype=object), positives.text_hashes)
+        else:
+            wanted = [h.encode("utf-8") for h in positives.text_hashes.tolist()]
+            wanted = np.array([h for h in wanted if len(h) == hashes.itemsize], dtype=hashes.dtype)
+            text_copy = np.isin(hashes[local], wanted)
+    near_copy = None
+    if mining.near_copy_guard and len(local):
+        near_copy = np.zeros(len(local), bool)
+        if len(positives.ids):
+            vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [n, dim]
+            approx = (vectors @ np.asarray(positives.vectors, np.float32).T).max(axis=1)  # [n] float32
+            close = np.flatnonzero(approx >= mining.near_copy_threshold - scan.slack)
+            if len(close):
+                exact = mm.similarity_to_positives(vectors[close], positives).max(axis=1)  # [c] float64
+                near_copy[close] = round_scores(exact) >= mining.near_copy_threshold
+    return mm.codes_of_drops(judged, text_copy, near_copy, scores, mining)
 
 
 class _QueryScan:
     """One query on one loaded shard: approximate float32 scores of every document (one BLAS product), exact
     scores and guard codes computed once per document, on demand."""
 
-    def __init__(self, shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig):
+    def __init__(self, shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig,
+                 positive_rows: dict[str, int] | None = None):
         self.shard, self.payload, self.mining = shard, payload, mining
+        if positive_rows is None:
+            positive_rows = _rows_in_shard(shard.doc_ids, payload.positives.ids.tolist())
+        ids = payload.positives.ids.tolist()
+        self.positive_rows = np.array([positive_rows[x] for x in ids if x in positive_rows], np.int64)
         self.approx = approx  # [n] float32 scores (BLAS): exact within slack
         self.exact = np.full(len(approx), np.nan)  # [n] float64 mining_math.cosine_rows, once computed
         self.codes = np.full(len(approx), -1, np.int8)  # [n] candidate codes, once computed
@@ -179,7 +228,7 @@ class _QueryScan:
     def codes_of(self, local: np.ndarray) -> np.ndarray:
         missing = local[self.codes[local] < 0]
         if missing.size:
-            self.codes[missing] = _guard_codes(self.shard, missing, self.exact[missing], self.payload, self.mining)
+            self.codes[missing] = _guard_codes(self, missing, self.exact[missing])
         return self.codes[local]
 
     def windows(self, references: np.ndarray):
@@ -231,29 +280,31 @@ class _QueryScan:
             self.rounds += 1
 
 
-def _draws(shard: ShardView, payload: QueryPayload, mining: MiningConfig, seed: int):
+def _draws(scan: _QueryScan, seed: int):
+    """(local rows [m] in draw order, exact scores, candidate codes) of the shard's random-tier draws."""
+    shard, payload, mining = scan.shard, scan.payload, scan.mining
     m = mm.random_draw_count(mining, len(payload.positives.ids), shard.ntotal)
     key = zlib.crc32(payload.query_id.encode("utf-8"))
     rng = np.random.default_rng([seed, key, _SHARD_DRAW_STREAM, shard.shard])
     drawn = rng.choice(shard.ntotal, size=m, replace=False) if m else np.zeros(0, np.int64)  # [m] draw order
-    ids, scores, codes = _guard(shard, drawn, payload, mining)
-    return drawn, ids, scores, codes
+    scores = scan.exact_of(drawn)
+    return drawn, scores, scan.codes_of(drawn)
 
 
-def _draws_needed(drawn: np.ndarray, scores: np.ndarray, codes: np.ndarray, union: np.ndarray, refs: np.ndarray,
-                  mining: MiningConfig) -> int:
+def _draws_needed(drawn: np.ndarray, scores: np.ndarray, codes: np.ndarray, pickable: np.ndarray,
+                  refs: np.ndarray, mining: MiningConfig) -> int:
     """How many of the shard's draws (in draw order) any pair group's random picks may reach.
 
     A group takes draws in order from every shard and stops at K accepted ones (mining_math.pick_random); a draw
-    that passed its guards and is outside the shard's windows (where every hard and semi-hard pick comes from)
-    is always accepted, so no group reads this shard past its K-th such draw: only that prefix travels (the
-    draw count still does, it steers the shard choice). Issue 15: [m, p] similarities per shard and query were
-    the largest part of a shard's answer.
+    that passed its guards and that the group may not pick as hard or semi-hard here (pickable [g, m]: its
+    hard and semi-hard picks on this shard are among those rows) is always accepted, so no group reads this
+    shard past its K-th such draw: only that prefix travels (the draw count still does: it steers the shard
+    choice). Issue 15: [m, p] similarities of every draw were a third of a dense query's shard answer.
     """
     k, m = mining.random, len(drawn)
     if k == 0 or m == 0 or not len(refs):
         return 0
-    sure = (codes == mm.KEEP)[None, :] & ~np.isin(drawn, union)[None, :] \
+    sure = (codes == mm.KEEP)[None, :] & ~pickable \
         & (mm.margin_codes(scores[None, :], refs[:, None], mining) == mm.KEEP)  # [g, m] accepted whatever came
     count = np.cumsum(sure, axis=1)
     reach = np.where(count[:, -1] >= k, np.argmax(count >= k, axis=1) + 1, m)  # [g] draws a group may read
@@ -266,6 +317,28 @@ def _details(shard: ShardView, local: np.ndarray, payload: QueryPayload) -> np.n
     return (np.asarray(vectors, np.float64) @ np.asarray(payload.positives.vectors, np.float64).T).astype(np.float32)
 
 
+def _pack(column, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes [total] uint8, offsets [n + 1] int64) of the strings at `rows`, gathered without decoding."""
+    if not isinstance(column, StringColumn):
+        return pack_strings(as_object_strings(np.asarray(column[rows], dtype=object)))
+    starts = column.offsets[rows]
+    lengths = column.offsets[rows + 1] - starts
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return column.data[index], offsets
+
+
+def _unpack(results: list[ShardCandidates], shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """[n] object array of the doc ids at (shard, union row) pairs."""
+    offsets = {}
+    out = np.empty(len(rows), dtype=object)
+    for i, (s, r) in enumerate(zip(shards.tolist(), rows.tolist())):
+        if s not in offsets:
+            offsets[s] = np.concatenate([[0], np.cumsum(results[s].id_lengths, dtype=np.int64)]).tolist()
+        out[i] = bytes(results[s].id_bytes[offsets[s][r]:offsets[s][r + 1]]).decode("utf-8")
+    return out
+
+
 def _group_pairs(groups: mm.PairGroups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sizes [g], first [g], pairs [p]): group g's pairs, ascending, are pairs[first[g]:first[g] + sizes[g]]."""
     sizes = groups.sizes()
@@ -273,11 +346,11 @@ def _group_pairs(groups: mm.PairGroups) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig, seed: int,
-                 keep_vectors=True) -> ShardCandidates:
+                 keep_vectors=True, positive_rows: dict[str, int] | None = None) -> ShardCandidates:
     """ShardCandidates of one query: one window per pair group, their union stored once, details kept only for
     the rows a group may pick (issue 15: nothing per query that the output does not need). The windows are
     ranges of one ordered list, so the union, its rows and the details are array operations over all groups."""
-    scan = _QueryScan(shard, payload, approx, mining)
+    scan = _QueryScan(shard, payload, approx, mining, positive_rows)
     groups = mm.pair_groups(payload.positives, mining.margin_reference)
     rows, starts, stops, complete, pickable, sure_above = scan.windows(groups.references)
     final = len(rows)
@@ -301,14 +374,24 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
     k = np.arange(len(entry)) - np.repeat(np.cumsum(repeat) - repeat, repeat)  # pair index within the group
     sims = details[inverse.reshape(-1)[entry], pairs[first[detail_groups[entry]] + k]] if len(entry) else \
         np.zeros(0, np.float32)
-    drawn, d_ids, d_scores, d_codes = _draws(shard, payload, mining, seed)
-    sent = _draws_needed(drawn, d_scores, d_codes, union, groups.references, mining)
+    id_bytes, id_offsets = _pack(shard.doc_ids, union)
+    id_lengths = np.diff(id_offsets)
+    drawn, d_scores, d_codes = _draws(scan, seed)
+    sorter = np.argsort(rows)  # where each draw sits in the ordered list, if it does
+    at = np.minimum(np.searchsorted(rows, drawn, sorter=sorter), max(final - 1, 0))
+    listed = sorter[at] if final else np.zeros(len(drawn), np.int64)
+    drawn_pickable = (picks[:, listed] & (rows[listed] == drawn)[None, :]) if final else \
+        np.zeros((len(groups.references), len(drawn)), bool)
+    sent = _draws_needed(drawn, d_scores, d_codes, drawn_pickable, groups.references, mining)
     return ShardCandidates(
         shard=shard.shard,
         ntotal=shard.ntotal,
-        ids=np.asarray(shard.doc_ids[union], dtype=object),
-        scores=scan.exact[union],
+        id_bytes=id_bytes,
+        id_lengths=id_lengths.astype(np.min_scalar_type(int(id_lengths.max(initial=0)))),
+        units=np.round(scan.exact[union] / SCORE_GRID).astype(np.int32),
         codes=codes,
+        pick_rows=before[distinct].astype(np.int32),
+        pick_scores=scan.exact[rows[distinct]],
         above=sure_above + starts.astype(np.int64),
         lo=lo,
         hi=lo + (stops - starts).astype(np.int64),
@@ -317,7 +400,7 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
         detail_groups=detail_groups.astype(np.int32),
         sims=np.asarray(sims, np.float32),
         draw_count=len(drawn),
-        draw_ids=d_ids[:sent],
+        draw_ids=np.asarray(shard.doc_ids[drawn[:sent]], dtype=object),
         draw_codes=d_codes[:sent],
         draw_scores=d_scores[:sent],
         draw_sims=_details(shard, drawn[:sent], payload),
@@ -423,12 +506,13 @@ class MineShardQueries:
             payloads = block.payloads[start : start + chunk]
             known = _KnownPositives(lookup, payloads, queries.shape[1]) if lookup is not None else None
             payloads = [with_vectors(p, v, known) for p, v in zip(payloads, queries)]
+            here = _rows_in_shard(searcher.doc_ids, [x for p in payloads for x in p.positives.ids.tolist()])
             # Small matrix products per query: BLAS threads only contend (10x slower on a busy 2-core machine);
             # parallelism comes from Beam's workers.
             with threadpool_limits(limits=1, user_api="blas"):
                 approx = queries @ np.asarray(searcher.vectors, dtype=np.float32).T  # [c, n]
                 answers = [
-                    shard_answer(searcher, payload, approx[i], self.mining, self.seed, self.keep_vectors)
+                    shard_answer(searcher, payload, approx[i], self.mining, self.seed, self.keep_vectors, here)
                     for i, payload in enumerate(payloads)
                 ]
             del approx
@@ -445,8 +529,7 @@ class _Merged:
     (0-based), so the raw rank is offset[g] + position + 1.
     """
 
-    ids: np.ndarray  # [u] str, by (-rounded score, id)
-    scores: np.ndarray  # [u] float64
+    scores: np.ndarray  # [u] float64 rounded scores (topk.round_scores), by (-rounded score, id)
     codes: np.ndarray  # [u] int8 candidate codes
     shard_of: np.ndarray  # [u] index into the shard results
     row_of: np.ndarray  # [u] row in that shard's union
@@ -463,15 +546,22 @@ def merge_windows(results: list[ShardCandidates], groups: int, max_depth: int) -
     Each shard window is a prefix of the shard's documents below the group's threshold, so the merge is exact up
     to the earliest last entry of a window that is not complete; the rank offset is the sum of the shards'
     counts above the threshold. Both are the same for any number of shards. One global order per query; each
-    group's list is a subset of it (a [g, u] mask), so nothing runs per group.
+    group's list is a subset of it (a [g, u] mask), so nothing runs per group. Ids are decoded only where two
+    entries share a rounded score (the tie-break), and for the picks.
     """
-    ids = np.concatenate([r.ids for r in results])
-    scores = np.concatenate([r.scores for r in results])
-    order = order_by_score_then_id(scores, ids)  # [u] concatenated entry at each global place
-    place = np.empty(len(order), np.int64)
-    place[order] = np.arange(len(order))
-    first = np.cumsum([0] + [len(r.ids) for r in results])[:-1].astype(np.int64)
-    u, every = len(ids), np.arange(groups)
+    units = np.concatenate([r.units for r in results]).astype(np.int64)
+    first = np.cumsum([0] + [len(r.units) for r in results])[:-1].astype(np.int64)
+    u, every = len(units), np.arange(groups)
+    tie = np.zeros(u, np.int64)  # among entries of one rounded score: the order of their ids
+    _, inverse, counts = np.unique(units, return_inverse=True, return_counts=True)
+    shared = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
+    if len(shared):
+        owner = np.searchsorted(first, shared, side="right") - 1
+        ids = _unpack(results, owner, shared - first[owner])
+        tie[shared[np.argsort(ids, kind="stable")]] = np.arange(len(shared))
+    order = np.lexsort((tie, -units))  # [u] concatenated entry at each global place: topk.order_by_score_then_id
+    place = np.empty(u, np.int64)
+    place[order] = np.arange(u)
     delta = np.zeros((groups, u + 1), np.int32)  # +1 where a window starts, -1 where it stops (concatenated)
     for start, r in zip(first.tolist(), results):
         np.add.at(delta, (every, start + r.lo), 1)
@@ -489,8 +579,7 @@ def merge_windows(results: list[ShardCandidates], groups: int, max_depth: int) -
         incomplete |= ~r.complete
     shard_of = np.searchsorted(first, order, side="right") - 1
     return _Merged(
-        ids=ids[order],
-        scores=scores[order],
+        scores=units[order].astype(np.float64) * SCORE_GRID,  # == round_scores(exact score): the same decisions
         codes=np.concatenate([r.codes for r in results])[order],
         shard_of=shard_of,
         row_of=order - first[shard_of],
@@ -609,7 +698,7 @@ def query_stats(merged: _Merged, reasons: np.ndarray, used: np.ndarray, picked: 
     return {
         "queries": 1,
         "pairs": p,
-        "candidates_seen": int(sum(len(r.ids) for r in results)),
+        "candidates_seen": int(sum(len(r.units) for r in results)),
         "dropped": {guard: int(every[i + 1]) for i, guard in enumerate(mm.GUARDS)},
         "dropped_pairs": {guard: int(per_pair[i + 1]) for i, guard in enumerate(mm.GUARDS)},
         "deeper_search_histogram": {str(mm.rounds_for(int(used.max(initial=0)), mining, p)): 1},
@@ -650,19 +739,21 @@ class MergeShardsFn(beam.DoFn):
                                                                            mining))  # [g, u]
         hard, semi, used = pick_groups(merged, reasons, refs, mining, self.seed, query_id)
         mined = [np.nonzero(hard), np.nonzero(semi)]  # per tier: (groups, columns), group by group, best first
+        cols = np.concatenate([mined[0][1], mined[1][1]])
+        pick_ids = _unpack(results, merged.shard_of[cols], merged.row_of[cols])  # hard then semi-hard
         excluded = [set() for _ in refs]
-        for (tier_groups, tier_cols) in mined:
-            for g, c in zip(tier_groups.tolist(), tier_cols.tolist()):
-                excluded[g].add(merged.ids[c])
+        for g, doc_id in zip(np.concatenate([mined[0][0], mined[1][0]]).tolist(), pick_ids.tolist()):
+            excluded[g].add(doc_id)
         if mining.random > 0:
             random = pick_random_groups(results, refs, excluded, payload.positives.ids.tolist(), mining.random,
                                         mining, mm.tier_rng(self.seed, query_id, "random"))
         else:
             random = (np.zeros(0, np.int64),) * 3
-        negatives = self._negatives(merged, results, groups, mined, random)
+        negatives = self._negatives(merged, results, groups, mined, random, pick_ids)
+        hard_count = len(mined[0][0])
         stats = query_stats(merged, reasons, used, {
-            "hard": (mined[0][0], merged.ids[mined[0][1]]),
-            "semi_hard": (mined[1][0], merged.ids[mined[1][1]]),
+            "hard": (mined[0][0], pick_ids[:hard_count]),
+            "semi_hard": (mined[1][0], pick_ids[hard_count:]),
             "random": (random[0], np.array([results[s].draw_ids[i] for s, i in zip(*random[1:])], dtype=object)),
         }, groups, payload, mining, results)
         self._count(stats, results)
@@ -671,7 +762,7 @@ class MergeShardsFn(beam.DoFn):
         yield MinedQuery(query_id, payload, generator=self.generator, stats=stats, **negatives)
 
     def _negatives(self, merged: _Merged, results: list[ShardCandidates], groups: mm.PairGroups, mined: list,
-                   random: tuple) -> dict:
+                   random: tuple, pick_ids: np.ndarray) -> dict:
         """MinedQuery's arrays: the distinct (negative, tier) of the query and each pair's list of them, with the
         similarity to the pair's positive (from the shards' details, or the random draws' [m, p] similarities)."""
         p = len(groups.of_pair)
@@ -682,11 +773,11 @@ class MergeShardsFn(beam.DoFn):
         member_tier = np.concatenate([np.zeros(len(hg), np.int8), np.ones(len(sg), np.int8),
                                       np.full(len(rg), 2, np.int8)])
         cols = np.concatenate([hc, sc])
-        ids = np.concatenate([merged.ids[cols], np.array([results[s].draw_ids[i] for s, i in zip(rs.tolist(),
+        ids = np.concatenate([pick_ids, np.array([results[s].draw_ids[i] for s, i in zip(rs.tolist(),
                               rd.tolist())], dtype=object)])
         ranks = np.concatenate([merged.offset[member_group[: len(cols)]]
                                 + merged.position[member_group[: len(cols)], cols] + 1, np.full(len(rg), -1)])
-        scores = np.concatenate([merged.scores[cols], np.array([results[s].draw_scores[i] for s, i in
+        scores = np.concatenate([np.zeros(len(cols)), np.array([results[s].draw_scores[i] for s, i in
                                                                 zip(rs.tolist(), rd.tolist())], np.float64)])
         # where each member's similarities start in one flat array of every shard's details, then every draw's
         sims_all = np.concatenate([r.sims for r in results] + [r.draw_sims.ravel() for r in results])
@@ -699,7 +790,7 @@ class MergeShardsFn(beam.DoFn):
             here = np.flatnonzero(shard_of == s)
             if not len(here):
                 continue
-            width = len(r.ids) + 1
+            width = len(r.units) + 1
             keys = r.detail_groups.astype(np.int64) * width + r.detail_rows
             offsets = np.cumsum(sizes[r.detail_groups]) - sizes[r.detail_groups]
             wanted = member_group[here] * width + row_of[here]
@@ -707,6 +798,7 @@ class MergeShardsFn(beam.DoFn):
             if np.any(at >= len(keys)) or np.any(keys[np.minimum(at, len(keys) - 1)] != wanted):
                 raise KeyError("a pick has no shard details: window_ends and pick_mined disagree (a bug)")
             start[here] = sims_base[s] + offsets[at]
+            scores[here] = r.pick_scores[np.searchsorted(r.pick_rows, row_of[here])]  # exact: picks are pickable
         start[len(cols):] = draw_base[rs] + rd * p
         # group by group, then by tier (hard, semi-hard, random), each best first / in draw order
         order = np.lexsort((member_tier, member_group))

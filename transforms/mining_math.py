@@ -105,15 +105,26 @@ def candidate_codes(
     """[n] int8: the first guard that does not depend on the margin reference (judged positive, text copy,
     near copy, max_score) dropping each candidate, or KEEP. Computed once per candidate, on the shard."""
     n = len(ids)
+    return codes_of_drops(
+        _member(ids, positives.ids),
+        _member(text_hashes, positives.text_hashes) if mining.text_copy_guard else None,
+        round_scores(max_sims) >= mining.near_copy_threshold if mining.near_copy_guard and n else None,
+        scores,
+        mining,
+    )
+
+
+def codes_of_drops(judged: np.ndarray, text_copy: np.ndarray | None, near_copy: np.ndarray | None,
+                   scores: np.ndarray, mining: MiningConfig) -> np.ndarray:
+    """candidate_codes from the guards' [n] bool drops (None: the guard is off): judged positive, text copy, near
+    copy (round(max_j cos(positive_j, candidate)) >= near_copy_threshold), then max_score on the scores."""
     drops = {
-        "judged_positive": _member(ids, positives.ids),
-        "text_copy": _member(text_hashes, positives.text_hashes) if mining.text_copy_guard else None,
-        "near_copy": (
-            round_scores(max_sims) >= mining.near_copy_threshold if mining.near_copy_guard and n else None
-        ),
+        "judged_positive": judged,
+        "text_copy": text_copy,
+        "near_copy": near_copy,
         "max_score": round_scores(scores) > mining.max_score if mining.max_score is not None else None,
     }
-    codes = np.zeros(n, dtype=np.int8)
+    codes = np.zeros(len(judged), dtype=np.int8)
     for name, drop in drops.items():
         if drop is not None:
             codes[(codes == KEEP) & drop] = GUARDS.index(name) + 1

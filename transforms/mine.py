@@ -169,6 +169,21 @@ def _rows_in_shard(doc_ids, wanted) -> dict[str, int]:
     return rows
 
 
+def _text_copy_rows(shard: ShardView, payloads: list[QueryPayload]) -> dict[str, list[int]] | None:
+    """{text hash: local rows of the shard with that hash} for the positives of a chunk of queries (one pass over
+    the shard's fixed-width hashes per chunk), or None when the hashes are not fixed-width."""
+    hashes = _fixed_width(shard.text_hashes)
+    if hashes is None:
+        return None
+    wanted = {h.encode("utf-8") for p in payloads for h in p.positives.text_hashes.tolist()}
+    wanted = np.array(sorted(h for h in wanted if len(h) == hashes.itemsize), dtype=hashes.dtype)
+    rows = np.flatnonzero(np.isin(hashes, wanted)) if len(wanted) else np.zeros(0, np.int64)
+    copies: dict[str, list[int]] = {}
+    for row, value in zip(rows.tolist(), hashes[rows].tolist()):
+        copies.setdefault(value.decode("utf-8"), []).append(row)
+    return copies
+
+
 def _guard_codes(scan: _QueryScan, local: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """[n] int8 candidate codes of local rows whose exact scores are known: each candidate is guarded once.
 
@@ -177,9 +192,11 @@ def _guard_codes(scan: _QueryScan, local: np.ndarray, scores: np.ndarray) -> np.
     float32 product and decided on float64 similarities for the rows the float32 error could put at the threshold.
     """
     shard, positives, mining = scan.shard, scan.payload.positives, scan.mining
-    judged = np.isin(local, scan.positive_rows)
+    judged = scan.positive_mask[local]
     text_copy = None
-    if mining.text_copy_guard:
+    if mining.text_copy_guard and scan.copy_mask is not None:
+        text_copy = scan.copy_mask[local]
+    elif mining.text_copy_guard:
         hashes = _fixed_width(shard.text_hashes)
         if hashes is None:
             text_copy = mm._member(np.asarray(shard.text_hashes[local], dtype=object), positives.text_hashes)
@@ -205,12 +222,17 @@ class _QueryScan:
     scores and guard codes computed once per document, on demand."""
 
     def __init__(self, shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig,
-                 positive_rows: dict[str, int] | None = None):
+                 positive_rows: dict[str, int] | None = None, copy_rows: dict[str, list[int]] | None = None):
         self.shard, self.payload, self.mining = shard, payload, mining
         if positive_rows is None:
             positive_rows = _rows_in_shard(shard.doc_ids, payload.positives.ids.tolist())
         ids = payload.positives.ids.tolist()
-        self.positive_rows = np.array([positive_rows[x] for x in ids if x in positive_rows], np.int64)
+        self.positive_mask = np.zeros(len(approx), bool)  # [n] the query's judged positives (by local row)
+        self.positive_mask[[positive_rows[x] for x in ids if x in positive_rows]] = True
+        self.copy_mask = None  # [n] documents with a positive's text hash, when the chunk looked them up
+        if copy_rows is not None:
+            self.copy_mask = np.zeros(len(approx), bool)
+            self.copy_mask[[r for h in payload.positives.text_hashes.tolist() for r in copy_rows.get(h, ())]] = True
         self.approx = approx  # [n] float32 scores (BLAS): exact within slack
         self.exact = np.full(len(approx), np.nan)  # [n] float64 mining_math.cosine_rows, once computed
         self.codes = np.full(len(approx), -1, np.int8)  # [n] candidate codes, once computed
@@ -346,11 +368,12 @@ def _group_pairs(groups: mm.PairGroups) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig, seed: int,
-                 keep_vectors=True, positive_rows: dict[str, int] | None = None) -> ShardCandidates:
+                 keep_vectors=True, positive_rows: dict[str, int] | None = None,
+                 copy_rows: dict[str, list[int]] | None = None) -> ShardCandidates:
     """ShardCandidates of one query: one window per pair group, their union stored once, details kept only for
     the rows a group may pick (issue 15: nothing per query that the output does not need). The windows are
     ranges of one ordered list, so the union, its rows and the details are array operations over all groups."""
-    scan = _QueryScan(shard, payload, approx, mining, positive_rows)
+    scan = _QueryScan(shard, payload, approx, mining, positive_rows, copy_rows)
     groups = mm.pair_groups(payload.positives, mining.margin_reference)
     rows, starts, stops, complete, pickable, sure_above = scan.windows(groups.references)
     final = len(rows)
@@ -507,12 +530,14 @@ class MineShardQueries:
             known = _KnownPositives(lookup, payloads, queries.shape[1]) if lookup is not None else None
             payloads = [with_vectors(p, v, known) for p, v in zip(payloads, queries)]
             here = _rows_in_shard(searcher.doc_ids, [x for p in payloads for x in p.positives.ids.tolist()])
+            copies = _text_copy_rows(searcher, payloads) if self.mining.text_copy_guard else None
             # Small matrix products per query: BLAS threads only contend (10x slower on a busy 2-core machine);
             # parallelism comes from Beam's workers.
             with threadpool_limits(limits=1, user_api="blas"):
                 approx = queries @ np.asarray(searcher.vectors, dtype=np.float32).T  # [c, n]
                 answers = [
-                    shard_answer(searcher, payload, approx[i], self.mining, self.seed, self.keep_vectors, here)
+                    shard_answer(searcher, payload, approx[i], self.mining, self.seed, self.keep_vectors, here,
+                                 copies)
                     for i, payload in enumerate(payloads)
                 ]
             del approx

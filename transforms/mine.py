@@ -70,10 +70,13 @@ class ShardCandidates:
 
     shard: int
     ntotal: int
-    id_bytes: np.ndarray  # [total] uint8, the union's doc ids (UTF-8) back to back, best first by (-grid, id)
-    id_lengths: np.ndarray  # [u] bytes of each id (the smallest unsigned dtype that holds them)
-    units: np.ndarray  # [u] int32 round(cos(query, candidate) / SCORE_GRID): topk.round_scores in grid steps
-    codes: np.ndarray  # [u] int8 mining_math.candidate_codes
+    # the union, best first by (-rounded score, id), zlib-compressed (its ids and grid units compress ~3x; it is
+    # most of the GroupByQuery buffer): units [u] int32 round(cos(query, candidate) / SCORE_GRID) (topk.round_scores
+    # in grid steps), codes [u] int8 mining_math.candidate_codes, id lengths [u] (id_width bytes each), then the
+    # ids' UTF-8 bytes back to back; read through the properties below
+    union: bytes
+    union_size: int  # u
+    id_width: int
     pick_rows: np.ndarray  # [r] int32 ascending union rows some group may pick
     pick_scores: np.ndarray  # [r] float64 their exact cos(query, candidate)
     above: np.ndarray  # [g] int64 shard documents ranked above group g's margin threshold
@@ -90,6 +93,33 @@ class ShardCandidates:
     draw_sims: np.ndarray  # [t, p] float32
     rounds: int = 0  # window growths this shard ran for the query (all groups)
     payload: QueryPayload | None = None  # shard 0 hands the payload back to the merge
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if "_unpacked" not in self.__dict__:  # once, where the answer is merged
+            raw, u = zlib.decompress(self.union), self.union_size
+            self.__dict__["_unpacked"] = (
+                np.frombuffer(raw, "<i4", u, 0),
+                np.frombuffer(raw, np.int8, u, 4 * u),
+                np.frombuffer(raw, f"<u{self.id_width}", u, 5 * u),
+                np.frombuffer(raw, np.uint8, offset=(5 + self.id_width) * u),
+            )
+        return self.__dict__["_unpacked"]
+
+    @property
+    def units(self) -> np.ndarray:
+        return self._arrays()[0]
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self._arrays()[1]
+
+    @property
+    def id_lengths(self) -> np.ndarray:
+        return self._arrays()[2]
+
+    @property
+    def id_bytes(self) -> np.ndarray:
+        return self._arrays()[3]
 
 
 MINED_TIERS = ("hard", "semi_hard", "random")  # MinedQuery.tiers codes
@@ -399,6 +429,10 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
         np.zeros(0, np.float32)
     id_bytes, id_offsets = _pack(shard.doc_ids, union)
     id_lengths = np.diff(id_offsets)
+    id_width = 2 if int(id_lengths.max(initial=0)) < 2**16 else 4
+    packed = zlib.compress(b"".join([
+        np.round(scan.exact[union] / SCORE_GRID).astype("<i4").tobytes(), codes.astype(np.int8).tobytes(),
+        id_lengths.astype(f"<u{id_width}").tobytes(), np.asarray(id_bytes, np.uint8).tobytes()]), 1)
     drawn, d_scores, d_codes = _draws(scan, seed)
     sorter = np.argsort(rows)  # where each draw sits in the ordered list, if it does
     at = np.minimum(np.searchsorted(rows, drawn, sorter=sorter), max(final - 1, 0))
@@ -409,10 +443,9 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
     return ShardCandidates(
         shard=shard.shard,
         ntotal=shard.ntotal,
-        id_bytes=id_bytes,
-        id_lengths=id_lengths.astype(np.min_scalar_type(int(id_lengths.max(initial=0)))),
-        units=np.round(scan.exact[union] / SCORE_GRID).astype(np.int32),
-        codes=codes,
+        union=packed,
+        union_size=len(union),
+        id_width=id_width,
         pick_rows=before[distinct].astype(np.int32),
         pick_scores=scan.exact[rows[distinct]],
         above=sure_above + starts.astype(np.int64),

@@ -17,7 +17,7 @@ shared machine), peak RSS (ru_maxrss of the process and of its children), covera
 and judged positives mined (must be 0). For negforge also: coverage per tier, guard drops, the deeper-search
 histogram, how hard the hard tier is (medians of score_negative and of the gap to the positive) and, with
 --compare-references, after the timed build, the mine stage alone under each margin reference (untimed).
-Writes bench/results/mine_dense[_quick].json.
+Writes bench/results/mine_dense[_quick].json (--name NAME: NAME.json).
 """
 
 from __future__ import annotations
@@ -183,6 +183,8 @@ def main() -> None:
     parser.add_argument("--reference", default="pair", help="negforge's --margin-reference for the timed build")
     parser.add_argument("--compare-references", action="store_true",
                         help="after the timed build, run the mine stage alone under each margin reference")
+    parser.add_argument("--name", help="results file name under bench/results (default mine_dense[_quick]): "
+                        "keeps a run under load out of the canonical file")
     parser.add_argument("--side", choices=("negforge", "st"), help=argparse.SUPPRESS)
     parser.add_argument("--beir", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -226,7 +228,8 @@ def main() -> None:
               "relative_margin": MARGIN, "negforge_tiers": "3 hard, 2 semi-hard, 1 random (defaults)",
               "negforge_margin_reference": args.reference, "st_output_format": "n-tuple",
               "compare_references": args.compare_references}
-    path = write_results("mine_dense_quick" if args.quick else "mine_dense", {"inputs": inputs, "figures": figures})
+    name = args.name or ("mine_dense_quick" if args.quick else "mine_dense")
+    path = write_results(name, {"inputs": inputs, "figures": figures})
     print(json.dumps(figures, indent=2))
     print(f"wrote {path}")
 

@@ -6,7 +6,8 @@ Recipe (docs/CONTRACT.md "Mining semantics"):
   2. on every shard, the per-shard mining fn takes each pair group's window below its margin threshold and
      guards it there (transforms/mine.py; the window grows x4 per round while the shard is loaded);
   3. merge each group's shard windows per query, pick tiers;
-  4. join texts by id (CoGroupByKey: the corpus travels through a shuffle, not a side input), build rows;
+  4. join texts by id (CoGroupByKey: the corpus travels through a shuffle, not a side input), build rows
+     (one batch per query and tier: no Beam step runs per row);
   5. optional contextual negatives; write every tier; sum the per-query statistics into stats/mine.json.
 
 Shard-count independence: a group's list is the merge of the shards' windows below its threshold, cut at the
@@ -38,7 +39,7 @@ from transforms.counts import SumCountsFn, WriteJson
 from transforms.mine import CONTEXTUAL_PAIRS
 from transforms.mine_join import BuildQueryPayloads, JoinTexts
 from transforms.mine_rounds import MineQueries
-from transforms.write_negatives import WriteNegatives
+from transforms.write_negatives import WriteNegatives, as_batch
 
 logger = logging.getLogger(__name__)
 
@@ -100,18 +101,13 @@ def build_mine_pipeline(pipeline, config: BuildConfig, run: RunLayout, out: RunL
     payloads = {"embeddings": embeddings, "pairs": pairs} | "BuildQueryPayloads" >> BuildQueryPayloads(config.mining)
     mined = payloads | "MineQueries" >> MineQueries(run, config)
     joined = mined | "JoinTexts" >> JoinTexts(docs, queries, contextual=config.contextual.per_pair > 0)
-    rows, stats_parts = joined.rows, [mined | "QueryStats" >> beam.Map(lambda m: m.stats)]
+    rows, stats_parts = joined.rows, [mined | "QueryStats" >> beam.Map(lambda m: m.stats)]  # (tier, [rows])
     if config.contextual.per_pair > 0:
         context_rows, context_counts = _contextual(config, joined[CONTEXTUAL_PAIRS], docs, out)
-        rows = (rows, context_rows) | "AllRows" >> beam.Flatten()
+        rows = (rows, context_rows | "ContextualBatches" >> beam.Map(as_batch)) | "AllRows" >> beam.Flatten()
         stats_parts.append(context_counts)
     _ = rows | "WriteNegatives" >> WriteNegatives(out)
-    row_counts = (
-        rows
-        | "RowTier" >> beam.Map(lambda r: r["tier"])
-        | "CountRowsPerTier" >> beam.combiners.Count.PerElement()
-        | "RowStats" >> beam.Map(lambda kv: {"rows_per_tier": {kv[0]: kv[1]}})
-    )
+    row_counts = rows | "RowStats" >> beam.MapTuple(lambda tier, batch: {"rows_per_tier": {tier: len(batch)}})
     _ = (
         (*stats_parts, row_counts)
         | "AllStats" >> beam.Flatten()

@@ -262,8 +262,8 @@ def test_shard_windows_merge_into_the_picks_and_ranks_of_the_whole_list(referenc
             results += [answer for _, answer in MineShardQueries(mining, 0)(shard, block)]
         mined = next(MergeShardsFn(mining, 0, "test").process(("q", results)))
         got = []
-        for members in mined.group_negatives:
-            negatives = [mined.negatives[i] for i in members]
+        for g in range(len(groups.references)):  # pairs of a group share its list
+            negatives = mined.negatives_of_pair(int(np.flatnonzero(groups.of_pair == g)[0]))
             hard = [x for x in negatives if x.tier == "hard"]
             got.append(([x.negative_id for x in hard], [x.rank for x in hard],
                         [x.negative_id for x in negatives if x.tier == "semi_hard"]))
@@ -309,3 +309,22 @@ def test_pick_random_draws_exactly_what_one_rng_choice_per_draw_drew():
         k = int(rng.integers(0, 12))
         expected = _pick_random_one_choice_per_draw(sizes, ok, ids, k, exclude, np.random.default_rng(trial))
         assert mm.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial)) == expected, trial
+
+
+def test_random_visits_are_the_draws_pick_random_visits():
+    """The merge picks every pair group's random negatives from one visit order (mining_math.RandomVisits): the
+    first k visited draws a group accepts must be pick_random's picks for that group."""
+    rng = np.random.default_rng(11)
+    for trial in range(200):
+        shards = int(rng.integers(1, 5))
+        sizes = rng.integers(1, 40, shards)
+        m = [int(rng.integers(0, size + 1)) for size in sizes]
+        ids = [np.array([f"s{s}d{i}" for i in rng.permutation(sizes[s])[: m[s]]]) for s in range(shards)]
+        ok = [rng.random(m[s]) < 0.6 for s in range(shards)]
+        exclude = {f"s0d{i}" for i in range(3)}
+        k = int(rng.integers(0, 12))
+        expected = mm.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial))
+        visits = mm.RandomVisits(sizes, m, np.random.default_rng(trial))
+        visits.extend(sum(m))
+        accepted = [(s, i) for s, i in zip(visits.shards, visits.draws) if ok[s][i] and str(ids[s][i]) not in exclude]
+        assert accepted[:k] == expected, trial

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import weakref
 import zlib
 from dataclasses import dataclass, replace
 
@@ -24,10 +25,10 @@ from threadpoolctl import threadpool_limits
 
 from schemas.build_config import MiningConfig
 from schemas.layout import RunLayout
-from schemas.negatives import lexical_overlap, text_hash
+from schemas.negatives import text_hash, token_set
 from transforms import mining_math as mm
 from transforms.search_api import QueryBlock, ShardView
-from transforms.string_column import as_object_strings
+from transforms.string_column import StringColumn, as_object_strings, pack_strings
 from transforms.topk import SCORE_GRID, order_by_score_then_id, round_scores
 
 logger = logging.getLogger(__name__)
@@ -61,14 +62,23 @@ def without_vectors(payload: QueryPayload) -> QueryPayload:
 class ShardCandidates:
     """One shard's answer for one query: per pair group, a window of the shard's order that starts at the group's
     margin threshold (the first document the margins keep) and runs until the group has enough there; the windows
-    are stored once, as their union. Similarities to the positives travel only for the rows a group may pick.
-    Text hashes stay on the shard (the rows hash the negative's text, which they carry anyway)."""
+    are stored once, as their union. Windows run from the threshold into the semi-hard band, so on dense qrels
+    the union is most of the shard: its rows travel as plain arrays (ids packed as UTF-8 bytes, scores as their
+    1e-6 grid units, all the merge's decisions need); exact scores and similarities to the positives only for
+    the rows a group may pick (issue 15: object arrays of ids and float64 scores of every union row made the
+    GroupByQuery buffer the largest of the stage). Text hashes stay on the shard."""
 
     shard: int
     ntotal: int
-    ids: np.ndarray  # [u] str, the union of the windows, best first by (-rounded score, id)
-    scores: np.ndarray  # [u] float64, exact cos(query, candidate)
-    codes: np.ndarray  # [u] int8 mining_math.candidate_codes
+    # the union, best first by (-rounded score, id), zlib-compressed (its ids and grid units compress ~3x; it is
+    # most of the GroupByQuery buffer): units [u] int32 round(cos(query, candidate) / SCORE_GRID) (topk.round_scores
+    # in grid steps), codes [u] int8 mining_math.candidate_codes, id lengths [u] (id_width bytes each), then the
+    # ids' UTF-8 bytes back to back; read through the properties below
+    union: bytes
+    union_size: int  # u
+    id_width: int
+    pick_rows: np.ndarray  # [r] int32 ascending union rows some group may pick
+    pick_scores: np.ndarray  # [r] float64 their exact cos(query, candidate)
     above: np.ndarray  # [g] int64 shard documents ranked above group g's margin threshold
     lo: np.ndarray  # [g] int64 group g's window is rows lo[g]:hi[g] of the union
     hi: np.ndarray  # [g] int64
@@ -76,12 +86,43 @@ class ShardCandidates:
     detail_rows: np.ndarray  # [r] int32 union rows a group may pick, group by group
     detail_groups: np.ndarray  # [r] int32 the group of each
     sims: np.ndarray  # [sum of the groups' sizes] float32 cos(positive, candidate), the group's pairs only
-    draw_ids: np.ndarray  # [m] str, random-tier draws in draw order
-    draw_codes: np.ndarray  # [m] int8 candidate codes of the draws
-    draw_scores: np.ndarray  # [m] float64
-    draw_sims: np.ndarray  # [m, p] float32
+    draw_count: int  # m: random-tier draws of the shard (a prefix of which travels below)
+    draw_ids: np.ndarray  # [t <= m] str, the draws any group may reach (_draws_needed), in draw order
+    draw_codes: np.ndarray  # [t] int8 candidate codes of the draws
+    draw_scores: np.ndarray  # [t] float64
+    draw_sims: np.ndarray  # [t, p] float32
     rounds: int = 0  # window growths this shard ran for the query (all groups)
     payload: QueryPayload | None = None  # shard 0 hands the payload back to the merge
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if "_unpacked" not in self.__dict__:  # once, where the answer is merged
+            raw, u = zlib.decompress(self.union), self.union_size
+            self.__dict__["_unpacked"] = (
+                np.frombuffer(raw, "<i4", u, 0),
+                np.frombuffer(raw, np.int8, u, 4 * u),
+                np.frombuffer(raw, f"<u{self.id_width}", u, 5 * u),
+                np.frombuffer(raw, np.uint8, offset=(5 + self.id_width) * u),
+            )
+        return self.__dict__["_unpacked"]
+
+    @property
+    def units(self) -> np.ndarray:
+        return self._arrays()[0]
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self._arrays()[1]
+
+    @property
+    def id_lengths(self) -> np.ndarray:
+        return self._arrays()[2]
+
+    @property
+    def id_bytes(self) -> np.ndarray:
+        return self._arrays()[3]
+
+
+MINED_TIERS = ("hard", "semi_hard", "random")  # MinedQuery.tiers codes
 
 
 @dataclass
@@ -90,62 +131,144 @@ class MinedNegative:
     tier: str
     rank: int | None  # 1-based position in the raw retrieval list; None for random
     score_negative: float
-    sims: dict  # {j: cos(positive_j, negative)} for the pairs whose groups chose it (what rows read)
+    similarity: float  # cos(positive, negative) of the pair it was listed for
     generator: str
 
 
 @dataclass
 class MinedQuery:
-    """The negatives of one query: pairs sharing a margin reference share a list (one list under 'lowest')."""
+    """The negatives of one query, as arrays: the distinct (negative, tier) of the query, and per pair the list
+    of them its rows hold (pairs sharing a margin reference share a list) with cos(positive, negative)."""
 
     query_id: str
     payload: QueryPayload
-    negatives: list[MinedNegative]  # distinct (negative, tier) of the query
-    group_negatives: list[np.ndarray]  # per pair group: indices into negatives
-    pair_group: np.ndarray  # [p] group of each positive
+    negative_ids: np.ndarray  # [n] str
+    tiers: np.ndarray  # [n] int8 index into MINED_TIERS
+    ranks: np.ndarray  # [n] int64 1-based raw rank, -1 for random
+    scores: np.ndarray  # [n] float64 cos(query, negative)
+    pair_offsets: np.ndarray  # [p + 1] pair j's list is entries pair_offsets[j]:pair_offsets[j + 1]
+    pair_negatives: np.ndarray  # [e] int32 index into the negatives, best first within each tier
+    pair_sims: np.ndarray  # [e] float32 cos(positive_j, negative)
+    generator: str  # of the mined tiers (random: 'uniform')
     stats: dict
 
     def negatives_of_pair(self, j: int) -> list[MinedNegative]:
-        return [self.negatives[i] for i in self.group_negatives[int(self.pair_group[j])]]
+        a, b = int(self.pair_offsets[j]), int(self.pair_offsets[j + 1])
+        return [self._negative(int(n), float(sim))
+                for n, sim in zip(self.pair_negatives[a:b].tolist(), self.pair_sims[a:b].tolist())]
+
+    def _negative(self, n: int, similarity: float) -> MinedNegative:
+        tier = MINED_TIERS[int(self.tiers[n])]
+        return MinedNegative(
+            negative_id=str(self.negative_ids[n]),
+            tier=tier,
+            rank=None if tier == "random" else int(self.ranks[n]),
+            score_negative=float(self.scores[n]),
+            similarity=similarity,
+            generator="uniform" if tier == "random" else self.generator,
+        )
 
 
 SHARD_CHUNK = 256  # queries of a block mined together on a shard (bounds the per-block working set)
 _SCAN_BYTES = 64 * 2**20  # float32 [queries, shard docs] approximate scores computed at once
 
 
-def _guard_codes(shard: ShardView, local: np.ndarray, scores: np.ndarray, payload: QueryPayload,
-                 mining: MiningConfig) -> np.ndarray:
-    """[n] int8 candidate codes of local rows whose exact scores are known: each candidate is guarded once."""
-    vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [n, dim]
-    ids = np.asarray(shard.doc_ids[local], dtype=object)  # [n] str objects: never as wide as the longest id
-    hashes = np.asarray(shard.text_hashes[local], dtype=object)  # [n] str objects
-    if len(payload.positives.ids) and len(local):
-        max_sims = mm.similarity_to_positives(vectors, payload.positives).max(axis=1)  # [n]
-    else:
-        max_sims = np.full(len(local), -np.inf)
-    return mm.candidate_codes(ids, hashes, scores, max_sims, payload.positives, mining)
+_FIXED_WIDTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _guard(shard: ShardView, local: np.ndarray, payload: QueryPayload, mining: MiningConfig):
-    """(ids, exact scores, candidate codes) of local rows."""
-    scores = mm.cosine_rows(np.asarray(shard.vectors[local], dtype=np.float32), payload.vector)  # [n]
-    codes = _guard_codes(shard, local, scores, payload, mining)
-    return np.asarray(shard.doc_ids[local], dtype=object), scores, codes
+def _fixed_width(column) -> np.ndarray | None:
+    """A StringColumn's strings as one fixed-width bytes array (a view of its data, no copy) when they all have one
+    length (text hashes: 16 hex digits), else None; worked out once per column."""
+    if not isinstance(column, StringColumn):
+        return None
+    if column not in _FIXED_WIDTH:
+        n, offsets = len(column), column.offsets
+        width = int(offsets[-1]) // n if n else 0
+        fixed = n and width and int(offsets[-1]) == width * n and np.array_equal(offsets, np.arange(n + 1) * width)
+        _FIXED_WIDTH[column] = column.data.view(f"S{width}") if fixed else None
+    return _FIXED_WIDTH[column]
+
+
+def _rows_in_shard(doc_ids, wanted) -> dict[str, int]:
+    """{doc id: local row} of the wanted ids the shard holds (its rows are sorted by doc id): one bisection each."""
+    rows, n, lo = {}, len(doc_ids), 0
+    for doc_id in sorted(set(wanted)):
+        lo = bisect.bisect_left(doc_ids, doc_id, lo)
+        if lo < n and doc_ids[lo] == doc_id:
+            rows[doc_id] = lo
+    return rows
+
+
+def _text_copy_rows(shard: ShardView, payloads: list[QueryPayload]) -> dict[str, list[int]] | None:
+    """{text hash: local rows of the shard with that hash} for the positives of a chunk of queries (one pass over
+    the shard's fixed-width hashes per chunk), or None when the hashes are not fixed-width."""
+    hashes = _fixed_width(shard.text_hashes)
+    if hashes is None:
+        return None
+    wanted = {h.encode("utf-8") for p in payloads for h in p.positives.text_hashes.tolist()}
+    wanted = np.array(sorted(h for h in wanted if len(h) == hashes.itemsize), dtype=hashes.dtype)
+    rows = np.flatnonzero(np.isin(hashes, wanted)) if len(wanted) else np.zeros(0, np.int64)
+    copies: dict[str, list[int]] = {}
+    for row, value in zip(rows.tolist(), hashes[rows].tolist()):
+        copies.setdefault(value.decode("utf-8"), []).append(row)
+    return copies
+
+
+def _guard_codes(scan: _QueryScan, local: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """[n] int8 candidate codes of local rows whose exact scores are known: each candidate is guarded once.
+
+    Nothing is decoded per candidate (issue 15: decoding ids and hashes was most of a dense query's cost): judged
+    positives by local row, text copies by comparing fixed-width hash bytes; near copies are screened with one
+    float32 product and decided on float64 similarities for the rows the float32 error could put at the threshold.
+    """
+    shard, positives, mining = scan.shard, scan.payload.positives, scan.mining
+    judged = scan.positive_mask[local]
+    text_copy = None
+    if mining.text_copy_guard and scan.copy_mask is not None:
+        text_copy = scan.copy_mask[local]
+    elif mining.text_copy_guard:
+        hashes = _fixed_width(shard.text_hashes)
+        if hashes is None:
+            text_copy = mm._member(np.asarray(shard.text_hashes[local], dtype=object), positives.text_hashes)
+        else:
+            wanted = [h.encode("utf-8") for h in positives.text_hashes.tolist()]
+            wanted = np.array([h for h in wanted if len(h) == hashes.itemsize], dtype=hashes.dtype)
+            text_copy = np.isin(hashes[local], wanted)
+    near_copy = None
+    if mining.near_copy_guard and len(local):
+        near_copy = np.zeros(len(local), bool)
+        if len(positives.ids):
+            vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [n, dim]
+            approx = (vectors @ np.asarray(positives.vectors, np.float32).T).max(axis=1)  # [n] float32
+            close = np.flatnonzero(approx >= mining.near_copy_threshold - scan.slack)
+            if len(close):
+                exact = mm.similarity_to_positives(vectors[close], positives).max(axis=1)  # [c] float64
+                near_copy[close] = round_scores(exact) >= mining.near_copy_threshold
+    return mm.codes_of_drops(judged, text_copy, near_copy, scores, mining)
 
 
 class _QueryScan:
     """One query on one loaded shard: approximate float32 scores of every document (one BLAS product), exact
     scores and guard codes computed once per document, on demand."""
 
-    def __init__(self, shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig):
+    def __init__(self, shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig,
+                 positive_rows: dict[str, int] | None = None, copy_rows: dict[str, list[int]] | None = None):
         self.shard, self.payload, self.mining = shard, payload, mining
+        if positive_rows is None:
+            positive_rows = _rows_in_shard(shard.doc_ids, payload.positives.ids.tolist())
+        ids = payload.positives.ids.tolist()
+        self.positive_mask = np.zeros(len(approx), bool)  # [n] the query's judged positives (by local row)
+        self.positive_mask[[positive_rows[x] for x in ids if x in positive_rows]] = True
+        self.copy_mask = None  # [n] documents with a positive's text hash, when the chunk looked them up
+        if copy_rows is not None:
+            self.copy_mask = np.zeros(len(approx), bool)
+            self.copy_mask[[r for h in payload.positives.text_hashes.tolist() for r in copy_rows.get(h, ())]] = True
         self.approx = approx  # [n] float32 scores (BLAS): exact within slack
         self.exact = np.full(len(approx), np.nan)  # [n] float64 mining_math.cosine_rows, once computed
         self.codes = np.full(len(approx), -1, np.int8)  # [n] candidate codes, once computed
         # float32 error bound of a dot product of unit vectors, plus the grid steps (rounding, margin arithmetic)
         self.slack = 2 * shard.vectors.shape[1] * float(np.finfo(np.float32).eps) + 4 * SCORE_GRID
         self.rounds = 0
-        self.pickable: list[np.ndarray] = []  # per group: local rows it may pick (set by windows)
 
     def exact_of(self, local: np.ndarray) -> np.ndarray:
         missing = local[np.isnan(self.exact[local])]
@@ -157,21 +280,26 @@ class _QueryScan:
     def codes_of(self, local: np.ndarray) -> np.ndarray:
         missing = local[self.codes[local] < 0]
         if missing.size:
-            self.codes[missing] = _guard_codes(self.shard, missing, self.exact[missing], self.payload, self.mining)
+            self.codes[missing] = _guard_codes(self, missing, self.exact[missing])
         return self.codes[local]
 
-    def windows(self, references: np.ndarray) -> list[tuple[np.ndarray, int, bool]]:
-        """Per pair group: (window: local rows in shard order, shard docs above its threshold, complete).
+    def windows(self, references: np.ndarray):
+        """(rows, starts, stops, complete, pickable, above): the pair groups' windows as ranges of one list.
+
+        rows [n]: local rows of the shard's exactly ordered head (by (-rounded score, id)); group g's window is
+        rows[starts[g]:stops[g]] ([g] int64 each), `complete[g]` when it holds every shard document at or below
+        the threshold; pickable [g, n] bool: the rows each group may pick; above: shard documents above row 0.
 
         A group's window starts at the first document the margins keep against its reference and ends where the
         group has enough (mining_math.window_ends), at max_depth, or at the shard's end (complete). All groups
         share one exactly ordered head of the shard: candidates are taken best-approximate-first (x DEPTH_GROWTH
         per round, from everything that may sit above the lowest threshold); a candidate is final once its
         exact score clears every candidate not taken yet by the float32 error bound, so the windows are exact.
+        Every step is an array operation over all groups at once (issue 15: ~40 groups per query under 'pair').
         """
         mining, approx, slack = self.mining, self.approx, self.slack
         refs = np.asarray(references, dtype=np.float64)
-        thresholds = np.array([mm.margin_threshold(float(r), mining) for r in refs])  # ~ the highest score kept
+        thresholds = mm.margin_thresholds(refs, mining)  # [g] ~ the highest score kept
         cand = np.flatnonzero(approx <= thresholds.max() + slack)  # [c] every document some group may keep
         sure_above = len(approx) - len(cand)
         near = int(np.count_nonzero(approx[cand] >= thresholds.min() - slack))  # above or near a threshold
@@ -191,79 +319,147 @@ class _QueryScan:
             kept = mm.margin_codes(scores[None, :], refs[:, None], mining) == mm.KEEP  # [g, final]
             starts = np.where(kept.any(axis=1), kept.argmax(axis=1) if final else 0, final)  # [g] kept: a suffix
             codes = np.zeros(final, np.int8)
-            first = int(starts.min())
+            first = int(starts.min()) if len(starts) else final
             codes[first:] = self.codes_of(rows[first:])
             ends, pickable = mm.window_ends(scores, codes, refs, starts, mining)
             everything = take >= len(cand)
-            found, short = [], False
-            for g, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
-                if end >= 0 and end - start <= mining.max_depth:
-                    found.append((start, end, everything and end == final))
-                elif everything or (start < final and final - start >= mining.max_depth):
-                    stop = min(final, start + mining.max_depth)
-                    found.append((start, stop, everything and stop == final))
-                else:
-                    short = True
-                    break
-            if not short:
-                break
+            enough = (ends >= 0) & (ends - starts <= mining.max_depth)  # the group has enough inside max_depth
+            capped = everything | ((starts < final) & (final - starts >= mining.max_depth))
+            if np.all(enough | capped):
+                stops = np.where(enough, ends, np.minimum(final, starts + mining.max_depth))
+                return rows, starts, stops, everything & (stops == final), pickable, sure_above
             take = min(len(cand), take * mm.DEPTH_GROWTH)
             self.rounds += 1
-        self.pickable = [rows[start:end][pickable[g, start:end]] for g, (start, end, _) in enumerate(found)]
-        return [(rows[start:end], sure_above + start, complete) for start, end, complete in found]
 
 
-def _draws(shard: ShardView, payload: QueryPayload, mining: MiningConfig, seed: int):
+def _draws(scan: _QueryScan, seed: int):
+    """(local rows [m] in draw order, exact scores, candidate codes) of the shard's random-tier draws."""
+    shard, payload, mining = scan.shard, scan.payload, scan.mining
     m = mm.random_draw_count(mining, len(payload.positives.ids), shard.ntotal)
     key = zlib.crc32(payload.query_id.encode("utf-8"))
     rng = np.random.default_rng([seed, key, _SHARD_DRAW_STREAM, shard.shard])
     drawn = rng.choice(shard.ntotal, size=m, replace=False) if m else np.zeros(0, np.int64)  # [m] draw order
-    ids, scores, codes = _guard(shard, drawn, payload, mining)
-    return drawn, ids, scores, codes
+    scores = scan.exact_of(drawn)
+    return drawn, scores, scan.codes_of(drawn)
 
 
-def _details(shard: ShardView, local: np.ndarray, payload: QueryPayload, pairs: np.ndarray | None = None):
-    """[r, p] float32 cos(positive, candidate) of local rows (only the positives `pairs`, if given)."""
+def _draws_needed(drawn: np.ndarray, scores: np.ndarray, codes: np.ndarray, pickable: np.ndarray,
+                  refs: np.ndarray, mining: MiningConfig) -> int:
+    """How many of the shard's draws (in draw order) any pair group's random picks may reach.
+
+    A group takes draws in order from every shard and stops at K accepted ones (mining_math.pick_random); a draw
+    that passed its guards and that the group may not pick as hard or semi-hard here (pickable [g, m]: its
+    hard and semi-hard picks on this shard are among those rows) is always accepted, so no group reads this
+    shard past its K-th such draw: only that prefix travels (the draw count still does: it steers the shard
+    choice). Issue 15: [m, p] similarities of every draw were a third of a dense query's shard answer.
+    """
+    k, m = mining.random, len(drawn)
+    if k == 0 or m == 0 or not len(refs):
+        return 0
+    sure = (codes == mm.KEEP)[None, :] & ~pickable \
+        & (mm.margin_codes(scores[None, :], refs[:, None], mining) == mm.KEEP)  # [g, m] accepted whatever came
+    count = np.cumsum(sure, axis=1)
+    reach = np.where(count[:, -1] >= k, np.argmax(count >= k, axis=1) + 1, m)  # [g] draws a group may read
+    return int(reach.max())
+
+
+def _details(shard: ShardView, local: np.ndarray, payload: QueryPayload) -> np.ndarray:
+    """[r, p] float32 cos(positive, candidate) of local rows: one float64 matrix product."""
     vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [r, dim]
-    positives = payload.positives.vectors if pairs is None else payload.positives.vectors[pairs]
-    return (np.asarray(vectors, np.float64) @ np.asarray(positives, np.float64).T).astype(np.float32)
+    return (np.asarray(vectors, np.float64) @ np.asarray(payload.positives.vectors, np.float64).T).astype(np.float32)
+
+
+def _pack(column, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes [total] uint8, offsets [n + 1] int64) of the strings at `rows`, gathered without decoding."""
+    if not isinstance(column, StringColumn):
+        return pack_strings(as_object_strings(np.asarray(column[rows], dtype=object)))
+    starts = column.offsets[rows]
+    lengths = column.offsets[rows + 1] - starts
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return column.data[index], offsets
+
+
+def _unpack(results: list[ShardCandidates], shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """[n] object array of the doc ids at (shard, union row) pairs."""
+    offsets = {}
+    out = np.empty(len(rows), dtype=object)
+    for i, (s, r) in enumerate(zip(shards.tolist(), rows.tolist())):
+        if s not in offsets:
+            offsets[s] = np.concatenate([[0], np.cumsum(results[s].id_lengths, dtype=np.int64)]).tolist()
+        out[i] = bytes(results[s].id_bytes[offsets[s][r]:offsets[s][r + 1]]).decode("utf-8")
+    return out
+
+
+def _group_pairs(groups: mm.PairGroups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sizes [g], first [g], pairs [p]): group g's pairs, ascending, are pairs[first[g]:first[g] + sizes[g]]."""
+    sizes = groups.sizes()
+    return sizes, np.cumsum(sizes) - sizes, np.argsort(groups.of_pair, kind="stable")
 
 
 def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig, seed: int,
-                 keep_vectors=True) -> ShardCandidates:
+                 keep_vectors=True, positive_rows: dict[str, int] | None = None,
+                 copy_rows: dict[str, list[int]] | None = None) -> ShardCandidates:
     """ShardCandidates of one query: one window per pair group, their union stored once, details kept only for
-    the rows a group may pick (issue 15: nothing per query that the output does not need)."""
-    scan = _QueryScan(shard, payload, approx, mining)
+    the rows a group may pick (issue 15: nothing per query that the output does not need). The windows are
+    ranges of one ordered list, so the union, its rows and the details are array operations over all groups."""
+    scan = _QueryScan(shard, payload, approx, mining, positive_rows, copy_rows)
     groups = mm.pair_groups(payload.positives, mining.margin_reference)
-    windows = scan.windows(groups.references)
-    union = np.unique(np.concatenate([w for w, _, _ in windows] + [np.zeros(0, np.int64)]))
-    union = union[order_by_score_then_id(scan.exact[union], union)]
-    row_of = np.full(shard.ntotal, -1, np.int64)
-    row_of[union] = np.arange(len(union))
-    lo = np.array([row_of[w[0]] if len(w) else 0 for w, _, _ in windows], np.int64)
-    hi = lo + np.array([len(w) for w, _, _ in windows], np.int64)
+    rows, starts, stops, complete, pickable, sure_above = scan.windows(groups.references)
+    final = len(rows)
+    delta = np.zeros(final + 1, np.int64)  # +1 where a window starts, -1 where it stops: covered where > 0
+    np.add.at(delta, starts, 1)
+    np.add.at(delta, stops, -1)
+    covered = np.cumsum(delta[:final]) > 0  # [final] in some group's window
+    before = np.concatenate([[0], np.cumsum(covered)])  # [final + 1] union rows before each position
+    union = rows[covered]  # in the list's order: (-rounded score, id)
+    lo = np.where(stops > starts, before[starts], 0).astype(np.int64)
+    positions = np.arange(final)
+    picks = pickable & (positions >= starts[:, None]) & (positions < stops[:, None])  # [g, final]
+    detail_groups, detail_pos = np.nonzero(picks)  # group by group, best first
     codes = scan.codes_of(union)
     # similarities travel per group, to its own pairs only (one positive each under 'pair'): what rows read
-    sims = [_details(shard, rows, payload, np.flatnonzero(groups.of_pair == g)).ravel()
-            for g, rows in enumerate(scan.pickable)]
-    drawn, d_ids, d_scores, d_codes = _draws(shard, payload, mining, seed)
+    sizes, first, pairs = _group_pairs(groups)
+    distinct, inverse = np.unique(detail_pos, return_inverse=True)
+    details = _details(shard, rows[distinct], payload)  # [r, p]: every row some group may pick, once
+    repeat = sizes[detail_groups]
+    entry = np.repeat(np.arange(len(detail_groups)), repeat)
+    k = np.arange(len(entry)) - np.repeat(np.cumsum(repeat) - repeat, repeat)  # pair index within the group
+    sims = details[inverse.reshape(-1)[entry], pairs[first[detail_groups[entry]] + k]] if len(entry) else \
+        np.zeros(0, np.float32)
+    id_bytes, id_offsets = _pack(shard.doc_ids, union)
+    id_lengths = np.diff(id_offsets)
+    id_width = 2 if int(id_lengths.max(initial=0)) < 2**16 else 4
+    packed = zlib.compress(b"".join([
+        np.round(scan.exact[union] / SCORE_GRID).astype("<i4").tobytes(), codes.astype(np.int8).tobytes(),
+        id_lengths.astype(f"<u{id_width}").tobytes(), np.asarray(id_bytes, np.uint8).tobytes()]), 1)
+    drawn, d_scores, d_codes = _draws(scan, seed)
+    sorter = np.argsort(rows)  # where each draw sits in the ordered list, if it does
+    at = np.minimum(np.searchsorted(rows, drawn, sorter=sorter), max(final - 1, 0))
+    listed = sorter[at] if final else np.zeros(len(drawn), np.int64)
+    drawn_pickable = (picks[:, listed] & (rows[listed] == drawn)[None, :]) if final else \
+        np.zeros((len(groups.references), len(drawn)), bool)
+    sent = _draws_needed(drawn, d_scores, d_codes, drawn_pickable, groups.references, mining)
     return ShardCandidates(
         shard=shard.shard,
         ntotal=shard.ntotal,
-        ids=np.asarray(shard.doc_ids[union], dtype=object),
-        scores=scan.exact[union],
-        codes=codes,
-        above=np.array([a for _, a, _ in windows], np.int64),
+        union=packed,
+        union_size=len(union),
+        id_width=id_width,
+        pick_rows=before[distinct].astype(np.int32),
+        pick_scores=scan.exact[rows[distinct]],
+        above=sure_above + starts.astype(np.int64),
         lo=lo,
-        hi=hi,
-        complete=np.array([c for _, _, c in windows], bool),
-        detail_rows=np.concatenate([row_of[r] for r in scan.pickable] + [np.zeros(0, np.int64)]).astype(np.int32),
-        detail_groups=np.repeat(np.arange(len(scan.pickable), dtype=np.int32), [len(r) for r in scan.pickable]),
-        sims=np.concatenate(sims + [np.zeros(0, np.float32)]),
-        draw_ids=d_ids,
-        draw_codes=d_codes,
-        draw_scores=d_scores,
-        draw_sims=_details(shard, drawn, payload),
+        hi=lo + (stops - starts).astype(np.int64),
+        complete=np.asarray(complete, bool),
+        detail_rows=before[detail_pos].astype(np.int32),
+        detail_groups=detail_groups.astype(np.int32),
+        sims=np.asarray(sims, np.float32),
+        draw_count=len(drawn),
+        draw_ids=np.asarray(shard.doc_ids[drawn[:sent]], dtype=object),
+        draw_codes=d_codes[:sent],
+        draw_scores=d_scores[:sent],
+        draw_sims=_details(shard, drawn[:sent], payload),
         rounds=scan.rounds,
         payload=(payload if keep_vectors else without_vectors(payload)) if shard.shard == 0 else None,
     )
@@ -333,6 +529,21 @@ def with_vectors(payload: QueryPayload, vector: np.ndarray, positives: PositiveV
     return replace(payload, vector=vector, positives=mm.Positives(ids, hashes, vectors, scores))
 
 
+class _KnownPositives:
+    """PositiveVectors' answers for a chunk of queries, each distinct id looked up once (the queries of a topic
+    share most of their positives; a lookup bisects a memory-mapped store)."""
+
+    def __init__(self, source: PositiveVectors, payloads: list[QueryPayload], dim: int):
+        ids = sorted({x for p in payloads for x in p.positives.ids.tolist()})
+        found, self.vectors, self.hashes = source.lookup(as_object_strings(ids), dim)
+        self.row = {x: r for r, x in enumerate(x for x, f in zip(ids, found.tolist()) if f)}
+
+    def lookup(self, doc_ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = np.array([self.row.get(x, -1) for x in doc_ids.tolist()], np.int64)
+        found = rows >= 0
+        return found, self.vectors[rows[found]].reshape(-1, dim), self.hashes[rows[found]]
+
+
 @dataclass(frozen=True)
 class MineShardQueries:
     """ShardQueryFn: mine a block of queries on one loaded shard.
@@ -362,15 +573,20 @@ class MineShardQueries:
         chunk = max(1, min(SHARD_CHUNK, _SCAN_BYTES // (4 * max(searcher.ntotal, 1))))
         for start in range(0, len(block.payloads), chunk):
             queries = np.asarray(block.vectors[start : start + chunk], dtype=np.float32)  # [c, dim]
-            payloads = [with_vectors(p, v, lookup) for p, v in zip(block.payloads[start : start + chunk], queries)]
+            payloads = block.payloads[start : start + chunk]
+            known = _KnownPositives(lookup, payloads, queries.shape[1]) if lookup is not None else None
             if lookup is not None:
-                lookup.release()
+                lookup.release()  # positives read for the chunk: no store stays mapped between chunks
+            payloads = [with_vectors(p, v, known) for p, v in zip(payloads, queries)]
+            here = _rows_in_shard(searcher.doc_ids, [x for p in payloads for x in p.positives.ids.tolist()])
+            copies = _text_copy_rows(searcher, payloads) if self.mining.text_copy_guard else None
             # Small matrix products per query: BLAS threads only contend (10x slower on a busy 2-core machine);
             # parallelism comes from Beam's workers.
             with threadpool_limits(limits=1, user_api="blas"):
                 approx = scan_scores(searcher.vectors, queries)  # [c, n]: queries @ vectors.T in aligned blocks
                 answers = [
-                    shard_answer(searcher, payload, approx[i], self.mining, self.seed, self.keep_vectors)
+                    shard_answer(searcher, payload, approx[i], self.mining, self.seed, self.keep_vectors, here,
+                                 copies)
                     for i, payload in enumerate(payloads)
                 ]
             del approx
@@ -379,114 +595,200 @@ class MineShardQueries:
 
 
 @dataclass
-class Ranked:
-    """One pair group's merged window: the documents of every shard at or below the group's margin threshold,
-    best first, cut at the complete prefix; the group's position i is the raw rank offset + i + 1."""
+class _Merged:
+    """Every pair group's merged window of one query: [g, u] masks over all shards' unions in one global order.
 
-    ids: np.ndarray  # [n] str
-    scores: np.ndarray  # [n] float64
-    codes: np.ndarray  # [n] int8 candidate codes
-    shard_of: np.ndarray  # [n] index into the shard results
-    row_of: np.ndarray  # [n] row in that shard's union
-    offset: int  # documents of the corpus ranked above the threshold
-    exhausted: bool  # the window holds every document at or below the threshold
+    Group g's ranked list is the columns where valid[g] (best first): the documents of every shard at or below its
+    margin threshold, cut at the complete prefix and at max_depth; position[g, u] is the column's place in it
+    (0-based), so the raw rank is offset[g] + position + 1.
+    """
 
-
-def _detail_index(result: ShardCandidates, sizes: np.ndarray) -> dict:
-    """{(group, union row): offset of its similarities in result.sims} (each entry holds the group's pairs)."""
-    offsets = np.cumsum(np.concatenate([[0], sizes[result.detail_groups]])).astype(np.int64)
-    return dict(zip(zip(result.detail_groups.tolist(), result.detail_rows.tolist()), offsets[:-1].tolist()))
-
-
-@dataclass
-class _Union:
-    """Every shard's union of windows for one query, concatenated, with each entry's place in one global order."""
-
-    ids: np.ndarray  # [u] str
-    scores: np.ndarray  # [u] float64
-    codes: np.ndarray  # [u] int8
-    position: np.ndarray  # [u] int64 place of each entry in the order by (-rounded score, id)
-    first: np.ndarray  # [S] int64 first entry of each shard
+    scores: np.ndarray  # [u] float64 rounded scores (topk.round_scores), by (-rounded score, id)
+    codes: np.ndarray  # [u] int8 candidate codes
+    shard_of: np.ndarray  # [u] index into the shard results
+    row_of: np.ndarray  # [u] row in that shard's union
+    valid: np.ndarray  # [g, u] bool
+    position: np.ndarray  # [g, u] int64 (meaningful where valid)
+    length: np.ndarray  # [g] int64 entries of each group's list
+    offset: np.ndarray  # [g] int64 documents of the corpus ranked above each group's threshold
+    exhausted: np.ndarray  # [g] bool: the list holds every document at or below the threshold
 
 
-def merge_unions(results: list[ShardCandidates]) -> _Union:
-    ids = np.concatenate([r.ids for r in results])
-    scores = np.concatenate([r.scores for r in results])
-    order = order_by_score_then_id(scores, ids)  # once per query; each group's window is a subset of it
-    position = np.empty(len(order), np.int64)
-    position[order] = np.arange(len(order))
-    first = np.cumsum([0] + [len(r.ids) for r in results])[:-1].astype(np.int64)
-    return _Union(ids, scores, np.concatenate([r.codes for r in results]), position, first)
-
-
-def merge_group(union: _Union, results: list[ShardCandidates], g: int, max_depth: int) -> Ranked:
-    """Merge group g's shard windows by (-rounded score, id), cut at the complete prefix and at max_depth.
+def merge_windows(results: list[ShardCandidates], groups: int, max_depth: int) -> _Merged:
+    """Merge every group's shard windows by (-rounded score, id), cut at the complete prefix and at max_depth.
 
     Each shard window is a prefix of the shard's documents below the group's threshold, so the merge is exact up
     to the earliest last entry of a window that is not complete; the rank offset is the sum of the shards'
-    counts above the threshold. Both are the same for any number of shards.
+    counts above the threshold. Both are the same for any number of shards. One global order per query; each
+    group's list is a subset of it (a [g, u] mask), so nothing runs per group. Ids are decoded only where two
+    entries share a rounded score (the tie-break), and for the picks.
     """
-    entries = np.concatenate([first + np.arange(r.lo[g], r.hi[g], dtype=np.int64)
-                              for first, r in zip(union.first.tolist(), results)])
-    entries = entries[np.argsort(union.position[entries], kind="stable")]
-    position = union.position[entries]  # ascending
-    ends = [int(np.searchsorted(position, union.position[first + r.hi[g] - 1], side="right")) if r.hi[g] > r.lo[g]
-            else 0 for first, r in zip(union.first.tolist(), results) if not r.complete[g]]
-    cut = min(min(ends, default=len(entries)), max_depth)
-    shard_of = np.searchsorted(union.first, entries[:cut], side="right") - 1
-    return Ranked(
-        ids=union.ids[entries[:cut]],
-        scores=union.scores[entries[:cut]],
-        codes=union.codes[entries[:cut]],
+    units = np.concatenate([r.units for r in results]).astype(np.int64)
+    first = np.cumsum([0] + [len(r.units) for r in results])[:-1].astype(np.int64)
+    u, every = len(units), np.arange(groups)
+    tie = np.zeros(u, np.int64)  # among entries of one rounded score: the order of their ids
+    _, inverse, counts = np.unique(units, return_inverse=True, return_counts=True)
+    shared = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
+    if len(shared):
+        owner = np.searchsorted(first, shared, side="right") - 1
+        ids = _unpack(results, owner, shared - first[owner])
+        tie[shared[np.argsort(ids, kind="stable")]] = np.arange(len(shared))
+    order = np.lexsort((tie, -units))  # [u] concatenated entry at each global place: topk.order_by_score_then_id
+    place = np.empty(u, np.int64)
+    place[order] = np.arange(u)
+    delta = np.zeros((groups, u + 1), np.int32)  # +1 where a window starts, -1 where it stops (concatenated)
+    for start, r in zip(first.tolist(), results):
+        np.add.at(delta, (every, start + r.lo), 1)
+        np.add.at(delta, (every, start + r.hi), -1)
+    member = (np.cumsum(delta[:, :u], axis=1) > 0)[:, order]  # [g, u] in global order
+    count = np.cumsum(member, axis=1, dtype=np.int64)  # [g, u] group entries up to each column
+    total = count[:, -1] if u else np.zeros(groups, np.int64)
+    cut, incomplete = np.minimum(total, max_depth), np.zeros(groups, bool)
+    for start, r in zip(first.tolist(), results):
+        if u:  # group entries up to the window's last one (0 for an empty window)
+            end = np.where(r.hi > r.lo, count[every, place[np.clip(start + r.hi - 1, 0, u - 1)]], 0)
+        else:
+            end = np.zeros(groups, np.int64)
+        cut = np.where(r.complete, cut, np.minimum(cut, end))
+        incomplete |= ~r.complete
+    shard_of = np.searchsorted(first, order, side="right") - 1
+    return _Merged(
+        scores=units[order].astype(np.float64) * SCORE_GRID,  # == round_scores(exact score): the same decisions
+        codes=np.concatenate([r.codes for r in results])[order],
         shard_of=shard_of,
-        row_of=entries[:cut] - union.first[shard_of],
-        offset=int(sum(int(r.above[g]) for r in results)),
-        exhausted=not ends and cut == len(entries),
+        row_of=order - first[shard_of],
+        valid=member & (count <= cut[:, None]),
+        position=count - 1,
+        length=cut,
+        offset=np.sum([r.above for r in results], axis=0).astype(np.int64),
+        exhausted=~incomplete & (cut == total),
     )
 
 
-def query_stats(merged: list[Ranked], picks: list, chosen: list, groups, payload: QueryPayload, mining,
-                results: list[ShardCandidates]) -> dict:
+def _nth(counts: np.ndarray, n: int, position: np.ndarray) -> np.ndarray:
+    """[g] position where each row of running counts [g, u] first reaches n (callers check that it does)."""
+    if counts.shape[1] == 0:
+        return np.zeros(len(counts), np.int64)
+    return position[np.arange(len(counts)), np.argmax(counts >= n, axis=1)]
+
+
+def pick_groups(merged: _Merged, reasons: np.ndarray, refs: np.ndarray, mining: MiningConfig, seed: int,
+                query_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hard [g, u] bool, semi_hard [g, u] bool, used [g]): mining_math.pick_mined of every pair group.
+
+    'top' sampling is array operations over all groups at once; uniform / simans draw per group (pick_mined with
+    fresh per-tier rngs, as for a group alone).
+    """
+    g, u = merged.valid.shape
+    hard, semi = np.zeros((g, u), bool), np.zeros((g, u), bool)
+    if mining.sampling != "top":
+        used = np.zeros(g, np.int64)
+        for k in range(g):
+            cols = np.flatnonzero(merged.valid[k])
+            rngs = {tier: mm.tier_rng(seed, query_id, tier) for tier in ("hard", "semi_hard", "random")}
+            pick = mm.pick_mined(merged.scores[cols], reasons[k, cols], float(refs[k]), bool(merged.exhausted[k]),
+                                 mining, rngs)
+            hard[k, cols[pick.hard]] = True
+            semi[k, cols[pick.semi_hard]] = True
+            used[k] = pick.used
+        return hard, semi, used
+    position, length, none = merged.position, merged.length, np.zeros(g, np.int64)
+    survive = merged.valid & (reasons == mm.KEEP)  # [g, u]
+    rank = np.cumsum(survive, axis=1, dtype=np.int64)  # survivors up to each column
+    hard = survive & (rank > mining.range_min) & (rank <= min(mining.range_min + mining.hard, mining.range_max))
+    need = mm.hard_need(mining)
+    survivors = rank[:, -1] if u else none
+    used = np.where(survivors < need, length, _nth(rank, need, position) + 1) if need else none
+    if mining.semi_hard > 0:
+        band = survive & ~hard & mm.in_band(merged.scores[None, :], refs[:, None], mining.semi_hard_band)
+        band_rank = np.cumsum(band, axis=1, dtype=np.int64)
+        pool = np.minimum(band_rank[:, -1] if u else none, mining.semi_hard_pool)
+        semi = band & (band_rank <= min(mining.semi_hard, mining.semi_hard_pool))
+        below = merged.valid & mm.below_band(merged.scores[None, :], refs[:, None], mining.semi_hard_band)
+        first_below = np.where(below.any(axis=1), _nth(np.cumsum(below, axis=1), 1, position) + 1, length)
+        need_b = mm.semi_hard_need(mining)
+        used = np.maximum(used, np.where(pool >= need_b, _nth(band_rank, need_b, position) + 1, first_below))
+    return hard, semi, used
+
+
+def pick_random_groups(results: list[ShardCandidates], refs: np.ndarray, excluded: list[set], positive_ids: list,
+                       k: int, mining: MiningConfig, rng: np.random.Generator):
+    """(groups [r], shards [r], draws [r]): every group's random picks, group by group in draw order.
+
+    mining_math.pick_random for each group, with one visit order for all (mining_math.RandomVisits: each group
+    draws from a fresh rng of the same per-query stream, and which draw comes next never depends on the guards):
+    a group keeps the first k visited draws that passed its guards and are not among `excluded[g]` (its hard and
+    semi-hard picks) or the judged positives. Draws are distinct documents (shards are disjoint), so no draw is
+    taken twice.
+    """
+    # [g, every shard's draws]; draws that did not travel are never reached (_draws_needed): never accepted
+    ok = np.concatenate([np.pad((r.draw_codes == mm.KEEP)[None, :]
+                                & (mm.margin_codes(r.draw_scores[None, :], refs[:, None], mining) == mm.KEEP),
+                                ((0, 0), (0, r.draw_count - len(r.draw_ids))))
+                         for r in results], axis=1)
+    base = np.cumsum([0] + [r.draw_count for r in results])[:-1].astype(np.int64)
+    visits = mm.RandomVisits(np.array([r.ntotal for r in results]), [r.draw_count for r in results], rng)
+    want = k + 8
+    while True:
+        visits.extend(want)
+        shards, draws = np.array(visits.shards, np.int64), np.array(visits.draws, np.int64)
+        passes = ok[:, base[shards] + draws]  # [g, v]
+        at = {str(results[s].draw_ids[i]): v for v, (s, i) in enumerate(zip(visits.shards, visits.draws))
+              if i < len(results[s].draw_ids)}
+        passes[:, [at[x] for x in positive_ids if x in at]] = False
+        for g, chosen in enumerate(excluded):
+            passes[g, [at[x] for x in chosen if x in at]] = False
+        rank = np.cumsum(passes, axis=1)
+        if visits.done or not len(shards) or bool((rank[:, -1] >= k).all()):
+            break
+        want *= 2
+    groups, picked = np.nonzero(passes & (rank <= k))
+    return groups, shards[picked], draws[picked]
+
+
+def query_stats(merged: _Merged, reasons: np.ndarray, used: np.ndarray, picked: dict, groups: mm.PairGroups,
+                payload: QueryPayload, mining: MiningConfig, results: list[ShardCandidates]) -> dict:
     """Per-query counts, summed over queries into the stage's selection statistics.
 
     Per pair group, the documents ranked above its margin threshold (judged positives by their own scores, the
     rest under the margin guard) plus the window prefix its picks rely on, by first guard; dropped: the group
     of the highest reference, per query; dropped_pairs: every group, once per pair.
+    picked: {tier: (groups [r], negative ids [r])}.
     """
     p, slots = len(payload.positives.ids), len(mm.GUARDS) + 1
-    sizes = groups.sizes()
+    sizes, refs = groups.sizes(), groups.references
+    g = len(refs)
     margin = "relative_margin" if mining.relative_margin is not None else "absolute_margin"
-    per_pair, every, used = np.zeros(slots, np.int64), np.zeros(slots, np.int64), 0
-    for g, (ranked, pick, ref) in enumerate(zip(merged, picks, groups.references)):
-        reasons = mm.first_reasons(ranked.codes[: pick.used], mm.margin_codes(ranked.scores[: pick.used], ref, mining))
-        counts = np.bincount(reasons.astype(np.int64), minlength=slots)
-        judged_above = min(int(np.count_nonzero(mm.margin_codes(payload.positives.scores, ref, mining))),
-                           ranked.offset)
-        counts[mm.GUARDS.index("judged_positive") + 1] += judged_above
-        counts[mm.GUARDS.index(margin) + 1] += ranked.offset - judged_above
-        per_pair += counts * int(sizes[g])
-        every, used = counts, max(used, pick.used)
+    rows, cols = np.nonzero(merged.valid & (merged.position < used[:, None]))  # the prefix each group relies on
+    counts = np.bincount(rows * slots + reasons[rows, cols].astype(np.int64), minlength=g * slots).reshape(g, slots)
+    judged = np.count_nonzero(mm.margin_codes(payload.positives.scores[None, :], refs[:, None], mining), axis=1)
+    judged_above = np.minimum(judged, merged.offset)
+    counts[:, mm.GUARDS.index("judged_positive") + 1] += judged_above
+    counts[:, mm.GUARDS.index(margin) + 1] += merged.offset - judged_above
+    per_pair = (counts * sizes[:, None]).sum(axis=0)
+    every = counts[-1] if g else np.zeros(slots, np.int64)
     wanted = {"hard": mining.hard, "semi_hard": mining.semi_hard, "random": mining.random}
-    pairs_full = {t: int(sum(sizes[g] for g, c in enumerate(chosen) if len(c[t]) >= k)) for t, k in wanted.items()}
+    pairs_full = {t: int(sizes[np.bincount(picked[t][0], minlength=g) >= k].sum()) for t, k in wanted.items()}
     return {
         "queries": 1,
         "pairs": p,
-        "candidates_seen": int(sum(len(r.ids) for r in results)),
+        "candidates_seen": int(sum(len(r.units) for r in results)),
         "dropped": {guard: int(every[i + 1]) for i, guard in enumerate(mm.GUARDS)},
         "dropped_pairs": {guard: int(per_pair[i + 1]) for i, guard in enumerate(mm.GUARDS)},
-        "deeper_search_histogram": {str(mm.rounds_for(used, mining, p)): 1},
+        "deeper_search_histogram": {str(mm.rounds_for(int(used.max(initial=0)), mining, p)): 1},
         "queries_full": {t: int(pairs_full[t] == p) for t, k in wanted.items() if k > 0},
         "pairs_full": {t: pairs_full[t] for t, k in wanted.items() if k > 0},
-        "negatives": {t: len({n.negative_id for c in chosen for n in c[t]}) for t in wanted},
+        "negatives": {t: len(set(picked[t][1].tolist())) for t in wanted},
     }
 
 
 class MergeShardsFn(beam.DoFn):
-    """(query_id, [ShardCandidates per shard]) -> MinedQuery: merge, then pick the tiers per pair group.
+    """(query_id, [ShardCandidates per shard]) -> MinedQuery: merge, then pick the tiers of every pair group.
 
     The shards searched deep enough for every group (MineShardQueries), so the merged list's complete prefix
     decides. keep_vectors=False drops the query and positive vectors from the MinedQuery (only contextual
-    negatives need them): nothing held per query that the output does not need.
+    negatives need them): nothing held per query that the output does not need. Every step works on all the
+    query's pair groups at once (issue 15: ~40 groups per query under 'pair').
     """
 
     def __init__(self, mining: MiningConfig, seed: int, generator: str, keep_vectors: bool = True):
@@ -503,81 +805,99 @@ class MergeShardsFn(beam.DoFn):
         query_id, results = element
         results = sorted(results, key=lambda r: r.shard)
         payload = next(r.payload for r in results if r.payload is not None)
-        groups = mm.pair_groups(payload.positives, self.mining.margin_reference)
-        pairs_of = [np.flatnonzero(groups.of_pair == g) for g in range(len(groups.references))]
-        details = [_detail_index(r, groups.sizes()) for r in results]
-        refs = groups.references[:, None]  # [g, 1]
-        draws_ok = [(r.draw_codes == mm.KEEP) & (mm.margin_codes(r.draw_scores[None, :], refs, self.mining) == 0)
-                    for r in results]  # per shard: [g, m]
-        negatives, index, merged, picks, chosen, members = [], {}, [], [], [], []
-        union = merge_unions(results)
-        for g, ref in enumerate(groups.references):
-            ranked = merge_group(union, results, g, self.mining.max_depth)
-            reasons = mm.first_reasons(ranked.codes, mm.margin_codes(ranked.scores, ref, self.mining))
-            rngs = {tier: mm.tier_rng(self.seed, query_id, tier) for tier in ("hard", "semi_hard", "random")}
-            pick = mm.pick_mined(ranked.scores, reasons, float(ref), ranked.exhausted, self.mining, rngs)
-            mined = {
-                tier: [self._mined(ranked, results, details, int(i), tier, g, pairs_of[g]) for i in chosen_]
-                for tier, chosen_ in (("hard", pick.hard), ("semi_hard", pick.semi_hard))
-            }
-            mined["random"] = self._random(results, payload, mined, [ok[g] for ok in draws_ok], rngs["random"],
-                                           pairs_of[g])
-            merged.append(ranked)
-            picks.append(pick)
-            chosen.append(mined)
-            members.append(np.array([self._index(negatives, index, n) for t in mined.values() for n in t], np.int64))
-        stats = query_stats(merged, picks, chosen, groups, payload, self.mining, results)
+        mining = self.mining
+        groups = mm.pair_groups(payload.positives, mining.margin_reference)
+        refs = groups.references
+        merged = merge_windows(results, len(refs), mining.max_depth)
+        reasons = mm.first_reasons(merged.codes[None, :], mm.margin_codes(merged.scores[None, :], refs[:, None],
+                                                                           mining))  # [g, u]
+        hard, semi, used = pick_groups(merged, reasons, refs, mining, self.seed, query_id)
+        mined = [np.nonzero(hard), np.nonzero(semi)]  # per tier: (groups, columns), group by group, best first
+        cols = np.concatenate([mined[0][1], mined[1][1]])
+        pick_ids = _unpack(results, merged.shard_of[cols], merged.row_of[cols])  # hard then semi-hard
+        excluded = [set() for _ in refs]
+        for g, doc_id in zip(np.concatenate([mined[0][0], mined[1][0]]).tolist(), pick_ids.tolist()):
+            excluded[g].add(doc_id)
+        if mining.random > 0:
+            random = pick_random_groups(results, refs, excluded, payload.positives.ids.tolist(), mining.random,
+                                        mining, mm.tier_rng(self.seed, query_id, "random"))
+        else:
+            random = (np.zeros(0, np.int64),) * 3
+        negatives = self._negatives(merged, results, groups, mined, random, pick_ids)
+        hard_count = len(mined[0][0])
+        stats = query_stats(merged, reasons, used, {
+            "hard": (mined[0][0], pick_ids[:hard_count]),
+            "semi_hard": (mined[1][0], pick_ids[hard_count:]),
+            "random": (random[0], np.array([results[s].draw_ids[i] for s, i in zip(*random[1:])], dtype=object)),
+        }, groups, payload, mining, results)
         self._count(stats, results)
         if not self.keep_vectors:
             payload = without_vectors(payload)
-        yield MinedQuery(query_id, payload, negatives, members, groups.of_pair, stats)
+        yield MinedQuery(query_id, payload, generator=self.generator, stats=stats, **negatives)
 
-    @staticmethod
-    def _index(negatives: list, index: dict, negative: MinedNegative) -> int:
-        key = (negative.negative_id, negative.tier)
-        if key not in index:
-            index[key] = len(negatives)
-            negatives.append(negative)
-        else:  # another group chose it too: the same document, rank and score; add its pairs' similarities
-            negatives[index[key]].sims.update(negative.sims)
-        return index[key]
-
-    def _mined(self, ranked: Ranked, results, details, i: int, tier: str, g: int, pairs: np.ndarray) -> MinedNegative:
-        s, row = int(ranked.shard_of[i]), int(ranked.row_of[i])
-        k = details[s][g, row]  # a KeyError here means window_ends and pick_mined disagree: a bug
-        return MinedNegative(
-            negative_id=str(ranked.ids[i]),
-            tier=tier,
-            rank=ranked.offset + i + 1,
-            score_negative=float(ranked.scores[i]),
-            sims=dict(zip(pairs.tolist(), results[s].sims[k : k + len(pairs)].tolist())),
-            generator=self.generator,
-        )
-
-    def _random(self, results, payload: QueryPayload, chosen: dict, draws_ok: list, rng, pairs: np.ndarray
-                ) -> list[MinedNegative]:
-        if self.mining.random == 0:
-            return []
-        exclude = {n.negative_id for tier in chosen.values() for n in tier} | set(payload.positives.ids.tolist())
-        picks = mm.pick_random(
-            np.array([r.ntotal for r in results]),
-            draws_ok,
-            [r.draw_ids for r in results],
-            self.mining.random,
-            exclude,
-            rng,
-        )
-        return [
-            MinedNegative(
-                negative_id=str(results[s].draw_ids[i]),
-                tier="random",
-                rank=None,
-                score_negative=float(results[s].draw_scores[i]),
-                sims=dict(zip(pairs.tolist(), results[s].draw_sims[i, pairs].tolist())),
-                generator="uniform",
-            )
-            for s, i in picks
-        ]
+    def _negatives(self, merged: _Merged, results: list[ShardCandidates], groups: mm.PairGroups, mined: list,
+                   random: tuple, pick_ids: np.ndarray) -> dict:
+        """MinedQuery's arrays: the distinct (negative, tier) of the query and each pair's list of them, with the
+        similarity to the pair's positive (from the shards' details, or the random draws' [m, p] similarities)."""
+        p = len(groups.of_pair)
+        sizes, first, pairs = _group_pairs(groups)
+        (hg, hc), (sg, sc) = mined
+        rg, rs, rd = random
+        member_group = np.concatenate([hg, sg, rg]).astype(np.int64)
+        member_tier = np.concatenate([np.zeros(len(hg), np.int8), np.ones(len(sg), np.int8),
+                                      np.full(len(rg), 2, np.int8)])
+        cols = np.concatenate([hc, sc])
+        ids = np.concatenate([pick_ids, np.array([results[s].draw_ids[i] for s, i in zip(rs.tolist(),
+                              rd.tolist())], dtype=object)])
+        ranks = np.concatenate([merged.offset[member_group[: len(cols)]]
+                                + merged.position[member_group[: len(cols)], cols] + 1, np.full(len(rg), -1)])
+        scores = np.concatenate([np.zeros(len(cols)), np.array([results[s].draw_scores[i] for s, i in
+                                                                zip(rs.tolist(), rd.tolist())], np.float64)])
+        # where each member's similarities start in one flat array of every shard's details, then every draw's
+        sims_all = np.concatenate([r.sims for r in results] + [r.draw_sims.ravel() for r in results])
+        sims_base = np.cumsum([0] + [len(r.sims) for r in results])[:-1]
+        draw_base = len(sims_all) - sum(r.draw_sims.size for r in results) + np.cumsum(
+            [0] + [r.draw_sims.size for r in results])[:-1]
+        start = np.zeros(len(ids), np.int64)
+        shard_of, row_of = merged.shard_of[cols], merged.row_of[cols]
+        for s, r in enumerate(results):
+            here = np.flatnonzero(shard_of == s)
+            if not len(here):
+                continue
+            width = len(r.units) + 1
+            keys = r.detail_groups.astype(np.int64) * width + r.detail_rows
+            offsets = np.cumsum(sizes[r.detail_groups]) - sizes[r.detail_groups]
+            wanted = member_group[here] * width + row_of[here]
+            at = np.searchsorted(keys, wanted)
+            if np.any(at >= len(keys)) or np.any(keys[np.minimum(at, len(keys) - 1)] != wanted):
+                raise KeyError("a pick has no shard details: window_ends and pick_mined disagree (a bug)")
+            start[here] = sims_base[s] + offsets[at]
+            scores[here] = r.pick_scores[np.searchsorted(r.pick_rows, row_of[here])]  # exact: picks are pickable
+        start[len(cols):] = draw_base[rs] + rd * p
+        # group by group, then by tier (hard, semi-hard, random), each best first / in draw order
+        order = np.lexsort((member_tier, member_group))
+        member_group, member_tier, ids, ranks, scores, start = (
+            a[order] for a in (member_group, member_tier, ids, ranks, scores, start))
+        index, negative_of = {}, np.empty(len(ids), np.int64)
+        for e, key in enumerate(zip(ids.tolist(), member_tier.tolist())):
+            negative_of[e] = index.setdefault(key, len(index))
+        firsts = np.unique(negative_of, return_index=True)[1]
+        # every (member, pair of its group): the pair, its place in the member list, and its similarity
+        repeat = sizes[member_group]
+        entry = np.repeat(np.arange(len(ids)), repeat)
+        k = np.arange(len(entry)) - np.repeat(np.cumsum(repeat) - repeat, repeat)  # pair index within the group
+        pair = pairs[first[member_group[entry]] + k]
+        sims = sims_all[start[entry] + np.where(member_tier[entry] == 2, pair, k)]
+        by_pair = np.lexsort((entry, pair))
+        return {
+            "negative_ids": ids[firsts],
+            "tiers": member_tier[firsts],
+            "ranks": ranks[firsts].astype(np.int64),
+            "scores": scores[firsts],
+            "pair_offsets": np.concatenate([[0], np.cumsum(np.bincount(pair, minlength=p))]).astype(np.int64),
+            "pair_negatives": negative_of[entry[by_pair]].astype(np.int32),
+            "pair_sims": sims[by_pair],
+        }
 
     def _count(self, stats: dict, results) -> None:
         self.queries_mined.inc()
@@ -590,14 +910,15 @@ class MergeShardsFn(beam.DoFn):
 
 def text_requests(mined: MinedQuery):
     """(doc_id, query_id) for every document whose text the query's rows need (positives and negatives)."""
-    wanted = dict.fromkeys(mined.payload.positives.ids.tolist() + [n.negative_id for n in mined.negatives])
+    wanted = dict.fromkeys(mined.payload.positives.ids.tolist() + mined.negative_ids.tolist())
     for doc_id in wanted:
         yield doc_id, mined.query_id
 
 
 class BuildRowsFn(beam.DoFn):
-    """(query_id, {'mined', 'texts', 'query'}) -> negatives rows (dicts in NEGATIVES_SCHEMA); with
-    contextual on, also one element per (query, positive) on output 'contextual_pairs'."""
+    """(query_id, {'mined', 'texts', 'query'}) -> the query's negatives rows, one (tier, [row dicts in
+    NEGATIVES_SCHEMA]) batch per tier (transforms/write_negatives.py: ~240 rows per query on dense qrels, so no
+    Beam step runs per row); with contextual on, also one element per (query, positive) on 'contextual_pairs'."""
 
     def __init__(self, contextual: bool):
         self.contextual = contextual
@@ -614,43 +935,59 @@ class BuildRowsFn(beam.DoFn):
             logger.warning("query %s has no text in inputs/queries; its rows are skipped", query_id)
             return
         positives = mined.payload.positives
-        hashes: dict[str, str] = {}
+        negative_ids = mined.negative_ids.tolist()
+        tiers = [MINED_TIERS[t] for t in mined.tiers.tolist()]
+        ranks = [None if tier == "random" else rank for tier, rank in zip(tiers, mined.ranks.tolist())]
+        scores = mined.scores.tolist()
+        generators = ["uniform" if tier == "random" else mined.generator for tier in tiers]
+        offsets, members, sims = mined.pair_offsets.tolist(), mined.pair_negatives.tolist(), mined.pair_sims.tolist()
+        batches: dict[str, list[dict]] = {}
+        hashes: dict[int, str] = {}  # per negative of the query, once
+        tokens: dict[str, frozenset] = {}  # token sets of the texts, once per document (lexical_overlap)
         for j, positive_id in enumerate(positives.ids.tolist()):
             positive = texts.get(positive_id)
             if positive is None:
                 self.missing_text.inc()
                 continue
-            for neg in mined.negatives_of_pair(j):
-                negative = texts.get(neg.negative_id)
+            for e in range(offsets[j], offsets[j + 1]):
+                n = members[e]
+                negative = texts.get(negative_ids[n])
                 if negative is None:
                     self.missing_text.inc()
                     continue
-                if neg.negative_id not in hashes:
-                    hashes[neg.negative_id] = text_hash(negative)  # once per negative of the query
-                yield _row(query_id, positive_id, anchors[0], positive, negative, hashes[neg.negative_id], neg,
-                           float(positives.scores[j]), j)
+                if n not in hashes:
+                    hashes[n] = text_hash(negative)
+                batches.setdefault(tiers[n], []).append({
+                    "query_id": query_id,
+                    "positive_id": positive_id,
+                    "negative_id": negative_ids[n],
+                    "anchor": anchors[0],
+                    "positive": positive,
+                    "negative": negative,
+                    "tier": tiers[n],
+                    "rank": ranks[n],
+                    "score_positive": float(positives.scores[j]),
+                    "score_negative": scores[n],
+                    "similarity_to_positive": sims[e],
+                    "generator": generators[n],
+                    "edit": None,
+                    "negative_text_hash": hashes[n],  # text_hash of the negative's text, as ingest hashed the passage
+                    "lexical_overlap": _overlap(tokens, positive_id, positive, negative_ids[n], negative),
+                })
             if self.contextual:
                 yield beam.pvalue.TaggedOutput(CONTEXTUAL_PAIRS, _contextual_pair(mined, j, anchors[0], positive))
+        yield from batches.items()
 
 
-def _row(query_id, positive_id, anchor, positive, negative, negative_hash, neg: MinedNegative, score_positive, j):
-    return {
-        "query_id": query_id,
-        "positive_id": positive_id,
-        "negative_id": neg.negative_id,
-        "anchor": anchor,
-        "positive": positive,
-        "negative": negative,
-        "tier": neg.tier,
-        "rank": neg.rank,
-        "score_positive": score_positive,
-        "score_negative": neg.score_negative,
-        "similarity_to_positive": float(neg.sims[j]),
-        "generator": neg.generator,
-        "edit": None,
-        "negative_text_hash": negative_hash,  # text_hash of the negative's text, as ingest hashed the passage
-        "lexical_overlap": lexical_overlap(positive, negative),
-    }
+def _overlap(tokens: dict, a_id: str, a: str, b_id: str, b: str) -> float:
+    """schemas.negatives.lexical_overlap(a, b), with each text's token set computed once per query."""
+    if a_id not in tokens:
+        tokens[a_id] = token_set(a)
+    if b_id not in tokens:
+        tokens[b_id] = token_set(b)
+    ta, tb = tokens[a_id], tokens[b_id]
+    union = len(ta | tb)
+    return 1.0 if union == 0 else len(ta & tb) / union
 
 
 def _contextual_pair(mined: MinedQuery, j: int, anchor: str, positive: str) -> dict:

@@ -1,7 +1,7 @@
 """The joins around mining, as Beam transforms (CoGroupByKey: big inputs travel through shuffles, not side inputs).
 
     {"embeddings", "pairs"} | BuildQueryPayloads(mining) -> QueryPayload per query (vector, judged positive ids)
-    MinedQuery | JoinTexts(docs, queries, contextual)    -> row dicts (+ contextual pair elements)
+    MinedQuery | JoinTexts(docs, queries, contextual)    -> row batches (+ contextual pair elements)
 
 Corpus-sized inputs (doc vectors, passages) are filtered to the ids the join needs before its shuffle
 (KeepIds: the needed ids as one Bloom filter side input, 2 bytes per needed id; the joins are exact, so the few
@@ -167,7 +167,8 @@ def _text_to_queries(element):
 
 
 class JoinTexts(beam.PTransform):
-    """MinedQuery -> row dicts (+ contextual pair elements on 'contextual_pairs'), texts joined by id."""
+    """MinedQuery -> row batches, (tier, [row dicts]) per query and tier (+ contextual pair elements on
+    'contextual_pairs'), texts joined by id."""
 
     def __init__(self, docs, queries, contextual: bool):
         super().__init__()

@@ -105,15 +105,26 @@ def candidate_codes(
     """[n] int8: the first guard that does not depend on the margin reference (judged positive, text copy,
     near copy, max_score) dropping each candidate, or KEEP. Computed once per candidate, on the shard."""
     n = len(ids)
+    return codes_of_drops(
+        _member(ids, positives.ids),
+        _member(text_hashes, positives.text_hashes) if mining.text_copy_guard else None,
+        round_scores(max_sims) >= mining.near_copy_threshold if mining.near_copy_guard and n else None,
+        scores,
+        mining,
+    )
+
+
+def codes_of_drops(judged: np.ndarray, text_copy: np.ndarray | None, near_copy: np.ndarray | None,
+                   scores: np.ndarray, mining: MiningConfig) -> np.ndarray:
+    """candidate_codes from the guards' [n] bool drops (None: the guard is off): judged positive, text copy, near
+    copy (round(max_j cos(positive_j, candidate)) >= near_copy_threshold), then max_score on the scores."""
     drops = {
-        "judged_positive": _member(ids, positives.ids),
-        "text_copy": _member(text_hashes, positives.text_hashes) if mining.text_copy_guard else None,
-        "near_copy": (
-            round_scores(max_sims) >= mining.near_copy_threshold if mining.near_copy_guard and n else None
-        ),
+        "judged_positive": judged,
+        "text_copy": text_copy,
+        "near_copy": near_copy,
         "max_score": round_scores(scores) > mining.max_score if mining.max_score is not None else None,
     }
-    codes = np.zeros(n, dtype=np.int8)
+    codes = np.zeros(len(judged), dtype=np.int8)
     for name, drop in drops.items():
         if drop is not None:
             codes[(codes == KEEP) & drop] = GUARDS.index(name) + 1
@@ -153,6 +164,17 @@ def margin_threshold(reference: float, mining: MiningConfig) -> float:
     if mining.absolute_margin is not None:
         threshold = min(threshold, reference - mining.absolute_margin)
     return float(threshold)
+
+
+def margin_thresholds(references: np.ndarray, mining: MiningConfig) -> np.ndarray:
+    """[g] margin_threshold of each reference, as one array operation (the same float arithmetic)."""
+    refs = np.asarray(references, dtype=np.float64)
+    thresholds = np.full(refs.shape, np.inf)
+    if mining.relative_margin is not None:
+        thresholds = np.minimum(thresholds, refs - np.abs(refs) * mining.relative_margin)
+    if mining.absolute_margin is not None:
+        thresholds = np.minimum(thresholds, refs - mining.absolute_margin)
+    return thresholds
 
 
 def first_reasons(cand_codes: np.ndarray, margin: np.ndarray) -> np.ndarray:
@@ -375,6 +397,45 @@ def random_draw_count(mining: MiningConfig, num_positives: int, ntotal: int) -> 
         return 0
     reserve = mining.hard + mining.semi_hard + num_positives
     return min(ntotal, 2 * (mining.random + reserve) + 16)
+
+
+class RandomVisits:
+    """The (shard, draw index) order in which pick_random visits the shards' draws, grown on demand.
+
+    pick_random's next visit depends only on the shard sizes, the draw counts and the rng, never on which draws
+    passed the guards or were chosen: every pair group of a query (each with a fresh rng of the same stream)
+    visits the same sequence and keeps the first K draws it accepts, so one sequence serves all of them.
+    """
+
+    def __init__(self, shard_sizes: np.ndarray, draw_counts: list[int], rng: np.random.Generator):
+        self._rng, self._sizes = rng, [int(c) for c in draw_counts]
+        self._pointers = [0] * len(self._sizes)
+        self._weights = np.asarray(shard_sizes, dtype=np.float64).copy()
+        self._cdf, self._uniforms, self._u = None, np.zeros(0), 0
+        self.shards: list[int] = []
+        self.draws: list[int] = []
+        self.done = False  # every shard's draws are spent
+
+    def extend(self, count: int) -> None:
+        """Visit until `count` visits are known or the draws are spent (the same steps as pick_random's loop)."""
+        sizes, pointers, weights = self._sizes, self._pointers, self._weights
+        while len(self.shards) < count and not self.done:
+            spent = [s for s in range(len(sizes)) if pointers[s] >= sizes[s] and weights[s] > 0]
+            if spent or self._cdf is None:
+                weights[spent] = 0.0
+                total = weights.sum()
+                if total <= 0:
+                    self.done = True
+                    break
+                self._cdf = np.cumsum(weights / total)
+                self._cdf /= self._cdf[-1]
+            if self._u == len(self._uniforms):
+                self._uniforms, self._u = self._rng.random(_UNIFORM_CHUNK), 0
+            s = int(np.searchsorted(self._cdf, self._uniforms[self._u], side="right"))
+            self._u += 1
+            self.shards.append(s)
+            self.draws.append(pointers[s])
+            pointers[s] += 1
 
 
 def pick_random(

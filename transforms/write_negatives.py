@@ -13,25 +13,56 @@ import logging
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquetBatched
+from apache_beam.transforms.window import GlobalWindows
 
 from schemas.layout import RunLayout
 from schemas.negatives import NEGATIVES_SCHEMA, TIERS, rows_to_table
 
 logger = logging.getLogger(__name__)
 
-ROWS_PER_ROW_GROUP = 8192  # upper bound of rows per written batch (one Parquet row group each)
+ROWS_PER_ROW_GROUP = 8192  # upper bound of rows per written batch (one Parquet row group each; a larger batch
+# alone is written whole)
 
 
 class UnknownTierError(ValueError):
     """A row names a tier outside schemas.negatives.TIERS."""
 
 
-def tier_index(row: dict, num_partitions: int, tiers: tuple[str, ...] = TIERS) -> int:
-    """beam.Partition function: the position of the row's tier in `tiers`."""
-    tier = row.get("tier")
+def as_batch(row: dict) -> tuple[str, list[dict]]:
+    """One row dict as a row batch (what WriteNegatives takes)."""
+    return row.get("tier"), [row]
+
+
+def tier_index(batch: tuple[str, list[dict]], num_partitions: int, tiers: tuple[str, ...] = TIERS) -> int:
+    """beam.Partition function: the position of the batch's tier in `tiers`."""
+    tier, rows = batch
     if tier not in tiers:
-        raise UnknownTierError(f"row of query {row.get('query_id')!r} has tier {tier!r}; allowed: {', '.join(tiers)}")
+        query = rows[0].get("query_id") if rows else None
+        raise UnknownTierError(f"row of query {query!r} has tier {tier!r}; allowed: {', '.join(tiers)}")
     return tiers.index(tier)
+
+
+class RowGroupsFn(beam.DoFn):
+    """Row batches -> Arrow tables of up to `rows` rows (one Parquet row group each), batches kept whole; a
+    bundle's last table is emitted at its end. Deterministic sizes (beam.BatchElements adapts its sizes to timings,
+    and with an element size it may emit an empty batch first)."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+
+    def start_bundle(self):
+        self._rows: list[dict] = []
+
+    def process(self, batch):
+        if self._rows and len(self._rows) + len(batch[1]) > self.rows:
+            yield rows_to_table(self._rows)
+            self._rows = []
+        self._rows.extend(batch[1])
+
+    def finish_bundle(self):
+        if self._rows:
+            yield GlobalWindows.windowed_value(rows_to_table(self._rows))
+        self._rows = []
 
 
 def part_prefix(out: RunLayout, tier: str) -> str:
@@ -39,7 +70,10 @@ def part_prefix(out: RunLayout, tier: str) -> str:
 
 
 class WriteNegatives(beam.PTransform):
-    """PCollection of row dicts (NEGATIVES_SCHEMA) -> one Parquet folder per tier; returns the written paths."""
+    """PCollection of row batches ((tier, [row dicts in NEGATIVES_SCHEMA]), e.g. one query's rows of one tier;
+    as_batch makes one of a single row) -> one Parquet folder per tier; returns the written paths. Batches, not
+    rows, are the elements: on dense qrels a query has hundreds of rows, and a Beam step per row cost more than
+    building them (issue 15)."""
 
     def __init__(self, out: RunLayout, tiers: tuple[str, ...] = TIERS, rows_per_group: int = ROWS_PER_ROW_GROUP):
         super().__init__()
@@ -53,8 +87,7 @@ class WriteNegatives(beam.PTransform):
         for tier, tier_rows in zip(self.tiers, per_tier):
             paths = (
                 tier_rows
-                | f"Batch[{tier}]" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.rows_per_group)
-                | f"ToArrow[{tier}]" >> beam.Map(rows_to_table)
+                | f"ToArrow[{tier}]" >> beam.ParDo(RowGroupsFn(self.rows_per_group))
                 | f"WriteParquet[{tier}]"
                 >> WriteToParquetBatched(
                     part_prefix(self.out, tier), schema=NEGATIVES_SCHEMA, file_name_suffix=".parquet"

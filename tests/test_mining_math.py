@@ -297,16 +297,21 @@ def _pick_random_one_choice_per_draw(shard_sizes, draws_ok, draws_ids, k, exclud
     return chosen
 
 
+def _random_draw_case(rng):
+    """A random per-shard draw setup: (shard sizes, draws per shard, drawn ids, guard verdicts, excluded ids, k)."""
+    shards = int(rng.integers(1, 5))
+    sizes = rng.integers(1, 40, shards)
+    m = [int(rng.integers(0, size + 1)) for size in sizes]
+    ids = [np.array([f"s{s}d{i}" for i in rng.permutation(sizes[s])[: m[s]]]) for s in range(shards)]
+    ok = [rng.random(m[s]) < 0.6 for s in range(shards)]
+    exclude = {f"s0d{i}" for i in range(3)}
+    return sizes, m, ids, ok, exclude, int(rng.integers(0, 12))
+
+
 def test_pick_random_draws_exactly_what_one_rng_choice_per_draw_drew():
     rng = np.random.default_rng(9)
     for trial in range(200):
-        shards = int(rng.integers(1, 5))
-        sizes = rng.integers(1, 40, shards)
-        m = [int(rng.integers(0, size + 1)) for size in sizes]
-        ids = [np.array([f"s{s}d{i}" for i in rng.permutation(sizes[s])[: m[s]]]) for s in range(shards)]
-        ok = [rng.random(m[s]) < 0.6 for s in range(shards)]
-        exclude = {f"s0d{i}" for i in range(3)}
-        k = int(rng.integers(0, 12))
+        sizes, m, ids, ok, exclude, k = _random_draw_case(rng)
         expected = _pick_random_one_choice_per_draw(sizes, ok, ids, k, exclude, np.random.default_rng(trial))
         assert mm.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial)) == expected, trial
 
@@ -316,13 +321,7 @@ def test_random_visits_are_the_draws_pick_random_visits():
     first k visited draws a group accepts must be pick_random's picks for that group."""
     rng = np.random.default_rng(11)
     for trial in range(200):
-        shards = int(rng.integers(1, 5))
-        sizes = rng.integers(1, 40, shards)
-        m = [int(rng.integers(0, size + 1)) for size in sizes]
-        ids = [np.array([f"s{s}d{i}" for i in rng.permutation(sizes[s])[: m[s]]]) for s in range(shards)]
-        ok = [rng.random(m[s]) < 0.6 for s in range(shards)]
-        exclude = {f"s0d{i}" for i in range(3)}
-        k = int(rng.integers(0, 12))
+        sizes, m, ids, ok, exclude, k = _random_draw_case(rng)
         expected = mm.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial))
         visits = mm.RandomVisits(sizes, m, np.random.default_rng(trial))
         visits.extend(sum(m))

@@ -20,19 +20,9 @@ from schemas.contracts import (
     resolved_section,
     rounded,
 )
-from schemas.negatives import MINED_TIERS
+from schemas.negatives import MINED_TIERS, ROW_LOOKUP_COLUMNS
 
-SUSPECT_COLUMNS = (
-    "reason",
-    "tier",
-    "query_id",
-    "positive_id",
-    "negative_id",
-    "rank",
-    "score_positive",
-    "score_negative",
-    "margin",
-)
+SUSPECT_COLUMNS = ("reason", "tier", *ROW_LOOKUP_COLUMNS, "margin")
 
 
 def suspect_rules(config: dict) -> dict[str, pl.Expr]:

@@ -22,7 +22,7 @@ from dataclasses import asdict
 import polars as pl
 
 from schemas.build_config import ContextualConfig, MiningConfig
-from schemas.negatives import TIERS, text_hash
+from schemas.negatives import ROW_LOOKUP_COLUMNS, TIERS, text_hash
 
 SCORE_DECIMALS = 6
 TOLERANCE = 1e-6
@@ -31,17 +31,7 @@ _FLOAT_NOISE = 1e-9  # float64 noise of differences on the 1e-6 grid; never deci
 IS_JUDGED = "_negative_is_judged_positive"
 COPIES_JUDGED = "_negative_copies_judged_positive"
 
-VIOLATION_COLUMNS = (
-    "tier",
-    "violation",
-    "query_id",
-    "positive_id",
-    "negative_id",
-    "rank",
-    "score_positive",
-    "score_negative",
-    "similarity_to_positive",
-)
+VIOLATION_COLUMNS = ("tier", "violation", *ROW_LOOKUP_COLUMNS, "similarity_to_positive")
 
 
 def resolved_section(config: dict | None, section: str) -> dict:

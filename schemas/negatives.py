@@ -40,6 +40,8 @@ NEGATIVES_SCHEMA = pa.schema(
 
 # Columns whose values define a row's identity for the determinism contract.
 IDENTITY_COLUMNS = ("query_id", "positive_id", "negative_id", "tier", "rank", "generator")
+# what a reader needs to find and judge one row: the columns every audit listing (violations, suspects) shows
+ROW_LOOKUP_COLUMNS = ("query_id", "positive_id", "negative_id", "rank", "score_positive", "score_negative")
 
 _TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 _SPACE_RE = re.compile(r"\s+")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import weakref
 import zlib
 from dataclasses import dataclass, replace
 
@@ -153,6 +152,7 @@ class MinedQuery:
     stats: dict
 
     def negatives_of_pair(self, j: int) -> list[MinedNegative]:
+        """Pair j's list as objects (what the tests read; rows are built from the arrays)."""
         a, b = int(self.pair_offsets[j]), int(self.pair_offsets[j + 1])
         return [self._negative(int(n), float(sim))
                 for n, sim in zip(self.pair_negatives[a:b].tolist(), self.pair_sims[a:b].tolist())]
@@ -173,20 +173,9 @@ SHARD_CHUNK = 256  # queries of a block mined together on a shard (bounds the pe
 _SCAN_BYTES = 64 * 2**20  # float32 [queries, shard docs] approximate scores computed at once
 
 
-_FIXED_WIDTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _fixed_width(column) -> np.ndarray | None:
-    """A StringColumn's strings as one fixed-width bytes array (a view of its data, no copy) when they all have one
-    length (text hashes: 16 hex digits), else None; worked out once per column."""
-    if not isinstance(column, StringColumn):
-        return None
-    if column not in _FIXED_WIDTH:
-        n, offsets = len(column), column.offsets
-        width = int(offsets[-1]) // n if n else 0
-        fixed = n and width and int(offsets[-1]) == width * n and np.array_equal(offsets, np.arange(n + 1) * width)
-        _FIXED_WIDTH[column] = column.data.view(f"S{width}") if fixed else None
-    return _FIXED_WIDTH[column]
+    """A shard column's fixed-width bytes view (StringColumn.fixed_width), None for other sequences."""
+    return column.fixed_width if isinstance(column, StringColumn) else None
 
 
 def _rows_in_shard(doc_ids, wanted) -> dict[str, int]:

@@ -447,6 +447,7 @@ def pick_random(
     rng: np.random.Generator,
 ) -> list[tuple[int, int]]:
     """K (shard, draw index) picks, uniform over the corpus: rejection sampling over the shards' draw orders.
+    The reference semantics of the random tier: mining picks through RandomVisits, which the tests hold to it.
 
     Each shard holds a uniform random permutation prefix of its documents; a shard is picked with probability
     ∝ its size, its next draw is taken, and kept only if it passed the guards and is not already chosen. This

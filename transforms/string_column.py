@@ -15,6 +15,7 @@ tie-breaks by id are unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -76,6 +77,15 @@ class StringColumn:
     @property
     def nbytes(self) -> int:
         return int(self.data.nbytes + self.offsets.nbytes)
+
+    @cached_property
+    def fixed_width(self) -> np.ndarray | None:
+        """The strings as one fixed-width bytes array (a view of data, no copy) when they all have one length
+        (text hashes: 16 hex digits), else None; worked out once per column."""
+        n, offsets = len(self), self.offsets
+        width = int(offsets[-1]) // n if n else 0
+        fixed = n and width and int(offsets[-1]) == width * n and np.array_equal(offsets, np.arange(n + 1) * width)
+        return self.data.view(f"S{width}") if fixed else None
 
     def _decode(self, i: int) -> str:
         return bytes(self.data[int(self.offsets[i]) : int(self.offsets[i + 1])]).decode("utf-8")

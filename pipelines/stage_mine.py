@@ -4,7 +4,7 @@ embeddings and sharded index, written as negatives/tier=<tier>/part-*.parquet.
 Recipe (docs/CONTRACT.md "Mining semantics"):
   1. payloads: join each query's vector with its judged positives' vectors and text hashes (CoGroupByKey);
   2. on every shard, the per-shard mining fn takes each pair group's window below its margin threshold and
-     guards it there (transforms/mine.py; the window grows x4 per round while the shard is loaded);
+     guards it there (transforms/mine_shard.py; the window grows x4 per round while the shard is loaded);
   3. merge each group's shard windows per query, pick tiers;
   4. join texts by id (CoGroupByKey: the corpus travels through a shuffle, not a side input), build rows
      (one batch per query and tier: no Beam step runs per row);
@@ -36,9 +36,9 @@ from schemas.negatives import TIERS
 from storage.files import read_json
 from transforms import mining_math as mm
 from transforms.counts import SumCountsFn, WriteJson
-from transforms.mine import CONTEXTUAL_PAIRS
 from transforms.mine_join import BuildQueryPayloads, JoinTexts
 from transforms.mine_rounds import MineQueries
+from transforms.mine_types import CONTEXTUAL_PAIRS
 from transforms.write_negatives import WriteNegatives, as_batch
 
 logger = logging.getLogger(__name__)

@@ -209,7 +209,7 @@ def test_pick_reports_the_prefix_it_depends_on():
 
 
 class _FakeShard:
-    """A loaded shard as transforms.mine sees it (search_api.ShardView): exact vectors, sorted ids, hashes."""
+    """A loaded shard as transforms.mine_shard sees it (search_api.ShardView): exact vectors, sorted ids, hashes."""
 
     def __init__(self, shard, vectors, ids, hashes):
         self.shard, self.num_shards, self.vectors = shard, None, vectors
@@ -221,7 +221,9 @@ def test_shard_windows_merge_into_the_picks_and_ranks_of_the_whole_list(referenc
     """Each shard mines a window below every pair group's margin threshold (MineShardQueries); merging them gives,
     for every pair group, the picks and raw ranks of mining the whole corpus in one list, with any number of
     shards, including pairs whose positive ranks far below max_depth (issue 15)."""
-    from transforms.mine import MergeShardsFn, MineShardQueries, QueryPayload
+    from transforms.mine_merge import MergeShardsFn
+    from transforms.mine_shard import MineShardQueries
+    from transforms.mine_types import QueryPayload
     from transforms.search_api import QueryBlock
     from transforms.topk import order_by_score_then_id
 

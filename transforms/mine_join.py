@@ -17,7 +17,8 @@ import apache_beam as beam
 import numpy as np
 
 from transforms import mining_math as mm
-from transforms.mine import CONTEXTUAL_PAIRS, BuildRowsFn, QueryPayload, text_requests
+from transforms.mine_rows import BuildRowsFn, text_requests
+from transforms.mine_types import CONTEXTUAL_PAIRS, QueryPayload
 from transforms.string_column import as_object_strings
 
 
@@ -126,7 +127,7 @@ class KeepIds(beam.PTransform):
 
 def _payload(element, mining) -> list[QueryPayload]:
     """A QueryPayload with the judged positives' ids only: every shard completes it from the index's shard
-    stores (transforms.mine.with_vectors: vectors, text hashes, scores), so no vector crosses a shuffle per
+    stores (transforms.mine_shard.with_vectors: vectors, text hashes, scores), so no vector crosses a shuffle per
     pair (issue 15)."""
     query_id, groups = element
     query_vectors, positive_ids = list(groups["query"]), sorted(set(groups["positives"]))

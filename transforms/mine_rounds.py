@@ -14,7 +14,9 @@ import apache_beam as beam
 
 from schemas.build_config import BuildConfig
 from schemas.layout import RunLayout
-from transforms.mine import MergeShardsFn, MineShardQueries, without_vectors
+from transforms.mine_merge import MergeShardsFn
+from transforms.mine_shard import MineShardQueries
+from transforms.mine_types import without_vectors
 from transforms.search import SearchShards, ToQueryBlocks
 
 

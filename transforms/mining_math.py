@@ -89,6 +89,14 @@ class PairGroups:
         return np.bincount(self.of_pair, minlength=len(self.references))  # [g]
 
 
+def group_members(groups: PairGroups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sizes [g], first [g], pairs [p]): group g's pairs, ascending, are pairs[first[g]:first[g] + sizes[g]]."""
+    sizes = groups.sizes()
+    return sizes, np.cumsum(sizes) - sizes, np.argsort(groups.of_pair, kind="stable")
+
+
+
+
 def pair_groups(positives: Positives, reference: str) -> PairGroups:
     references, of_pair = np.unique(reference_scores(positives, reference), return_inverse=True)
     return PairGroups(references=references, of_pair=of_pair.astype(np.int64).reshape(-1))

@@ -10,7 +10,7 @@ queries each (their number comes from the query count at run time), so a grouped
 Flink, Spark and the local runner - stays bounded whatever the number of queries, and a shard is searched by as
 many workers as it has groups. Results are grouped back per query_id; top-k
 merges break ties by (-round(score, 1e-6), doc_id), so they do not depend on the shard count.
-What runs per shard, and how deep, is the ShardQueryFn's business (mining: transforms/mine.MineShardQueries;
+What runs per shard, and how deep, is the ShardQueryFn's business (mining: transforms/mine_shard.MineShardQueries;
 the tests' reference top-k: tests/search_reference.py).
 """
 

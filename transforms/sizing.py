@@ -12,9 +12,9 @@ constants give 1 x 4 x 384 + 1,600 = 3,136 bytes. Before (vectors shuffled to th
 bundle grew it by ~5.5 KB per shard doc plus ~3.4 KB per doc of the worker's whole partition: the local
 runners send a worker all the groups of its partition of a grouped stage in ONE data-channel message
 (fn_runner._send_input_to_worker), a cost that followed docs / --direct_num_workers whatever the shard count.
-Mining (transforms/mine.MineShardQueries) holds one shard at a time, memory-mapped, and scans every stored vector:
-its clean file pages (the store: 4 x dim + ~40 bytes per doc, ~1.6 KB at 384-d) sit in the worker's RSS as mapped
-file pages, bounded by the shard size chosen here for the build (half the build's per-doc bytes); the worker's
+Mining (transforms/mine_shard.MineShardQueries) holds one shard at a time, memory-mapped, and scans every stored
+vector: its clean file pages (the store: 4 x dim + ~40 bytes per doc, ~1.6 KB at 384-d) sit in the worker's RSS as
+mapped file pages, bounded by the shard size chosen here for the build (half the build's per-doc bytes); the worker's
 anonymous memory stays near constant (float32 scan scores of <= 64 MiB per chunk of queries, stored vectors
 multiplied in 16 MiB blocks: transforms/shard_search.scan_scores; positives' rows read, not mapped). Measured
 (bench/scale.py --rerun-from mine, 2,000 queries, 2026-11-26; bench/results/scale_mine_fit.json): at 25k, 100k

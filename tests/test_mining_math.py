@@ -329,3 +329,37 @@ def test_random_visits_are_the_draws_pick_random_visits():
         visits.extend(sum(m))
         accepted = [(s, i) for s, i in zip(visits.shards, visits.draws) if ok[s][i] and str(ids[s][i]) not in exclude]
         assert accepted[:k] == expected, trial
+
+
+@pytest.mark.parametrize("margins", [(0.05, None), (None, 0.02), (0.05, 0.02), (None, None)])
+@pytest.mark.parametrize("semi_hard", [0, 2])
+def test_ordered_windows_equal_the_matrix_windows(margins, semi_hard):
+    """margin_starts + window_ends_ordered (binary searches) give window_ends' ends and pickable rows exactly, on
+    ordered lists with tied rounded scores, guard drops and references on both sides of zero."""
+    relative, absolute = margins
+    rng = np.random.default_rng(7)
+    for case in range(200):
+        mining = MiningConfig(relative_margin=relative, absolute_margin=absolute, semi_hard=semi_hard,
+                              semi_hard_band=(0.01, 0.08 + 0.1 * rng.random()), hard=int(rng.integers(1, 4)),
+                              range_min=int(rng.integers(0, 3)), range_max=30)
+        n = int(rng.integers(0, 60))
+        scores = np.sort(np.round(rng.uniform(-0.3, 0.9, n), int(rng.integers(2, 7))))[::-1]  # ties included
+        codes = np.where(rng.random(n) < 0.3, rng.integers(1, len(mm.GUARDS) + 1, n), mm.KEEP).astype(np.int8)
+        refs = np.unique(np.round(rng.uniform(-0.2, 1.0, int(rng.integers(1, 8))), 4))
+        kept = mm.margin_codes(scores[None, :], refs[:, None], mining) == mm.KEEP
+        expected_starts = np.where(kept.any(axis=1), kept.argmax(axis=1) if n else 0, n)
+        starts = mm.margin_starts(scores, refs, mining)
+        assert np.array_equal(starts, expected_starts), case
+        ends, pickable = mm.window_ends(scores, codes, refs, starts, mining)
+        got_ends, groups, rows = mm.window_ends_ordered(scores, codes, refs, starts, mining)
+        assert np.array_equal(got_ends, ends), case
+        expected_groups, expected_rows = np.nonzero(pickable)
+        assert np.array_equal(groups, expected_groups) and np.array_equal(rows, expected_rows), case
+
+
+def test_cosine_rows_at_is_cosine_rows_bit_for_bit():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(700, 24)).astype(np.float32)
+    query = rng.normal(size=24).astype(np.float32)
+    for rows in (rng.permutation(700), rng.integers(0, 700, 5), np.zeros(0, np.int64), np.arange(256)):
+        assert np.array_equal(mm.cosine_rows_at(vectors, rows, query), mm.cosine_rows(vectors[rows], query))

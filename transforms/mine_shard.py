@@ -65,6 +65,40 @@ def _text_copy_rows(shard: ShardView, payloads: list[QueryPayload]) -> dict[str,
     return copies
 
 
+def _near_copy_rows(shard: ShardView, payloads: list[QueryPayload], mining: MiningConfig) -> dict[str, np.ndarray]:
+    """{positive id: local rows of the shard that are near copies of it} for the positives of a chunk of queries.
+
+    The near-copy guard is a relation between a positive and a document, whatever the query: each distinct positive
+    of the chunk is screened once against the whole shard (float32 products in blocks of <= _SCAN_BYTES), and the
+    pairs the float32 error could put at the threshold are decided on float64 cosines (round >= threshold). On
+    dense qrels the queries of a topic share their positives, so this is a fraction of screening every query's
+    positives against its candidates (issue 15: ~40 positives per query).
+    """
+    from transforms.shard_search import scan_scores
+
+    first: dict[str, np.ndarray] = {}
+    for payload in payloads:
+        for doc_id, vector in zip(payload.positives.ids.tolist(), payload.positives.vectors):
+            first.setdefault(doc_id, vector)
+    if not first or not shard.ntotal:
+        return {}
+    ids = list(first)
+    vectors = np.asarray(np.stack([first[x] for x in ids]), np.float32)  # [f, dim]
+    slack = 2 * vectors.shape[1] * float(np.finfo(np.float32).eps) + 4 * SCORE_GRID
+    step = max(1, _SCAN_BYTES // (4 * shard.ntotal))
+    near: dict[str, np.ndarray] = {}
+    for start in range(0, len(ids), step):
+        approx = scan_scores(shard.vectors, vectors[start : start + step])  # [f', n] float32
+        which, rows = np.nonzero(approx >= mining.near_copy_threshold - slack)
+        for f in np.unique(which).tolist():
+            close = rows[which == f]
+            exact = mm.cosine_rows_at(shard.vectors, close, vectors[start + f])  # [c] float64
+            copies = close[round_scores(exact) >= mining.near_copy_threshold]
+            if len(copies):
+                near[ids[start + f]] = copies
+    return near
+
+
 def _guard_codes(scan: _QueryScan, local: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """[n] int8 candidate codes of local rows whose exact scores are known: each candidate is guarded once.
 
@@ -86,7 +120,9 @@ def _guard_codes(scan: _QueryScan, local: np.ndarray, scores: np.ndarray) -> np.
             wanted = np.array([h for h in wanted if len(h) == hashes.itemsize], dtype=hashes.dtype)
             text_copy = np.isin(hashes[local], wanted)
     near_copy = None
-    if mining.near_copy_guard and len(local):
+    if mining.near_copy_guard and scan.near_mask is not None:
+        near_copy = scan.near_mask[local]
+    elif mining.near_copy_guard and len(local):
         near_copy = np.zeros(len(local), bool)
         if len(positives.ids):
             vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [n, dim]
@@ -103,7 +139,8 @@ class _QueryScan:
     scores and guard codes computed once per document, on demand."""
 
     def __init__(self, shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig,
-                 positive_rows: dict[str, int] | None = None, copy_rows: dict[str, list[int]] | None = None):
+                 positive_rows: dict[str, int] | None = None, copy_rows: dict[str, list[int]] | None = None,
+                 near_rows: dict[str, np.ndarray] | None = None):
         self.shard, self.payload, self.mining = shard, payload, mining
         if positive_rows is None:
             positive_rows = _rows_in_shard(shard.doc_ids, payload.positives.ids.tolist())
@@ -114,6 +151,12 @@ class _QueryScan:
         if copy_rows is not None:
             self.copy_mask = np.zeros(len(approx), bool)
             self.copy_mask[[r for h in payload.positives.text_hashes.tolist() for r in copy_rows.get(h, ())]] = True
+        self.near_mask = None  # [n] near copies of a positive, when the chunk screened its positives
+        if near_rows is not None:
+            self.near_mask = np.zeros(len(approx), bool)
+            for doc_id in ids:
+                if doc_id in near_rows:
+                    self.near_mask[near_rows[doc_id]] = True
         self.approx = approx  # [n] float32 scores (BLAS): exact within slack
         self.exact = np.full(len(approx), np.nan)  # [n] float64 mining_math.cosine_rows, once computed
         self.codes = np.full(len(approx), -1, np.int8)  # [n] candidate codes, once computed
@@ -122,10 +165,11 @@ class _QueryScan:
         self.rounds = 0
 
     def exact_of(self, local: np.ndarray) -> np.ndarray:
-        missing = local[np.isnan(self.exact[local])]
+        missing = np.sort(local[np.isnan(self.exact[local])])  # ascending rows: the gathers read the store in order
+        if 2 * missing.size >= len(self.exact):  # most of the shard: score all of it, reading the store in place
+            missing = np.flatnonzero(np.isnan(self.exact))
         if missing.size:
-            vectors = np.asarray(self.shard.vectors[missing], dtype=np.float32)
-            self.exact[missing] = mm.cosine_rows(vectors, self.payload.vector)
+            self.exact[missing] = mm.cosine_rows_at(self.shard.vectors, missing, self.payload.vector)
         return self.exact[local]
 
     def codes_of(self, local: np.ndarray) -> np.ndarray:
@@ -135,18 +179,20 @@ class _QueryScan:
         return self.codes[local]
 
     def windows(self, references: np.ndarray):
-        """(rows, starts, stops, complete, pickable, above): the pair groups' windows as ranges of one list.
+        """(rows, starts, stops, complete, picks, above): the pair groups' windows as ranges of one list.
 
         rows [n]: local rows of the shard's exactly ordered head (by (-rounded score, id)); group g's window is
         rows[starts[g]:stops[g]] ([g] int64 each), `complete[g]` when it holds every shard document at or below
-        the threshold; pickable [g, n] bool: the rows each group may pick; above: shard documents above row 0.
+        the threshold; picks: (groups [r], positions [r]) the rows of its window each group may pick, group by
+        group, positions ascending; above: shard documents above row 0.
 
         A group's window starts at the first document the margins keep against its reference and ends where the
         group has enough (mining_math.window_ends), at max_depth, or at the shard's end (complete). All groups
         share one exactly ordered head of the shard: candidates are taken best-approximate-first (x DEPTH_GROWTH
         per round, from everything that may sit above the lowest threshold); a candidate is final once its
         exact score clears every candidate not taken yet by the float32 error bound, so the windows are exact.
-        Every step is an array operation over all groups at once (issue 15: ~40 groups per query under 'pair').
+        Starts, ends and picks are binary searches in the ordered list (mining_math.margin_starts,
+        window_ends_ordered), never [groups, rows] matrices (issue 15: ~40 groups per query under 'pair').
         """
         mining, approx, slack = self.mining, self.approx, self.slack
         refs = np.asarray(references, dtype=np.float64)
@@ -167,18 +213,19 @@ class _QueryScan:
             rows, scores = top[order], exact[order]
             final = int(np.count_nonzero(round_scores(scores) > bound + slack))
             rows, scores = rows[:final], scores[:final]
-            kept = mm.margin_codes(scores[None, :], refs[:, None], mining) == mm.KEEP  # [g, final]
-            starts = np.where(kept.any(axis=1), kept.argmax(axis=1) if final else 0, final)  # [g] kept: a suffix
+            starts = mm.margin_starts(scores, refs, mining)  # [g] the margins keep a suffix of the list
             codes = np.zeros(final, np.int8)
             first = int(starts.min()) if len(starts) else final
             codes[first:] = self.codes_of(rows[first:])
-            ends, pickable = mm.window_ends(scores, codes, refs, starts, mining)
+            ends, pick_groups, pick_pos = mm.window_ends_ordered(scores, codes, refs, starts, mining)
             everything = take >= len(cand)
             enough = (ends >= 0) & (ends - starts <= mining.max_depth)  # the group has enough inside max_depth
             capped = everything | ((starts < final) & (final - starts >= mining.max_depth))
             if np.all(enough | capped):
                 stops = np.where(enough, ends, np.minimum(final, starts + mining.max_depth))
-                return rows, starts, stops, everything & (stops == final), pickable, sure_above
+                inside = pick_pos < stops[pick_groups]  # picks start at or after the group's start
+                picks = (pick_groups[inside], pick_pos[inside])
+                return rows, starts, stops, everything & (stops == final), picks, sure_above
             take = min(len(cand), take * mm.DEPTH_GROWTH)
             self.rounds += 1
 
@@ -235,13 +282,14 @@ def _pack(column, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig, seed: int,
                  keep_vectors=True, positive_rows: dict[str, int] | None = None,
-                 copy_rows: dict[str, list[int]] | None = None) -> ShardCandidates:
+                 copy_rows: dict[str, list[int]] | None = None,
+                 near_rows: dict[str, np.ndarray] | None = None) -> ShardCandidates:
     """ShardCandidates of one query: one window per pair group, their union stored once, details kept only for
     the rows a group may pick (issue 15: nothing per query that the output does not need). The windows are
     ranges of one ordered list, so the union, its rows and the details are array operations over all groups."""
-    scan = _QueryScan(shard, payload, approx, mining, positive_rows, copy_rows)
+    scan = _QueryScan(shard, payload, approx, mining, positive_rows, copy_rows, near_rows)
     groups = mm.pair_groups(payload.positives, mining.margin_reference)
-    rows, starts, stops, complete, pickable, sure_above = scan.windows(groups.references)
+    rows, starts, stops, complete, (detail_groups, detail_pos), sure_above = scan.windows(groups.references)
     final = len(rows)
     delta = np.zeros(final + 1, np.int64)  # +1 where a window starts, -1 where it stops: covered where > 0
     np.add.at(delta, starts, 1)
@@ -250,9 +298,6 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
     before = np.concatenate([[0], np.cumsum(covered)])  # [final + 1] union rows before each position
     union = rows[covered]  # in the list's order: (-rounded score, id)
     lo = np.where(stops > starts, before[starts], 0).astype(np.int64)
-    positions = np.arange(final)
-    picks = pickable & (positions >= starts[:, None]) & (positions < stops[:, None])  # [g, final]
-    detail_groups, detail_pos = np.nonzero(picks)  # group by group, best first
     codes = scan.codes_of(union)
     # similarities travel per group, to its own pairs only (one positive each under 'pair'): what rows read
     sizes, first, pairs = mm.group_members(groups)
@@ -273,8 +318,13 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
     sorter = np.argsort(rows)  # where each draw sits in the ordered list, if it does
     at = np.minimum(np.searchsorted(rows, drawn, sorter=sorter), max(final - 1, 0))
     listed = sorter[at] if final else np.zeros(len(drawn), np.int64)
-    drawn_pickable = (picks[:, listed] & (rows[listed] == drawn)[None, :]) if final else \
-        np.zeros((len(groups.references), len(drawn)), bool)
+    g = len(groups.references)
+    drawn_pickable = np.zeros((g, len(drawn)), bool)  # [g, m] the draw is a row the group may pick here
+    if final and len(detail_pos):
+        pick_keys = detail_groups.astype(np.int64) * (final + 1) + detail_pos  # ascending: group by group
+        wanted = np.arange(g)[:, None] * (final + 1) + listed[None, :]  # [g, m]
+        found = np.minimum(np.searchsorted(pick_keys, wanted), len(pick_keys) - 1)
+        drawn_pickable = (pick_keys[found] == wanted) & (rows[listed] == drawn)[None, :]
     sent = _draws_needed(drawn, d_scores, d_codes, drawn_pickable, groups.references, mining)
     return ShardCandidates(
         shard=shard.shard,
@@ -419,10 +469,11 @@ class MineShardQueries:
             # Small matrix products per query: BLAS threads only contend (10x slower on a busy 2-core machine);
             # parallelism comes from Beam's workers.
             with threadpool_limits(limits=1, user_api="blas"):
+                near = _near_copy_rows(searcher, payloads, self.mining) if self.mining.near_copy_guard else None
                 approx = scan_scores(searcher.vectors, queries)  # [c, n]: queries @ vectors.T in aligned blocks
                 answers = [
                     shard_answer(searcher, payload, approx[i], self.mining, self.seed, self.keep_vectors, here,
-                                 copies)
+                                 copies, near)
                     for i, payload in enumerate(payloads)
                 ]
             del approx

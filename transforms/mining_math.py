@@ -53,6 +53,34 @@ def cosine_rows(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     return (np.asarray(vectors, dtype=np.float64) * np.asarray(query, dtype=np.float64)).sum(axis=-1)
 
 
+COSINE_BLOCK_ROWS = 256  # rows gathered and scored at once by cosine_rows_at (float64 block ~0.8 MB at 384-d)
+
+
+def cosine_rows_at(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """[len(rows)] cosine_rows(vectors[rows], query), bit for bit, in blocks of COSINE_BLOCK_ROWS rows through two
+    reused buffers: the same float64 products and pairwise sums per row, without gathering, casting and
+    multiplying all rows at once (issue 15: fresh multi-MB temporaries per query cost ~7x the arithmetic)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    source = np.asarray(vectors)  # a plain view of a memory-mapped store: no memmap indexing per block
+    q = np.asarray(query, dtype=np.float64)
+    out = np.empty(len(rows), np.float64)
+    block = min(COSINE_BLOCK_ROWS, len(rows))
+    gathered = np.empty((block, source.shape[1]), source.dtype)
+    products = np.empty((block, source.shape[1]), np.float64)
+    every = len(rows) == len(source) and bool(np.all(rows[1:] > rows[:-1]))  # rows 0..n-1: read in place
+    for start in range(0, len(rows), COSINE_BLOCK_ROWS):
+        part = rows[start : start + COSINE_BLOCK_ROWS]
+        m = len(part)
+        if every:
+            products[:m] = source[start : start + m]
+        else:
+            np.take(source, part, axis=0, out=gathered[:m])
+            products[:m] = gathered[:m]  # float32 -> float64, as np.asarray(vectors, dtype=np.float64)
+        np.multiply(products[:m], q, out=products[:m])
+        np.sum(products[:m], axis=-1, out=out[start : start + m])
+    return out
+
+
 def similarity_to_positives(vectors: np.ndarray, positives: Positives) -> np.ndarray:
     """[n, p] float64 cos(positive_j, candidate_i) for L2-normalised vectors: one BLAS matrix product.
 
@@ -368,6 +396,76 @@ def window_ends(
         end_b = np.where(end_b >= 0, np.maximum(end_b, starts), first_below)
         ends = np.where((ends < 0) | (end_b < 0), -1, np.maximum(ends, end_b))
     return ends, pickable
+
+
+def margin_starts(scores: np.ndarray, references: np.ndarray, mining: MiningConfig) -> np.ndarray:
+    """[g] rows of an ordered list (scores best first by (-rounded score, id)) that the margins drop against each
+    reference: the first row margin_codes keeps, or len(scores) when it keeps none.
+
+    A margin drops every score above a point (s + m > ref and s > ref - |ref| m are monotone in the rounded score,
+    float rounding included), so what it drops is a prefix: one binary search per reference, with margin_codes'
+    own float operations, instead of a [g, n] matrix (issue 15: ~40 references per query under 'pair').
+    """
+    s = round_scores(scores)  # [n] non-increasing
+    refs = np.asarray(references, dtype=np.float64)
+    starts = np.zeros(len(refs), np.int64)
+    m = mining.absolute_margin
+    if m is not None:  # dropped where s + m > ref
+        starts = np.maximum(starts, np.searchsorted(-(s + m), -refs, side="left"))
+    m = mining.relative_margin
+    if m is not None:  # dropped where s > ref - |ref| m
+        starts = np.maximum(starts, np.searchsorted(-s, -(refs - np.abs(refs) * m), side="left"))
+    return starts
+
+
+def window_ends_ordered(
+    scores: np.ndarray,  # [n] one shard's candidates, best first by (-rounded score, id)
+    cand_codes: np.ndarray,  # [n] candidate_codes (any value before a group's start)
+    references: np.ndarray,  # [g] reference score of each pair group
+    starts: np.ndarray,  # [g] first row the margins keep for each group (margin_starts)
+    mining: MiningConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """window_ends without [g, n] matrices: ([g] ends, pick groups [r], pick rows [r]), the rows each group may
+    pick as (group, row) pairs, group by group, rows ascending (np.nonzero of window_ends' pickable).
+
+    Every set window_ends builds is a range of the list: a group's survivors are the rows from its start whose
+    candidate code is KEEP (the margins keep the suffix from `starts`), its band rows those whose rounded score lies
+    in the band (a range, scores being ordered). So ends and picks are binary searches in the positions of the
+    KEEP rows: O(n + g log n) per query instead of O(g n).
+    """
+    n = len(scores)
+    refs = np.asarray(references, dtype=np.float64)
+    starts = np.asarray(starts, dtype=np.int64)
+    kept = np.flatnonzero(np.asarray(cand_codes) == KEEP)  # [k] ascending rows
+    first = np.searchsorted(kept, starts)  # [g] index in `kept` of each group's first survivor
+    available = len(kept) - first
+    need_h = hard_need(mining)
+    if need_h == 0:
+        ends = np.zeros(len(refs), np.int64)
+    else:
+        enough = available >= need_h
+        ends = np.where(enough, kept[np.minimum(first + need_h - 1, len(kept) - 1)] + 1 if len(kept) else 0, -1)
+    ends = np.where(ends < 0, -1, np.maximum(ends, starts))
+    ranges = [(first, np.minimum(available, need_h))]  # (first index in `kept`, count) of each pick range
+    if mining.semi_hard > 0:
+        low, high = mining.semi_hard_band
+        s = round_scores(scores)
+        above_band = np.searchsorted(-s, -(refs - low), side="left")  # rows with s > ref - low come first
+        in_band_end = np.searchsorted(-s, -(refs - high), side="right")  # rows with s >= ref - high
+        band_first = np.searchsorted(kept, np.maximum(starts, above_band))
+        band_count = np.maximum(np.searchsorted(kept, in_band_end) - band_first, 0)
+        need_b = semi_hard_need(mining) + mining.hard
+        end_b = np.where(band_count >= need_b, kept[np.minimum(band_first + need_b - 1, len(kept) - 1)] + 1
+                         if len(kept) else 0, -1)
+        below = np.maximum(in_band_end, starts)  # the first row below the band inside the window
+        end_b = np.where(end_b >= 0, np.maximum(end_b, starts), np.where(below < n, below + 1, -1))
+        ends = np.where((ends < 0) | (end_b < 0), -1, np.maximum(ends, end_b))
+        ranges.append((band_first, np.minimum(band_count, need_b)))
+    groups = np.concatenate([np.repeat(np.arange(len(refs)), count) for _, count in ranges])
+    at = np.concatenate([np.repeat(start - np.cumsum(count) + count, count) + np.arange(count.sum())
+                         for start, count in ranges]).astype(np.int64)
+    key = np.unique(groups * (n + 1) + kept[at]) if len(at) else np.zeros(0, np.int64)
+    return ends, key // (n + 1), key % (n + 1)
 
 
 def _end_of(rank: np.ndarray, need: int) -> np.ndarray:

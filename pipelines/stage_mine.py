@@ -95,7 +95,8 @@ def build_mine_pipeline(pipeline, config: BuildConfig, run: RunLayout, out: RunL
     docs_source = ReadFromParquet(_parquet(run.inputs_table("docs")), columns=["doc_id", "passage"], validate=False)
     docs = pipeline | "ReadDocs" >> docs_source
     queries = pipeline | "ReadQueries" >> ReadFromParquet(_parquet(run.inputs_table("queries")), validate=False)
-    pairs = pipeline | "ReadPairs" >> ReadFromParquet(_parquet(run.inputs_table("pairs")), validate=False)
+    pairs = pipeline | "ReadPairs" >> ReadFromParquetBatched(
+        _parquet(run.inputs_table("pairs")), columns=["query_id", "positive_id"], validate=False)
     embeddings = pipeline | "ReadEmbeddings" >> ReadFromParquetBatched(_parquet(run.embeddings_dir), validate=False)
 
     payloads = {"embeddings": embeddings, "pairs": pairs} | "BuildQueryPayloads" >> BuildQueryPayloads(config.mining)

@@ -130,7 +130,8 @@ def _payload(element, mining) -> list[QueryPayload]:
     stores (transforms.mine_shard.with_vectors: vectors, text hashes, scores), so no vector crosses a shuffle per
     pair (issue 15)."""
     query_id, groups = element
-    query_vectors, positive_ids = list(groups["query"]), sorted(set(groups["positives"]))
+    query_vectors = list(groups["query"])
+    positive_ids = sorted({doc_id for batch in groups["positives"] for doc_id in batch})
     if not query_vectors or not positive_ids:
         return []
     p = len(positive_ids)
@@ -139,9 +140,19 @@ def _payload(element, mining) -> list[QueryPayload]:
     return [QueryPayload(query_id, query_vectors[0][0], pos, depth=mm.initial_depth(mining, p))]
 
 
+def _positives_of_batch(table) -> list[tuple[str, list[str]]]:
+    """(query_id, [positive ids]) per query of a batch of pair rows: one shuffled element per query and batch,
+    not per pair (issue 15: 100k pairs were 100k elements through the join)."""
+    by_query: dict[str, list[str]] = {}
+    for query_id, positive_id in zip(table.column("query_id").to_pylist(), table.column("positive_id").to_pylist()):
+        by_query.setdefault(query_id, []).append(positive_id)
+    return list(by_query.items())
+
+
 class BuildQueryPayloads(beam.PTransform):
-    """{'embeddings': pyarrow tables, 'pairs': pair rows} -> QueryPayload per query with >= 1 judged positive
-    (positive ids only; the shards complete them, dropping positives the index does not hold)."""
+    """{'embeddings': pyarrow tables, 'pairs': pyarrow tables of pair rows (query_id, positive_id)} -> QueryPayload
+    per query with >= 1 judged positive (positive ids only; the shards complete them, dropping positives the
+    index does not hold)."""
 
     def __init__(self, mining):
         super().__init__()
@@ -150,7 +161,7 @@ class BuildQueryPayloads(beam.PTransform):
     def expand(self, inputs):
         tables, pairs = inputs["embeddings"], inputs["pairs"]
         query_vectors = tables | "QueryVectors" >> beam.FlatMap(_vectors_of, "query")
-        positives = pairs | "PositivesPerQuery" >> beam.Map(lambda r: (r["query_id"], r["positive_id"]))
+        positives = pairs | "PositivesPerQuery" >> beam.FlatMap(_positives_of_batch)
         return (
             {"query": query_vectors, "positives": positives}
             | "JoinQueryVectors" >> beam.CoGroupByKey()

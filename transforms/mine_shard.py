@@ -199,7 +199,10 @@ class _QueryScan:
         thresholds = mm.margin_thresholds(refs, mining)  # [g] ~ the highest score kept
         cand = np.flatnonzero(approx <= thresholds.max() + slack)  # [c] every document some group may keep
         sure_above = len(approx) - len(cand)
-        near = int(np.count_nonzero(approx[cand] >= thresholds.min() - slack))  # above or near a threshold
+        edge = thresholds.min()  # every window runs from its threshold at least to the top of its band
+        if mining.semi_hard > 0 and len(refs):
+            edge = min(edge, refs.min() - mining.semi_hard_band[0])
+        near = int(np.count_nonzero(approx[cand] >= edge - slack))  # what some window must hold
         need = mm.hard_need(mining) + mm.semi_hard_need(mining) + mining.hard
         take = min(len(cand), near + 2 * need + 16)
         while True:

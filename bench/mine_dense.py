@@ -8,7 +8,8 @@ judges 40 documents: 36 of its topic (graded 3/2/1 by shared topic words), 3 of 
 domain and 1 of another domain (grade 1: they score low, the stray often below most of the corpus).
 
 Both sides run cold, each in its own fresh process, with the same model (the bundled all-MiniLM-L6-v2), the
-same torch threads (--threads, also OMP_NUM_THREADS), K = 3 hard negatives and relative_margin 0.05:
+same torch threads (--threads, also OMP_NUM_THREADS), K = 3 hard negatives and relative_margin 0.05 (--backend:
+negforge's embed backend, torch by default; --beam-arg: Beam options for its build, e.g. the runner mode):
   negforge  pipelines.build.run_build: ingest -> embed -> index -> mine with the default tiers (3 hard,
             2 semi-hard, 1 random) and --margin-reference pair (the default), DirectRunner
   st        mine_hard_negatives(num_negatives=3, relative_margin=0.05, use_faiss=True, output_format="n-tuple")
@@ -59,7 +60,8 @@ def _judged(beir: str) -> dict:
     return load_beir(beir, SPLIT)
 
 
-def run_negforge(beir: str, workdir: str, threads: int, reference: str, compare: bool) -> dict:
+def run_negforge(beir: str, workdir: str, threads: int, reference: str, compare: bool, backend: str = "torch",
+                 beam_args: list[str] | None = None) -> dict:
     """The whole build, timed; then (untimed, if `compare`) the mine stage alone under every margin reference."""
     import polars as pl
 
@@ -69,12 +71,12 @@ def run_negforge(beir: str, workdir: str, threads: int, reference: str, compare:
     config = BuildConfig(
         output=os.path.join(workdir, "run"),
         ingest=IngestConfig(beir_dir=beir, split=SPLIT),
-        embed=EmbedConfig(model="bundled", torch_threads=threads),
+        embed=EmbedConfig(model="bundled", torch_threads=threads, backend=backend),
         mining=MiningConfig(hard=K, relative_margin=MARGIN, margin_reference=reference),
         overwrite=True,
     )
     started = time.perf_counter()
-    manifest = run_build(config, [])
+    manifest = run_build(config, list(beam_args or []))
     wall = time.perf_counter() - started
     peak = _peak_rss_mib()
     rows = pl.read_parquet(os.path.join(config.output, "negatives"), hive_partitioning=True)
@@ -148,7 +150,8 @@ def run_st(beir: str, threads: int) -> dict:
 def _side(args) -> None:
     """Child process: run one side, write its JSON."""
     if args.side == "negforge":
-        result = run_negforge(args.beir, args.workdir, args.threads, args.reference, args.compare_references)
+        result = run_negforge(args.beir, args.workdir, args.threads, args.reference, args.compare_references,
+                              args.backend, args.beam_arg)
     else:
         result = run_st(args.beir, args.threads)
     with open(args.result, "w", encoding="utf-8") as handle:
@@ -160,6 +163,7 @@ def _spawn(side: str, args, beir: str, workdir: str) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--side", side, "--beir", beir, "--workdir", workdir,
                "--threads", str(args.threads), "--reference", args.reference, "--result", result]
     command += ["--compare-references"] if args.compare_references else []
+    command += ["--backend", args.backend] + [f"--beam-arg={a}" for a in args.beam_arg]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                OMP_NUM_THREADS=str(args.threads))
     load_before = os.getloadavg()[0]
@@ -185,6 +189,9 @@ def main() -> None:
                         help="after the timed build, run the mine stage alone under each margin reference")
     parser.add_argument("--name", help="results file name under bench/results (default mine_dense[_quick]): "
                         "keeps a run under load out of the canonical file")
+    parser.add_argument("--backend", default="torch", help="negforge's --embed-backend (torch, onnx, onnx-int8)")
+    parser.add_argument("--beam-arg", action="append", default=[],
+                        help="a Beam option for the build: --beam-arg=--direct_running_mode=multi_processing")
     parser.add_argument("--side", choices=("negforge", "st"), help=argparse.SUPPRESS)
     parser.add_argument("--beir", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -227,6 +234,7 @@ def main() -> None:
               "seed": 0, "threads": args.threads, "model": "bundled all-MiniLM-L6-v2 (both sides)", "k": K,
               "relative_margin": MARGIN, "negforge_tiers": "3 hard, 2 semi-hard, 1 random (defaults)",
               "negforge_margin_reference": args.reference, "st_output_format": "n-tuple",
+              "negforge_embed_backend": args.backend, "negforge_beam_args": args.beam_arg,
               "compare_references": args.compare_references}
     name = args.name or ("mine_dense_quick" if args.quick else "mine_dense")
     path = write_results(name, {"inputs": inputs, "figures": figures})

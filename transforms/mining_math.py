@@ -371,7 +371,8 @@ def window_ends(
     On the window that starts at the group's margin threshold, enough is hard_need survivors, and
     semi_hard_need + K_hard band survivors or a candidate below the band inside the window. Rows a group may
     pick are its first hard_need survivors and its first semi_hard_need + K_hard band survivors (the global
-    picks of a group, restricted to one shard, are among the shard's).
+    picks of a group, restricted to one shard, are among the shard's). The reference semantics, as [g, n] masks:
+    mining runs window_ends_ordered, which the tests hold to this.
     """
     n = len(scores)
     refs = np.asarray(references, dtype=np.float64)[:, None]  # [g, 1]

@@ -2,6 +2,11 @@
 
 Each group's shard windows are merged (rank = documents above the threshold on every shard + position in the
 merged list), then hard and semi-hard are picked from the merged list and random from the shards' draws.
+
+Nothing is built per (group, union row) (issue 15: [g, u] masks and their running counts, ~40 groups x ~4,900
+union rows per dense query, were most of the merge's time). A group's window on a shard is a range of the shard's
+union, and every union is in the global order's relative order, so a group's list is a few increasing runs of one
+global order: positions, survivors, the band and the cut come from per-shard running counts and searchsorted.
 """
 
 from __future__ import annotations
@@ -20,40 +25,100 @@ from transforms.mine_types import (
     ShardCandidates,
     without_vectors,
 )
-from transforms.topk import SCORE_GRID
+from transforms.topk import SCORE_GRID, round_scores
 
 
-def _unpack(results: list[ShardCandidates], shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """[n] object array of the doc ids at (shard, union row) pairs."""
-    offsets = {}
+def _ids(results: list[ShardCandidates], shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """[n] object array of the doc ids at (shard, union row) pairs: only those rows are decoded."""
     out = np.empty(len(rows), dtype=object)
-    for i, (s, r) in enumerate(zip(shards.tolist(), rows.tolist())):
-        if s not in offsets:
-            offsets[s] = np.concatenate([[0], np.cumsum(results[s].id_lengths, dtype=np.int64)]).tolist()
-        out[i] = bytes(results[s].id_bytes[offsets[s][r]:offsets[s][r + 1]]).decode("utf-8")
+    for s in np.unique(shards).tolist():
+        here = np.flatnonzero(shards == s)
+        lengths = results[s].id_lengths.astype(np.int64)
+        stops = np.cumsum(lengths)[rows[here]]  # [h] end of each id in the shard's id bytes
+        data = results[s].id_bytes.tobytes()
+        out[here] = [data[a:b].decode("utf-8")
+                     for a, b in zip((stops - lengths[rows[here]]).tolist(), stops.tolist())]
     return out
-
-
 
 
 @dataclass
 class _Merged:
-    """Every pair group's merged window of one query: [g, u] masks over all shards' unions in one global order.
+    """Every pair group's merged list of one query, as runs of one global order of all shards' unions.
 
-    Group g's ranked list is the columns where valid[g] (best first): the documents of every shard at or below its
-    margin threshold, cut at the complete prefix and at max_depth; position[g, u] is the column's place in it
-    (0-based), so the raw rank is offset[g] + position + 1.
+    A place is an entry's index in the global order (-rounded score, id). Group g's entries on shard s are union rows
+    lo[s, g]:hi[s, g], at increasing places; its ranked list is all of them in place order, cut at length[g]
+    entries (the complete prefix, max_depth): the ones placed before stop[g]. An entry's position in the list is
+    the count of the group's entries of every shard placed before it (positions), so the raw rank is
+    offset[g] + position + 1.
     """
 
-    scores: np.ndarray  # [u] float64 rounded scores (topk.round_scores), by (-rounded score, id)
-    codes: np.ndarray  # [u] int8 candidate codes
-    shard_of: np.ndarray  # [u] index into the shard results
-    row_of: np.ndarray  # [u] row in that shard's union
-    valid: np.ndarray  # [g, u] bool
-    position: np.ndarray  # [g, u] int64 (meaningful where valid)
+    scores: np.ndarray  # [u] float64 rounded scores (topk.round_scores), by place
+    codes: np.ndarray  # [u] int8 candidate codes, by place
+    shard_of: np.ndarray  # [u] index into the shard results, by place
+    row_of: np.ndarray  # [u] row in that shard's union, by place
+    place: list  # per shard: [u_s] int64 place of each union row (increasing)
+    before: np.ndarray  # [S, u + 1] int64 union rows of shard s among the first j places
+    lo: np.ndarray  # [S, g] int64
+    hi: np.ndarray  # [S, g] int64
     length: np.ndarray  # [g] int64 entries of each group's list
+    stop: np.ndarray  # [g] int64 the list is the group's entries placed before stop
     offset: np.ndarray  # [g] int64 documents of the corpus ranked above each group's threshold
     exhausted: np.ndarray  # [g] bool: the list holds every document at or below the threshold
+
+    def positions(self, groups: np.ndarray, places: np.ndarray) -> np.ndarray:
+        """Entries of group `groups` placed before `places` (broadcast): an entry's 0-based position in its list."""
+        counts = self.before[:, places] - self.lo[:, groups]  # [S, ...]
+        return np.clip(counts, 0, self.hi[:, groups] - self.lo[:, groups]).sum(axis=0)
+
+    def firsts(self, rows: list, start: np.ndarray, stop: np.ndarray, m: int) -> np.ndarray:
+        """[g, m] places of each group's first m listed entries among `rows` (per shard: ascending union rows that
+        qualify) within union rows start[s, g]:stop[s, g], best first; u where there are fewer.
+
+        The first m of a group are among the first m it has on each shard, so S x m candidates per group decide.
+        """
+        g, u = self.lo.shape[1], len(self.scores)
+        found = [np.full((g, m), u, np.int64)]
+        for s, qualify in enumerate(rows):
+            if not len(qualify):
+                continue
+            at = np.searchsorted(qualify, start[s])[:, None] + np.arange(m)  # [g, m]
+            inside = at < np.searchsorted(qualify, stop[s])[:, None]
+            found.append(np.where(inside, self.place[s][qualify[np.minimum(at, len(qualify) - 1)]], u))
+        places = np.sort(np.concatenate(found, axis=1), axis=1)[:, :m]
+        return np.where(places < self.stop[:, None], places, u)
+
+    def first_at_or_after(self, places: np.ndarray) -> np.ndarray:
+        """[g] place of each group's first listed entry placed at or after places[g]; u where none."""
+        u, every = len(self.scores), np.arange(self.lo.shape[1])
+        first = np.full(len(every), u, np.int64)
+        for s, place in enumerate(self.place):
+            row = np.maximum(self.lo[s], self.before[s, places])  # [g]
+            inside = row < self.hi[s]
+            first = np.where(inside, np.minimum(first, place[np.minimum(row, len(place) - 1)] if len(place) else u),
+                             first)
+        return np.where(first < self.stop, first, u)
+
+    def listed(self, k: int) -> np.ndarray:
+        """Places of group k's list, best first (what pick_mined reads)."""
+        runs = [place[self.lo[s, k]:self.hi[s, k]] for s, place in enumerate(self.place)]
+        return np.sort(np.concatenate(runs))[: self.length[k]]
+
+
+def _global_order(results: list[ShardCandidates], units: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """[u] concatenated entry at each global place: topk.order_by_score_then_id. Ids are decoded only where two
+    entries share a rounded score (the tie-break)."""
+    order = np.argsort(-units, kind="stable")
+    ranked = units[order]
+    tied = np.zeros(len(units), bool)
+    tied[1:] = ranked[1:] == ranked[:-1]
+    if not tied.any():
+        return order
+    tied[:-1] |= tied[1:]
+    shared = np.sort(order[tied])
+    owner = np.searchsorted(first, shared, side="right") - 1
+    tie = np.zeros(len(units), np.int64)  # among entries of one rounded score: the order of their ids
+    tie[shared[np.argsort(_ids(results, owner, shared - first[owner]), kind="stable")]] = np.arange(len(shared))
+    return np.lexsort((tie, -units))
 
 
 def merge_windows(results: list[ShardCandidates], groups: int, max_depth: int) -> _Merged:
@@ -61,96 +126,124 @@ def merge_windows(results: list[ShardCandidates], groups: int, max_depth: int) -
 
     Each shard window is a prefix of the shard's documents below the group's threshold, so the merge is exact up
     to the earliest last entry of a window that is not complete; the rank offset is the sum of the shards'
-    counts above the threshold. Both are the same for any number of shards. One global order per query; each
-    group's list is a subset of it (a [g, u] mask), so nothing runs per group. Ids are decoded only where two
-    entries share a rounded score (the tie-break), and for the picks.
+    counts above the threshold. Both are the same for any number of shards.
     """
+    sizes = np.array([r.union_size for r in results], np.int64)
+    first = np.cumsum(sizes) - sizes  # [S] where each shard's union starts in the concatenation
     units = np.concatenate([r.units for r in results]).astype(np.int64)
-    first = np.cumsum([0] + [len(r.units) for r in results])[:-1].astype(np.int64)
-    u, every = len(units), np.arange(groups)
-    tie = np.zeros(u, np.int64)  # among entries of one rounded score: the order of their ids
-    _, inverse, counts = np.unique(units, return_inverse=True, return_counts=True)
-    shared = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
-    if len(shared):
-        owner = np.searchsorted(first, shared, side="right") - 1
-        ids = _unpack(results, owner, shared - first[owner])
-        tie[shared[np.argsort(ids, kind="stable")]] = np.arange(len(shared))
-    order = np.lexsort((tie, -units))  # [u] concatenated entry at each global place: topk.order_by_score_then_id
-    place = np.empty(u, np.int64)
-    place[order] = np.arange(u)
-    delta = np.zeros((groups, u + 1), np.int32)  # +1 where a window starts, -1 where it stops (concatenated)
-    for start, r in zip(first.tolist(), results):
-        np.add.at(delta, (every, start + r.lo), 1)
-        np.add.at(delta, (every, start + r.hi), -1)
-    member = (np.cumsum(delta[:, :u], axis=1) > 0)[:, order]  # [g, u] in global order
-    count = np.cumsum(member, axis=1, dtype=np.int64)  # [g, u] group entries up to each column
-    total = count[:, -1] if u else np.zeros(groups, np.int64)
-    cut, incomplete = np.minimum(total, max_depth), np.zeros(groups, bool)
-    for start, r in zip(first.tolist(), results):
-        if u:  # group entries up to the window's last one (0 for an empty window)
-            end = np.where(r.hi > r.lo, count[every, place[np.clip(start + r.hi - 1, 0, u - 1)]], 0)
-        else:
-            end = np.zeros(groups, np.int64)
-        cut = np.where(r.complete, cut, np.minimum(cut, end))
-        incomplete |= ~r.complete
-    shard_of = np.searchsorted(first, order, side="right") - 1
-    return _Merged(
+    order = _global_order(results, units, first)
+    u, shards = len(units), np.arange(len(results))
+    where = np.empty(u, np.int64)
+    where[order] = np.arange(u)
+    place = [where[a:a + n] for a, n in zip(first.tolist(), sizes.tolist())]
+    if any(np.any(np.diff(p) <= 0) for p in place):
+        raise ValueError("a shard's union is not in (-rounded score, id) order: the merge's runs rely on it (a bug)")
+    shard_of = np.repeat(shards, sizes)[order]
+    before = np.zeros((len(results), u + 1), np.int64)
+    np.cumsum(shard_of[None, :] == shards[:, None], axis=1, out=before[:, 1:])
+    lo = np.array([r.lo for r in results], np.int64).reshape(len(results), groups)  # [S, g]
+    hi = np.array([r.hi for r in results], np.int64).reshape(len(results), groups)
+    complete = np.array([r.complete for r in results], bool).reshape(len(results), groups)
+    last = np.where(hi > lo, np.array([p[np.maximum(h - 1, 0)] + 1 if len(p) else np.zeros_like(h)
+                                       for p, h in zip(place, hi)]).reshape(lo.shape), 0)  # [S, g] past each run
+    merged = _Merged(
         scores=units[order].astype(np.float64) * SCORE_GRID,  # == round_scores(exact score): the same decisions
         codes=np.concatenate([r.codes for r in results])[order],
         shard_of=shard_of,
         row_of=order - first[shard_of],
-        valid=member & (count <= cut[:, None]),
-        position=count - 1,
-        length=cut,
-        offset=np.sum([r.above for r in results], axis=0).astype(np.int64),
-        exhausted=~incomplete & (cut == total),
+        place=place,
+        before=before,
+        lo=lo,
+        hi=hi,
+        length=np.zeros(groups, np.int64),
+        stop=np.full(groups, u, np.int64),
+        offset=np.sum([r.above for r in results], axis=0).astype(np.int64).reshape(groups),
+        exhausted=np.zeros(groups, bool),
     )
+    every = np.arange(groups)
+    total = (hi - lo).sum(axis=0)  # [g]
+    ends = np.where(complete, np.iinfo(np.int64).max, merged.positions(every[None, :], last))  # [S, g]
+    cut = np.minimum(np.minimum(total, max_depth), ends.min(axis=0, initial=np.iinfo(np.int64).max))
+    stop = np.where(cut == total, u, np.where(ends == cut, last, u + 1).min(axis=0, initial=u + 1))
+    if np.any(stop > u):  # cut at max_depth: the place past the cut-th entry, by bisection
+        stop = np.where(stop > u, _stop_of(merged, cut), stop)
+    merged.length, merged.stop = cut, stop
+    merged.exhausted = complete.all(axis=0) & (cut == total)
+    return merged
 
 
-def _nth(counts: np.ndarray, n: int, position: np.ndarray) -> np.ndarray:
-    """[g] position where each row of running counts [g, u] first reaches n (callers check that it does)."""
-    if counts.shape[1] == 0:
-        return np.zeros(len(counts), np.int64)
-    return position[np.arange(len(counts)), np.argmax(counts >= n, axis=1)]
+def _stop_of(merged: _Merged, count: np.ndarray) -> np.ndarray:
+    """[g] the first place with count[g] of the group's entries before it (bisection over places)."""
+    every = np.arange(len(count))
+    low, high = np.zeros(len(count), np.int64), np.full(len(count), len(merged.scores), np.int64)
+    while np.any(low < high):
+        mid = (low + high) // 2
+        enough = merged.positions(every, mid) >= count
+        low, high = np.where(enough, low, mid + 1), np.where(enough, mid, high)
+    return low
 
 
-def pick_groups(merged: _Merged, reasons: np.ndarray, refs: np.ndarray, mining: MiningConfig, seed: int,
-                query_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hard [g, u] bool, semi_hard [g, u] bool, used [g]): mining_math.pick_mined of every pair group.
+def pick_groups(merged: _Merged, results: list[ShardCandidates], refs: np.ndarray, mining: MiningConfig, seed: int,
+                query_id: str) -> tuple[tuple, tuple, np.ndarray]:
+    """((groups, places) hard, (groups, places) semi-hard, stops [g]): mining_math.pick_mined of every pair group,
+    picks group by group, best first; stops[g]: the prefix of the list the group's choice relies on ends before
+    that place (pick_mined's `used`).
 
-    'top' sampling is array operations over all groups at once; uniform / simans draw per group (pick_mined with
-    fresh per-tier rngs, as for a group alone).
+    Every listed entry passes the margins (a window starts at its group's threshold), so the reasons are the
+    candidate codes. 'top' works on all groups at once: the picks are each group's first survivors (and band
+    survivors), found among each shard's first ones (_Merged.firsts); uniform / simans draw per group
+    (pick_mined with fresh per-tier rngs, as for a group alone).
     """
-    g, u = merged.valid.shape
-    hard, semi = np.zeros((g, u), bool), np.zeros((g, u), bool)
+    g, u = len(refs), len(merged.scores)
     if mining.sampling != "top":
-        used = np.zeros(g, np.int64)
-        for k in range(g):
-            cols = np.flatnonzero(merged.valid[k])
-            rngs = {tier: mm.tier_rng(seed, query_id, tier) for tier in ("hard", "semi_hard", "random")}
-            pick = mm.pick_mined(merged.scores[cols], reasons[k, cols], float(refs[k]), bool(merged.exhausted[k]),
-                                 mining, rngs)
-            hard[k, cols[pick.hard]] = True
-            semi[k, cols[pick.semi_hard]] = True
-            used[k] = pick.used
-        return hard, semi, used
-    position, length, none = merged.position, merged.length, np.zeros(g, np.int64)
-    survive = merged.valid & (reasons == mm.KEEP)  # [g, u]
-    rank = np.cumsum(survive, axis=1, dtype=np.int64)  # survivors up to each column
-    hard = survive & (rank > mining.range_min) & (rank <= min(mining.range_min + mining.hard, mining.range_max))
-    need = mm.hard_need(mining)
-    survivors = rank[:, -1] if u else none
-    used = np.where(survivors < need, length, _nth(rank, need, position) + 1) if need else none
+        return _pick_sampled(merged, refs, mining, seed, query_id)
+    keep = [np.flatnonzero(r.codes == mm.KEEP) for r in results]  # per shard: union rows that survive the guards
+    need, top = mm.hard_need(mining), min(mining.range_min + mining.hard, mining.range_max)
+    survivors = merged.firsts(keep, merged.lo, merged.hi, need)  # [g, need]
+    hard = survivors[:, mining.range_min:top]  # [g, <= K_hard] places, u where none
+    stops = np.zeros(g, np.int64)
+    if need:
+        stops = np.where(survivors[:, -1] < u, survivors[:, -1] + 1, merged.stop)
+    semi = np.full((g, 0), u, np.int64)
     if mining.semi_hard > 0:
-        band = survive & ~hard & mm.in_band(merged.scores[None, :], refs[:, None], mining.semi_hard_band)
-        band_rank = np.cumsum(band, axis=1, dtype=np.int64)
-        pool = np.minimum(band_rank[:, -1] if u else none, mining.semi_hard_pool)
-        semi = band & (band_rank <= min(mining.semi_hard, mining.semi_hard_pool))
-        below = merged.valid & mm.below_band(merged.scores[None, :], refs[:, None], mining.semi_hard_band)
-        first_below = np.where(below.any(axis=1), _nth(np.cumsum(below, axis=1), 1, position) + 1, length)
+        s = round_scores(merged.scores)  # descending: the band and below it are runs of places
+        low, high = mining.semi_hard_band
+        start = np.searchsorted(-s, -(refs - low), side="left")  # [g] first place with s <= floor - LOW
+        end = np.searchsorted(-s, -(refs - high), side="right")  # [g] first place with s < floor - HIGH
         need_b = mm.semi_hard_need(mining)
-        used = np.maximum(used, np.where(pool >= need_b, _nth(band_rank, need_b, position) + 1, first_below))
-    return hard, semi, used
+        band = merged.firsts(keep, np.maximum(merged.lo, merged.before[:, start]),
+                             np.minimum(merged.hi, merged.before[:, end]), need_b + hard.shape[1])
+        band = np.where((band[:, :, None] == hard[:, None, :]).any(axis=2), u, band)  # what hard left
+        band = np.sort(band, axis=1)[:, :need_b]
+        semi = band[:, :min(mining.semi_hard, mining.semi_hard_pool)]
+        below = merged.first_at_or_after(end)
+        stops_b = np.where(below < u, below + 1, merged.stop)
+        if need_b and mining.semi_hard_pool >= need_b:
+            stops_b = np.where(band[:, -1] < u, band[:, -1] + 1, stops_b)
+        stops = np.maximum(stops, stops_b)
+    return _picked(hard, u), _picked(semi, u), stops
+
+
+def _picked(places: np.ndarray, u: int) -> tuple[np.ndarray, np.ndarray]:
+    """(groups [r], places [r]) of a [g, k] table of picks (u where none), group by group, best first."""
+    groups, column = np.nonzero(places < u)
+    return groups, places[groups, column]
+
+
+def _pick_sampled(merged: _Merged, refs: np.ndarray, mining: MiningConfig, seed: int, query_id: str):
+    """pick_groups for uniform / simans sampling: pick_mined on each group's list."""
+    picks, stops = ([], [], [], []), np.zeros(len(refs), np.int64)
+    for k in range(len(refs)):
+        cols = merged.listed(k)
+        rngs = {tier: mm.tier_rng(seed, query_id, tier) for tier in ("hard", "semi_hard", "random")}
+        pick = mm.pick_mined(merged.scores[cols], merged.codes[cols], float(refs[k]), bool(merged.exhausted[k]),
+                             mining, rngs)
+        for i, chosen in enumerate((pick.hard, pick.semi_hard)):
+            picks[2 * i].append(np.full(len(chosen), k, np.int64))
+            picks[2 * i + 1].append(cols[chosen])
+        stops[k] = cols[pick.used - 1] + 1 if pick.used else 0
+    hg, hp, sg, sp = (np.concatenate(x).astype(np.int64) if x else np.zeros(0, np.int64) for x in picks)
+    return (hg, hp), (sg, sp), stops
 
 
 def pick_random_groups(results: list[ShardCandidates], refs: np.ndarray, excluded: list[set], positive_ids: list,
@@ -188,21 +281,27 @@ def pick_random_groups(results: list[ShardCandidates], refs: np.ndarray, exclude
     return groups, shards[picked], draws[picked]
 
 
-def query_stats(merged: _Merged, reasons: np.ndarray, used: np.ndarray, picked: dict, groups: mm.PairGroups,
-                payload: QueryPayload, mining: MiningConfig, results: list[ShardCandidates]) -> dict:
+
+def query_stats(merged: _Merged, results: list[ShardCandidates], stops: np.ndarray, picked: dict,
+                groups: mm.PairGroups, payload: QueryPayload, mining: MiningConfig) -> dict:
     """Per-query counts, summed over queries into the stage's selection statistics.
 
     Per pair group, the documents ranked above its margin threshold (judged positives by their own scores, the
-    rest under the margin guard) plus the window prefix its picks rely on, by first guard; dropped: the group
-    of the highest reference, per query; dropped_pairs: every group, once per pair.
+    rest under the margin guard) plus the window prefix its picks rely on (its entries placed before stops[g]), by
+    first guard; dropped: the group of the highest reference, per query; dropped_pairs: every group, once per pair.
     picked: {tier: (groups [r], negative ids [r])}.
     """
     p, slots = len(payload.positives.ids), len(mm.GUARDS) + 1
     sizes, refs = groups.sizes(), groups.references
     g = len(refs)
     margin = "relative_margin" if mining.relative_margin is not None else "absolute_margin"
-    rows, cols = np.nonzero(merged.valid & (merged.position < used[:, None]))  # the prefix each group relies on
-    counts = np.bincount(rows * slots + reasons[rows, cols].astype(np.int64), minlength=g * slots).reshape(g, slots)
+    counts = np.zeros((g, slots), np.int64)
+    for s, r in enumerate(results):  # the prefix each group relies on: rows lo:end of each shard's run
+        running = np.zeros((r.union_size + 1, slots), np.int64)  # [u_s + 1, slots] codes among the first rows
+        np.cumsum(r.codes[:, None] == np.arange(slots), axis=0, out=running[1:])
+        end = np.clip(merged.before[s, stops], merged.lo[s], merged.hi[s])
+        counts += running[end] - running[merged.lo[s]]
+    used = merged.positions(np.arange(g), stops)
     judged = np.count_nonzero(mm.margin_codes(payload.positives.scores[None, :], refs[:, None], mining), axis=1)
     judged_above = np.minimum(judged, merged.offset)
     counts[:, mm.GUARDS.index("judged_positive") + 1] += judged_above
@@ -214,7 +313,7 @@ def query_stats(merged: _Merged, reasons: np.ndarray, used: np.ndarray, picked: 
     return {
         "queries": 1,
         "pairs": p,
-        "candidates_seen": int(sum(len(r.units) for r in results)),
+        "candidates_seen": int(sum(r.union_size for r in results)),
         "dropped": {guard: int(every[i + 1]) for i, guard in enumerate(mm.GUARDS)},
         "dropped_pairs": {guard: int(per_pair[i + 1]) for i, guard in enumerate(mm.GUARDS)},
         "deeper_search_histogram": {str(mm.rounds_for(int(used.max(initial=0)), mining, p)): 1},
@@ -222,6 +321,17 @@ def query_stats(merged: _Merged, reasons: np.ndarray, used: np.ndarray, picked: 
         "pairs_full": {t: pairs_full[t] for t, k in wanted.items() if k > 0},
         "negatives": {t: len(set(picked[t][1].tolist())) for t in wanted},
     }
+
+
+def _check_margins(merged: _Merged, refs: np.ndarray, mining: MiningConfig) -> None:
+    """Every listed entry passes its group's margins (margin codes are monotone in the rounded score and a window
+    starts at the threshold), so the merge reads candidate codes as reasons: checked on each run's best entry."""
+    for s, place in enumerate(merged.place):
+        runs = np.flatnonzero(merged.hi[s] > merged.lo[s])
+        best = merged.scores[place[merged.lo[s, runs]]]
+        if np.any(mm.margin_codes(best, refs[runs], mining) != mm.KEEP):
+            raise ValueError("a shard window starts above its group's margin threshold: window_ends and the merge "
+                             "disagree (a bug)")
 
 
 class MergeShardsFn(beam.DoFn):
@@ -251,12 +361,11 @@ class MergeShardsFn(beam.DoFn):
         groups = mm.pair_groups(payload.positives, mining.margin_reference)
         refs = groups.references
         merged = merge_windows(results, len(refs), mining.max_depth)
-        reasons = mm.first_reasons(merged.codes[None, :], mm.margin_codes(merged.scores[None, :], refs[:, None],
-                                                                           mining))  # [g, u]
-        hard, semi, used = pick_groups(merged, reasons, refs, mining, self.seed, query_id)
-        mined = [np.nonzero(hard), np.nonzero(semi)]  # per tier: (groups, columns), group by group, best first
+        _check_margins(merged, refs, mining)
+        mined = pick_groups(merged, results, refs, mining, self.seed, query_id)  # hard, semi-hard, stops
+        stops, mined = mined[2], list(mined[:2])  # per tier: (groups, places), group by group, best first
         cols = np.concatenate([mined[0][1], mined[1][1]])
-        pick_ids = _unpack(results, merged.shard_of[cols], merged.row_of[cols])  # hard then semi-hard
+        pick_ids = _ids(results, merged.shard_of[cols], merged.row_of[cols])  # hard then semi-hard
         excluded = [set() for _ in refs]
         for g, doc_id in zip(np.concatenate([mined[0][0], mined[1][0]]).tolist(), pick_ids.tolist()):
             excluded[g].add(doc_id)
@@ -267,11 +376,11 @@ class MergeShardsFn(beam.DoFn):
             random = (np.zeros(0, np.int64),) * 3
         negatives = self._negatives(merged, results, groups, mined, random, pick_ids)
         hard_count = len(mined[0][0])
-        stats = query_stats(merged, reasons, used, {
+        stats = query_stats(merged, results, stops, {
             "hard": (mined[0][0], pick_ids[:hard_count]),
             "semi_hard": (mined[1][0], pick_ids[hard_count:]),
             "random": (random[0], np.array([results[s].draw_ids[i] for s, i in zip(*random[1:])], dtype=object)),
-        }, groups, payload, mining, results)
+        }, groups, payload, mining)
         self._count(stats, results)
         if not self.keep_vectors:
             payload = without_vectors(payload)
@@ -291,8 +400,9 @@ class MergeShardsFn(beam.DoFn):
         cols = np.concatenate([hc, sc])
         ids = np.concatenate([pick_ids, np.array([results[s].draw_ids[i] for s, i in zip(rs.tolist(),
                               rd.tolist())], dtype=object)])
-        ranks = np.concatenate([merged.offset[member_group[: len(cols)]]
-                                + merged.position[member_group[: len(cols)], cols] + 1, np.full(len(rg), -1)])
+        mined_group = member_group[: len(cols)]
+        ranks = np.concatenate([merged.offset[mined_group] + merged.positions(mined_group, cols) + 1,
+                                np.full(len(rg), -1)])
         scores = np.concatenate([np.zeros(len(cols)), np.array([results[s].draw_scores[i] for s, i in
                                                                 zip(rs.tolist(), rd.tolist())], np.float64)])
         # where each member's similarities start in one flat array of every shard's details, then every draw's

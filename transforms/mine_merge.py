@@ -28,17 +28,25 @@ from transforms.mine_types import (
 from transforms.topk import SCORE_GRID, round_scores
 
 
-def _ids(results: list[ShardCandidates], shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """[n] object array of the doc ids at (shard, union row) pairs: only those rows are decoded."""
-    out = np.empty(len(rows), dtype=object)
-    for s in np.unique(shards).tolist():
-        here = np.flatnonzero(shards == s)
-        lengths = results[s].id_lengths.astype(np.int64)
-        stops = np.cumsum(lengths)[rows[here]]  # [h] end of each id in the shard's id bytes
-        data = results[s].id_bytes.tobytes()
-        out[here] = [data[a:b].decode("utf-8")
-                     for a, b in zip((stops - lengths[rows[here]]).tolist(), stops.tolist())]
-    return out
+class _Ids:
+    """The doc ids of (shard, union row) pairs of one query, decoded only where asked (the tie-break, the picks)."""
+
+    def __init__(self, results: list[ShardCandidates]):
+        self.results, self.shards = results, {}
+
+    def __call__(self, shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """[n] object array of str."""
+        out = np.empty(len(rows), dtype=object)
+        for s in np.unique(shards).tolist():
+            if s not in self.shards:  # where each id ends in the shard's id bytes, and the bytes
+                r = self.results[s]
+                self.shards[s] = (np.cumsum(r.id_lengths, dtype=np.int64), r.id_bytes.tobytes())
+            ends, data = self.shards[s]
+            here = rows[shards == s]
+            stops = ends[here]
+            starts = stops - self.results[s].id_lengths[here]
+            out[shards == s] = [data[a:b].decode("utf-8") for a, b in zip(starts.tolist(), stops.tolist())]
+        return out
 
 
 @dataclass
@@ -64,6 +72,7 @@ class _Merged:
     stop: np.ndarray  # [g] int64 the list is the group's entries placed before stop
     offset: np.ndarray  # [g] int64 documents of the corpus ranked above each group's threshold
     exhausted: np.ndarray  # [g] bool: the list holds every document at or below the threshold
+    ids: _Ids
 
     def positions(self, groups: np.ndarray, places: np.ndarray) -> np.ndarray:
         """Entries of group `groups` placed before `places` (broadcast): an entry's 0-based position in its list."""
@@ -104,7 +113,7 @@ class _Merged:
         return np.sort(np.concatenate(runs))[: self.length[k]]
 
 
-def _global_order(results: list[ShardCandidates], units: np.ndarray, first: np.ndarray) -> np.ndarray:
+def _global_order(ids: _Ids, units: np.ndarray, first: np.ndarray) -> np.ndarray:
     """[u] concatenated entry at each global place: topk.order_by_score_then_id. Ids are decoded only where two
     entries share a rounded score (the tie-break)."""
     order = np.argsort(-units, kind="stable")
@@ -114,11 +123,12 @@ def _global_order(results: list[ShardCandidates], units: np.ndarray, first: np.n
     if not tied.any():
         return order
     tied[:-1] |= tied[1:]
-    shared = np.sort(order[tied])
+    at = np.flatnonzero(tied)  # places of the entries that share a rounded score (runs of one score)
+    shared = order[at]
     owner = np.searchsorted(first, shared, side="right") - 1
-    tie = np.zeros(len(units), np.int64)  # among entries of one rounded score: the order of their ids
-    tie[shared[np.argsort(_ids(results, owner, shared - first[owner]), kind="stable")]] = np.arange(len(shared))
-    return np.lexsort((tie, -units))
+    by_id = np.argsort(ids(owner, shared - first[owner]), kind="stable")
+    order[at] = shared[by_id[np.argsort(-units[shared[by_id]], kind="stable")]]  # by score, then by id
+    return order
 
 
 def merge_windows(results: list[ShardCandidates], groups: int, max_depth: int) -> _Merged:
@@ -131,7 +141,8 @@ def merge_windows(results: list[ShardCandidates], groups: int, max_depth: int) -
     sizes = np.array([r.union_size for r in results], np.int64)
     first = np.cumsum(sizes) - sizes  # [S] where each shard's union starts in the concatenation
     units = np.concatenate([r.units for r in results]).astype(np.int64)
-    order = _global_order(results, units, first)
+    ids = _Ids(results)
+    order = _global_order(ids, units, first)
     u, shards = len(units), np.arange(len(results))
     where = np.empty(u, np.int64)
     where[order] = np.arange(u)
@@ -159,6 +170,7 @@ def merge_windows(results: list[ShardCandidates], groups: int, max_depth: int) -
         stop=np.full(groups, u, np.int64),
         offset=np.sum([r.above for r in results], axis=0).astype(np.int64).reshape(groups),
         exhausted=np.zeros(groups, bool),
+        ids=ids,
     )
     every = np.arange(groups)
     total = (hi - lo).sum(axis=0)  # [g]
@@ -246,40 +258,42 @@ def _pick_sampled(merged: _Merged, refs: np.ndarray, mining: MiningConfig, seed:
     return (hg, hp), (sg, sp), stops
 
 
-def pick_random_groups(results: list[ShardCandidates], refs: np.ndarray, excluded: list[set], positive_ids: list,
-                       k: int, mining: MiningConfig, rng: np.random.Generator):
+def pick_random_groups(results: list[ShardCandidates], refs: np.ndarray, excluded: tuple[np.ndarray, np.ndarray],
+                       positive_ids: list, k: int, mining: MiningConfig, rng: np.random.Generator):
     """(groups [r], shards [r], draws [r]): every group's random picks, group by group in draw order.
 
     mining_math.pick_random for each group, with one visit order for all (mining_math.RandomVisits: each group
     draws from a fresh rng of the same per-query stream, and which draw comes next never depends on the guards):
-    a group keeps the first k visited draws that passed its guards and are not among `excluded[g]` (its hard and
-    semi-hard picks) or the judged positives. Draws are distinct documents (shards are disjoint), so no draw is
-    taken twice.
+    a group keeps the first k visited draws that passed its guards and are not among its hard and semi-hard picks
+    (excluded: (groups [e], ids [e])) or the judged positives. Draws are distinct documents (shards are
+    disjoint), so no draw is taken twice, and each exclusion is one column of the draws, found by id once.
     """
-    # [g, every shard's draws]; draws that did not travel are never reached (_draws_needed): never accepted
-    ok = np.concatenate([np.pad((r.draw_codes == mm.KEEP)[None, :]
-                                & (mm.margin_codes(r.draw_scores[None, :], refs[:, None], mining) == mm.KEEP),
-                                ((0, 0), (0, r.draw_count - len(r.draw_ids))))
-                         for r in results], axis=1)
     base = np.cumsum([0] + [r.draw_count for r in results])[:-1].astype(np.int64)
+    # [g, every shard's draws]; draws that did not travel are never reached (_draws_needed): never accepted
+    ok = np.zeros((len(refs), sum(r.draw_count for r in results)), bool)
+    travelled = np.concatenate([np.arange(len(r.draw_ids)) + start for start, r in zip(base.tolist(), results)])
+    scores = np.concatenate([r.draw_scores for r in results]).astype(np.float64)
+    ok[:, travelled] = (np.concatenate([r.draw_codes for r in results]) == mm.KEEP)[None, :] \
+        & (mm.margin_codes(scores[None, :], refs[:, None], mining) == mm.KEEP)
+    column = {}  # travelled draw id -> its column of ok
+    for start, r in zip(base.tolist(), results):
+        column.update(zip(r.draw_ids.tolist(), range(start, start + len(r.draw_ids))))
+    ok[:, [column[x] for x in positive_ids if x in column]] = False
+    hits = [(g, column[x]) for g, x in zip(excluded[0].tolist(), excluded[1].tolist()) if x in column]
+    if hits:
+        ok[tuple(np.array(hits).T)] = False
     visits = mm.RandomVisits(np.array([r.ntotal for r in results]), [r.draw_count for r in results], rng)
     want = k + 8
     while True:
         visits.extend(want)
         shards, draws = np.array(visits.shards, np.int64), np.array(visits.draws, np.int64)
         passes = ok[:, base[shards] + draws]  # [g, v]
-        at = {str(results[s].draw_ids[i]): v for v, (s, i) in enumerate(zip(visits.shards, visits.draws))
-              if i < len(results[s].draw_ids)}
-        passes[:, [at[x] for x in positive_ids if x in at]] = False
-        for g, chosen in enumerate(excluded):
-            passes[g, [at[x] for x in chosen if x in at]] = False
         rank = np.cumsum(passes, axis=1)
         if visits.done or not len(shards) or bool((rank[:, -1] >= k).all()):
             break
         want *= 2
     groups, picked = np.nonzero(passes & (rank <= k))
     return groups, shards[picked], draws[picked]
-
 
 
 def query_stats(merged: _Merged, results: list[ShardCandidates], stops: np.ndarray, picked: dict,
@@ -295,12 +309,12 @@ def query_stats(merged: _Merged, results: list[ShardCandidates], stops: np.ndarr
     sizes, refs = groups.sizes(), groups.references
     g = len(refs)
     margin = "relative_margin" if mining.relative_margin is not None else "absolute_margin"
-    counts = np.zeros((g, slots), np.int64)
-    for s, r in enumerate(results):  # the prefix each group relies on: rows lo:end of each shard's run
-        running = np.zeros((r.union_size + 1, slots), np.int64)  # [u_s + 1, slots] codes among the first rows
-        np.cumsum(r.codes[:, None] == np.arange(slots), axis=0, out=running[1:])
-        end = np.clip(merged.before[s, stops], merged.lo[s], merged.hi[s])
-        counts += running[end] - running[merged.lo[s]]
+    # the prefix each group relies on: rows lo:end of each shard's run, counted by code on the concatenated unions
+    running = np.zeros((len(merged.codes) + 1, slots), np.int64)  # [u + 1, slots] codes among the first rows
+    np.cumsum(np.concatenate([r.codes for r in results])[:, None] == np.arange(slots), axis=0, out=running[1:])
+    first = (np.cumsum([r.union_size for r in results]) - [r.union_size for r in results])[:, None]  # [S, 1]
+    end = np.clip(merged.before[:, stops], merged.lo, merged.hi)  # [S, g]
+    counts = (running[first + end] - running[first + merged.lo]).sum(axis=0)  # [g, slots]
     used = merged.positions(np.arange(g), stops)
     judged = np.count_nonzero(mm.margin_codes(payload.positives.scores[None, :], refs[:, None], mining), axis=1)
     judged_above = np.minimum(judged, merged.offset)
@@ -365,10 +379,8 @@ class MergeShardsFn(beam.DoFn):
         mined = pick_groups(merged, results, refs, mining, self.seed, query_id)  # hard, semi-hard, stops
         stops, mined = mined[2], list(mined[:2])  # per tier: (groups, places), group by group, best first
         cols = np.concatenate([mined[0][1], mined[1][1]])
-        pick_ids = _ids(results, merged.shard_of[cols], merged.row_of[cols])  # hard then semi-hard
-        excluded = [set() for _ in refs]
-        for g, doc_id in zip(np.concatenate([mined[0][0], mined[1][0]]).tolist(), pick_ids.tolist()):
-            excluded[g].add(doc_id)
+        pick_ids = merged.ids(merged.shard_of[cols], merged.row_of[cols])  # hard then semi-hard
+        excluded = (np.concatenate([mined[0][0], mined[1][0]]), pick_ids)  # each group's own picks
         if mining.random > 0:
             random = pick_random_groups(results, refs, excluded, payload.positives.ids.tolist(), mining.random,
                                         mining, mm.tier_rng(self.seed, query_id, "random"))

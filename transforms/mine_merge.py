@@ -107,10 +107,13 @@ class _Merged:
                              first)
         return np.where(first < self.stop, first, u)
 
+    def runs(self, k: int) -> np.ndarray:
+        """Places of group k's entries on every shard, shard by shard (before the cut)."""
+        return np.concatenate([place[self.lo[s, k]:self.hi[s, k]] for s, place in enumerate(self.place)])
+
     def listed(self, k: int) -> np.ndarray:
         """Places of group k's list, best first (what pick_mined reads)."""
-        runs = [place[self.lo[s, k]:self.hi[s, k]] for s, place in enumerate(self.place)]
-        return np.sort(np.concatenate(runs))[: self.length[k]]
+        return np.sort(self.runs(k))[: self.length[k]]
 
 
 def _global_order(ids: _Ids, units: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -177,22 +180,11 @@ def merge_windows(results: list[ShardCandidates], groups: int, max_depth: int) -
     ends = np.where(complete, np.iinfo(np.int64).max, merged.positions(every[None, :], last))  # [S, g]
     cut = np.minimum(np.minimum(total, max_depth), ends.min(axis=0, initial=np.iinfo(np.int64).max))
     stop = np.where(cut == total, u, np.where(ends == cut, last, u + 1).min(axis=0, initial=u + 1))
-    if np.any(stop > u):  # cut at max_depth: the place past the cut-th entry, by bisection
-        stop = np.where(stop > u, _stop_of(merged, cut), stop)
+    for k in np.flatnonzero(stop > u).tolist():  # cut at max_depth: the place past the cut-th entry
+        stop[k] = np.partition(merged.runs(k), cut[k] - 1)[cut[k] - 1] + 1 if cut[k] else 0
     merged.length, merged.stop = cut, stop
     merged.exhausted = complete.all(axis=0) & (cut == total)
     return merged
-
-
-def _stop_of(merged: _Merged, count: np.ndarray) -> np.ndarray:
-    """[g] the first place with count[g] of the group's entries before it (bisection over places)."""
-    every = np.arange(len(count))
-    low, high = np.zeros(len(count), np.int64), np.full(len(count), len(merged.scores), np.int64)
-    while np.any(low < high):
-        mid = (low + high) // 2
-        enough = merged.positions(every, mid) >= count
-        low, high = np.where(enough, low, mid + 1), np.where(enough, mid, high)
-    return low
 
 
 def pick_groups(merged: _Merged, results: list[ShardCandidates], refs: np.ndarray, mining: MiningConfig, seed: int,
@@ -309,12 +301,13 @@ def query_stats(merged: _Merged, results: list[ShardCandidates], stops: np.ndarr
     sizes, refs = groups.sizes(), groups.references
     g = len(refs)
     margin = "relative_margin" if mining.relative_margin is not None else "absolute_margin"
-    # the prefix each group relies on: rows lo:end of each shard's run, counted by code on the concatenated unions
-    running = np.zeros((len(merged.codes) + 1, slots), np.int64)  # [u + 1, slots] codes among the first rows
-    np.cumsum(np.concatenate([r.codes for r in results])[:, None] == np.arange(slots), axis=0, out=running[1:])
-    first = (np.cumsum([r.union_size for r in results]) - [r.union_size for r in results])[:, None]  # [S, 1]
+    # the prefix each group relies on: rows lo:end of each shard's run; the few rows a guard dropped, one by one
     end = np.clip(merged.before[:, stops], merged.lo, merged.hi)  # [S, g]
-    counts = (running[first + end] - running[first + merged.lo]).sum(axis=0)  # [g, slots]
+    dropped = np.flatnonzero(merged.codes != mm.KEEP)  # places
+    shard, row = merged.shard_of[dropped], merged.row_of[dropped]
+    inside = (merged.lo[shard] <= row[:, None]) & (row[:, None] < end[shard])  # [d, g]
+    counts = inside.T.astype(np.int64) @ (merged.codes[dropped, None] == np.arange(slots))  # [g, slots]
+    counts[:, mm.KEEP] = (end - merged.lo).sum(axis=0) - counts.sum(axis=1)
     used = merged.positions(np.arange(g), stops)
     judged = np.count_nonzero(mm.margin_codes(payload.positives.scores[None, :], refs[:, None], mining), axis=1)
     judged_above = np.minimum(judged, merged.offset)
@@ -340,11 +333,10 @@ def query_stats(merged: _Merged, results: list[ShardCandidates], stops: np.ndarr
 def _check_margins(merged: _Merged, refs: np.ndarray, mining: MiningConfig) -> None:
     """Every listed entry passes its group's margins (margin codes are monotone in the rounded score and a window
     starts at the threshold), so the merge reads candidate codes as reasons: checked on each run's best entry."""
-    for s, place in enumerate(merged.place):
-        runs = np.flatnonzero(merged.hi[s] > merged.lo[s])
-        best = merged.scores[place[merged.lo[s, runs]]]
-        if np.any(mm.margin_codes(best, refs[runs], mining) != mm.KEEP):
-            raise ValueError("a shard window starts above its group's margin threshold: window_ends and the merge "
+    best = merged.first_at_or_after(np.zeros(len(refs), np.int64))  # [g] each list's best entry, u if empty
+    listed = best < len(merged.scores)
+    if np.any(mm.margin_codes(merged.scores[best[listed]], refs[listed], mining) != mm.KEEP):
+        raise ValueError("a shard window starts above its group's margin threshold: window_ends and the merge "
                              "disagree (a bug)")
 
 

@@ -330,6 +330,31 @@ def query_stats(merged: _Merged, results: list[ShardCandidates], stops: np.ndarr
     }
 
 
+def _pick_scores(merged: _Merged, results: list[ShardCandidates], places: np.ndarray) -> np.ndarray:
+    """[n] float64 exact cos(query, candidate) of picked entries: every pick is among its shard's pick_rows."""
+    width = max([r.union_size for r in results] + [0]) + 1
+    keys = np.concatenate([s * width + r.pick_rows.astype(np.int64) for s, r in enumerate(results)])  # ascending
+    exact = np.concatenate([r.pick_scores for r in results]).astype(np.float64)
+    return exact[np.searchsorted(keys, merged.shard_of[places] * width + merged.row_of[places])]
+
+
+def _detail_starts(merged: _Merged, results: list[ShardCandidates], sizes: np.ndarray, groups: np.ndarray,
+                   places: np.ndarray) -> np.ndarray:
+    """[n] where each pick's similarities to its group's positives start in the shards' sims, concatenated: the
+    shards list (group, union row) details group by group, each group's pairs in a row."""
+    width = max([r.union_size for r in results] + [0]) + 1
+    span = (len(sizes) + 1) * width  # keys (shard, group, row), ascending shard by shard
+    keys = np.concatenate([s * span + r.detail_groups.astype(np.int64) * width + r.detail_rows
+                           for s, r in enumerate(results)])
+    detail_groups = np.concatenate([r.detail_groups for r in results]).astype(np.int64)
+    starts = np.cumsum(sizes[detail_groups]) - sizes[detail_groups]  # [r] in the concatenated sims
+    wanted = merged.shard_of[places] * span + groups * width + merged.row_of[places]
+    at = np.searchsorted(keys, wanted)
+    if np.any(at >= len(keys)) or np.any(keys[np.minimum(at, len(keys) - 1)] != wanted):
+        raise KeyError("a pick has no shard details: window_ends and pick_mined disagree (a bug)")
+    return starts[at]
+
+
 def _check_margins(merged: _Merged, refs: np.ndarray, mining: MiningConfig) -> None:
     """Every listed entry passes its group's margins (margin codes are monotone in the rounded score and a window
     starts at the threshold), so the merge reads candidate codes as reasons: checked on each run's best entry."""
@@ -378,12 +403,15 @@ class MergeShardsFn(beam.DoFn):
                                         mining, mm.tier_rng(self.seed, query_id, "random"))
         else:
             random = (np.zeros(0, np.int64),) * 3
-        negatives = self._negatives(merged, results, groups, mined, random, pick_ids)
+        draw_base = np.cumsum([0] + [len(r.draw_ids) for r in results])[:-1]  # travelled draws, shard by shard
+        random_ids = np.concatenate([r.draw_ids for r in results] + [np.zeros(0, object)])[
+            draw_base[random[1]] + random[2]]
+        negatives = self._negatives(merged, results, groups, mined, random, pick_ids, random_ids)
         hard_count = len(mined[0][0])
         stats = query_stats(merged, results, stops, {
             "hard": (mined[0][0], pick_ids[:hard_count]),
             "semi_hard": (mined[1][0], pick_ids[hard_count:]),
-            "random": (random[0], np.array([results[s].draw_ids[i] for s, i in zip(*random[1:])], dtype=object)),
+            "random": (random[0], random_ids),
         }, groups, payload, mining)
         self._count(stats, results)
         if not self.keep_vectors:
@@ -391,7 +419,7 @@ class MergeShardsFn(beam.DoFn):
         yield MinedQuery(query_id, payload, generator=self.generator, stats=stats, **negatives)
 
     def _negatives(self, merged: _Merged, results: list[ShardCandidates], groups: mm.PairGroups, mined: list,
-                   random: tuple, pick_ids: np.ndarray) -> dict:
+                   random: tuple, pick_ids: np.ndarray, random_ids: np.ndarray) -> dict:
         """MinedQuery's arrays: the distinct (negative, tier) of the query and each pair's list of them, with the
         similarity to the pair's positive (from the shards' details, or the random draws' [m, p] similarities)."""
         p = len(groups.of_pair)
@@ -402,49 +430,37 @@ class MergeShardsFn(beam.DoFn):
         member_tier = np.concatenate([np.zeros(len(hg), np.int8), np.ones(len(sg), np.int8),
                                       np.full(len(rg), 2, np.int8)])
         cols = np.concatenate([hc, sc])
-        ids = np.concatenate([pick_ids, np.array([results[s].draw_ids[i] for s, i in zip(rs.tolist(),
-                              rd.tolist())], dtype=object)])
+        ids = np.concatenate([pick_ids, random_ids])
         mined_group = member_group[: len(cols)]
         ranks = np.concatenate([merged.offset[mined_group] + merged.positions(mined_group, cols) + 1,
                                 np.full(len(rg), -1)])
-        scores = np.concatenate([np.zeros(len(cols)), np.array([results[s].draw_scores[i] for s, i in
-                                                                zip(rs.tolist(), rd.tolist())], np.float64)])
+        draw_base = np.cumsum([0] + [len(r.draw_ids) for r in results])[:-1]  # travelled draws, shard by shard
+        scores = np.concatenate([_pick_scores(merged, results, cols),
+                                 np.concatenate([r.draw_scores for r in results] + [np.zeros(0)])[draw_base[rs] + rd]])
         # where each member's similarities start in one flat array of every shard's details, then every draw's
         sims_all = np.concatenate([r.sims for r in results] + [r.draw_sims.ravel() for r in results])
-        sims_base = np.cumsum([0] + [len(r.sims) for r in results])[:-1]
-        draw_base = len(sims_all) - sum(r.draw_sims.size for r in results) + np.cumsum(
+        draw_sims = len(sims_all) - sum(r.draw_sims.size for r in results) + np.cumsum(
             [0] + [r.draw_sims.size for r in results])[:-1]
-        start = np.zeros(len(ids), np.int64)
-        shard_of, row_of = merged.shard_of[cols], merged.row_of[cols]
-        for s, r in enumerate(results):
-            here = np.flatnonzero(shard_of == s)
-            if not len(here):
-                continue
-            width = len(r.units) + 1
-            keys = r.detail_groups.astype(np.int64) * width + r.detail_rows
-            offsets = np.cumsum(sizes[r.detail_groups]) - sizes[r.detail_groups]
-            wanted = member_group[here] * width + row_of[here]
-            at = np.searchsorted(keys, wanted)
-            if np.any(at >= len(keys)) or np.any(keys[np.minimum(at, len(keys) - 1)] != wanted):
-                raise KeyError("a pick has no shard details: window_ends and pick_mined disagree (a bug)")
-            start[here] = sims_base[s] + offsets[at]
-            scores[here] = r.pick_scores[np.searchsorted(r.pick_rows, row_of[here])]  # exact: picks are pickable
-        start[len(cols):] = draw_base[rs] + rd * p
-        # group by group, then by tier (hard, semi-hard, random), each best first / in draw order
-        order = np.lexsort((member_tier, member_group))
+        start = np.concatenate([_detail_starts(merged, results, sizes, mined_group, cols),
+                                draw_sims[rs] + rd * p]).astype(np.int64)
+        # group by group, then by tier (hard, semi-hard, random: concatenated in that order), each best first / in
+        # draw order
+        order = np.argsort(member_group, kind="stable")
         member_group, member_tier, ids, ranks, scores, start = (
             a[order] for a in (member_group, member_tier, ids, ranks, scores, start))
-        index, negative_of = {}, np.empty(len(ids), np.int64)
+        index, negative_of, firsts = {}, np.empty(len(ids), np.int64), []  # firsts: each negative's first entry
         for e, key in enumerate(zip(ids.tolist(), member_tier.tolist())):
-            negative_of[e] = index.setdefault(key, len(index))
-        firsts = np.unique(negative_of, return_index=True)[1]
+            negative_of[e] = n = index.setdefault(key, len(index))
+            if n == len(firsts):
+                firsts.append(e)
+        firsts = np.array(firsts, np.int64)
         # every (member, pair of its group): the pair, its place in the member list, and its similarity
         repeat = sizes[member_group]
         entry = np.repeat(np.arange(len(ids)), repeat)
         k = np.arange(len(entry)) - np.repeat(np.cumsum(repeat) - repeat, repeat)  # pair index within the group
         pair = pairs[first[member_group[entry]] + k]
         sims = sims_all[start[entry] + np.where(member_tier[entry] == 2, pair, k)]
-        by_pair = np.lexsort((entry, pair))
+        by_pair = np.argsort(pair, kind="stable")  # entries are ascending: (pair, entry) order
         return {
             "negative_ids": ids[firsts],
             "tiers": member_tier[firsts],

@@ -108,7 +108,7 @@ class _Merged:
         return np.where(first < self.stop, first, u)
 
     def runs(self, k: int) -> np.ndarray:
-        """Places of group k's entries on every shard, shard by shard (before the cut)."""
+        """Places of group k's entries on every shard, shard by shard (not cut, not in place order)."""
         return np.concatenate([place[self.lo[s, k]:self.hi[s, k]] for s, place in enumerate(self.place)])
 
     def listed(self, k: int) -> np.ndarray:
@@ -118,7 +118,7 @@ class _Merged:
 
 def _global_order(ids: _Ids, units: np.ndarray, first: np.ndarray) -> np.ndarray:
     """[u] concatenated entry at each global place: topk.order_by_score_then_id. Ids are decoded only where two
-    entries share a rounded score (the tie-break)."""
+    entries share a rounded score (the tie-break): ~90 of ~4,900 on a dense query."""
     order = np.argsort(-units, kind="stable")
     ranked = units[order]
     tied = np.zeros(len(units), bool)
@@ -393,8 +393,8 @@ class MergeShardsFn(beam.DoFn):
         refs = groups.references
         merged = merge_windows(results, len(refs), mining.max_depth)
         _check_margins(merged, refs, mining)
-        mined = pick_groups(merged, results, refs, mining, self.seed, query_id)  # hard, semi-hard, stops
-        stops, mined = mined[2], list(mined[:2])  # per tier: (groups, places), group by group, best first
+        hard, semi, stops = pick_groups(merged, results, refs, mining, self.seed, query_id)
+        mined = [hard, semi]  # per tier: (groups, places), group by group, best first
         cols = np.concatenate([mined[0][1], mined[1][1]])
         pick_ids = merged.ids(merged.shard_of[cols], merged.row_of[cols])  # hard then semi-hard
         excluded = (np.concatenate([mined[0][0], mined[1][0]]), pick_ids)  # each group's own picks

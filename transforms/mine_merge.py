@@ -445,17 +445,18 @@ class MergeShardsFn(beam.DoFn):
             [0] + [r.draw_sims.size for r in results])[:-1]
         start = np.concatenate([_detail_starts(merged, results, sizes, mined_group, cols),
                                 draw_sims[rs] + rd * p]).astype(np.int64)
+        # one document per place, and per draw (shards are disjoint): (tier, place or draw) names (negative, tier)
+        span = len(merged.scores) + len(draw_base) * int(max([len(r.draw_ids) for r in results] + [0])) + 1
+        key = member_tier.astype(np.int64) * span + np.concatenate([cols, len(merged.scores) + draw_base[rs] + rd])
         # group by group, then by tier (hard, semi-hard, random: concatenated in that order), each best first / in
         # draw order
         order = np.argsort(member_group, kind="stable")
-        member_group, member_tier, ids, ranks, scores, start = (
-            a[order] for a in (member_group, member_tier, ids, ranks, scores, start))
-        index, negative_of, firsts = {}, np.empty(len(ids), np.int64), []  # firsts: each negative's first entry
-        for e, key in enumerate(zip(ids.tolist(), member_tier.tolist())):
-            negative_of[e] = n = index.setdefault(key, len(index))
-            if n == len(firsts):
-                firsts.append(e)
-        firsts = np.array(firsts, np.int64)
+        member_group, member_tier, ids, ranks, scores, start, key = (
+            a[order] for a in (member_group, member_tier, ids, ranks, scores, start, key))
+        _, firsts, negative_of = np.unique(key, return_index=True, return_inverse=True)
+        numbered = np.empty(len(firsts), np.int64)  # negatives are numbered by their first entry
+        numbered[np.argsort(firsts)] = np.arange(len(firsts))
+        negative_of, firsts = numbered[negative_of.reshape(-1)], np.sort(firsts)
         # every (member, pair of its group): the pair, its place in the member list, and its similarity
         repeat = sizes[member_group]
         entry = np.repeat(np.arange(len(ids)), repeat)

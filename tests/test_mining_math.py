@@ -272,6 +272,51 @@ def test_shard_windows_merge_into_the_picks_and_ranks_of_the_whole_list(referenc
         assert got == expected, num_shards
 
 
+@pytest.mark.parametrize("extra", [
+    {},
+    {"sampling": "simans", "margin_reference": "lowest"},
+    {"range_min": 2, "hard": 2, "semi_hard": 3, "max_depth": 25},
+    {"relative_margin": None, "absolute_margin": 0.05, "semi_hard": 0},
+])
+def test_merged_negatives_and_stats_do_not_depend_on_the_shard_count(extra):
+    """The merge reads each group's list as runs of one global order (transforms/mine_merge.py): every pick, rank,
+    similarity and selection count is the same for 1, 3 or 7 shards, including lists cut at max_depth (issue 15)."""
+    from transforms.mine_merge import MergeShardsFn
+    from transforms.mine_shard import MineShardQueries
+    from transforms.mine_types import QueryPayload
+    from transforms.search_api import QueryBlock
+    from transforms.topk import order_by_score_then_id
+
+    rng = np.random.default_rng(8)
+    n, dim = 300, 5
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors[n // 2 :] = vectors[: n // 2]  # exact score ties between documents: broken by id
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.array([f"d{i:04d}" for i in range(n)], dtype=object)
+    hashes = np.array([f"h{i:04d}" for i in range(n)], dtype=object)
+    query = vectors[3]
+    scores = mm.cosine_rows(vectors, query)
+    chosen = order_by_score_then_id(scores, ids)[[2, 9, 30, 31, 90, 200]]
+    pos = mm.Positives(ids[chosen], hashes[chosen], vectors[chosen], scores[chosen])
+    mining = MiningConfig(**{"hard": 3, "semi_hard": 2, "random": 0, "range_max": 10, "semi_hard_pool": 8,
+                             "max_depth": 60, **extra})
+    payload = QueryPayload("q", query, pos, depth=mm.initial_depth(mining, len(chosen)))
+    merged = []
+    for num_shards in (1, 3, 7):
+        results = []
+        for s in range(num_shards):
+            rows = np.flatnonzero(np.arange(n) % num_shards == s)
+            block = QueryBlock("b", ["q"], query[None, :], [payload])
+            shard = _FakeShard(s, vectors[rows], ids[rows], hashes[rows])
+            results += [answer for _, answer in MineShardQueries(mining, 0)(shard, block)]
+        mined = next(MergeShardsFn(mining, 0, "test").process(("q", results)))
+        stats = {k: v for k, v in mined.stats.items() if k != "candidates_seen"}
+        merged.append(([getattr(mined, f).tolist() for f in ("negative_ids", "tiers", "ranks", "scores",
+                                                             "pair_offsets", "pair_negatives", "pair_sims")], stats))
+    assert len(merged[0][0][0]) > 0 and sum(merged[0][1]["dropped"].values()) > 0
+    assert merged[1] == merged[0] and merged[2] == merged[0]
+
+
 def test_rounds_for_follows_the_global_depth_schedule():
     mining = MiningConfig(range_max=10, max_depth=100)
     assert [mm.rounds_for(used, mining, 1) for used in (0, 11, 12, 44, 45, 100, 400)] == [0, 0, 1, 1, 2, 2, 2]

@@ -538,11 +538,18 @@ class RandomVisits:
                 self._cdf /= self._cdf[-1]
             if self._u == len(self._uniforms):
                 self._uniforms, self._u = self._rng.random(_UNIFORM_CHUNK), 0
-            s = int(np.searchsorted(self._cdf, self._uniforms[self._u], side="right"))
-            self._u += 1
-            self.shards.append(s)
-            self.draws.append(pointers[s])
-            pointers[s] += 1
+            # the visits up to the next that spends a shard see this cdf: searched at once (issue 15)
+            uniforms = self._uniforms[self._u : self._u + count - len(self.shards)]
+            chosen = np.searchsorted(self._cdf, uniforms, side="right")  # [c] shard of each visit
+            seen = np.cumsum(chosen[:, None] == np.arange(len(sizes)), axis=0)[np.arange(len(chosen)), chosen]
+            draws = np.asarray(pointers)[chosen] + seen - 1  # [c] each visit's draw index in its shard
+            spends = np.flatnonzero(draws + 1 >= np.asarray(sizes)[chosen])
+            n = int(spends[0]) + 1 if len(spends) else len(chosen)
+            self._u += n
+            self.shards += chosen[:n].tolist()
+            self.draws += draws[:n].tolist()
+            for s, d in zip(chosen[:n].tolist(), draws[:n].tolist()):
+                pointers[s] = d + 1
 
 
 def pick_random(

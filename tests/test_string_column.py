@@ -136,3 +136,10 @@ def test_an_old_fixed_width_store_is_refused_with_a_rebuild_hint(tmp_path):
     assert load_npz(path)["doc_ids"].tolist() == ["a"]
     with pytest.raises(ValueError, match="format 1.*rebuild the index stage"):
         load_store(path)
+
+
+def test_rows_of_finds_the_first_row_of_each_value_it_holds():
+    column = StringColumn.from_strings(["a", "b", "b", "é", "zz", ""])
+    assert column.rows_of(["b", "é", "missing", "", "a", "b"]) == {"b": 1, "é": 3, "": 5, "a": 0}
+    assert column.rows_of([]) == {}
+    assert StringColumn.from_strings([]).rows_of(["a"]) == {}

@@ -41,7 +41,10 @@ def _fixed_width(column) -> np.ndarray | None:
 
 
 def _rows_in_shard(doc_ids, wanted) -> dict[str, int]:
-    """{doc id: local row} of the wanted ids the shard holds (its rows are sorted by doc id): one bisection each."""
+    """{doc id: local row} of the wanted ids the shard holds (its rows are sorted by doc id): one hashed pass over a
+    StringColumn, else one bisection each."""
+    if isinstance(doc_ids, StringColumn):
+        return doc_ids.rows_of(wanted)
     rows, n, lo = {}, len(doc_ids), 0
     for doc_id in sorted(set(wanted)):
         lo = bisect.bisect_left(doc_ids, doc_id, lo)
@@ -355,9 +358,10 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
 
 
 class PositiveVectors:
-    """Judged positives' exact vectors, looked up by id in the index's shard stores (read only): ids bisected in
-    the store's mapped id column, vector rows read from the file (shard_search.read_rows), and the stores released
-    after each chunk of queries (MineShardQueries), so positives spread over every shard map none of them for long.
+    """Judged positives' exact vectors, looked up by id in the index's shard stores (read only): ids found in
+    the store's mapped id column (StringColumn.rows_of), vector rows read from the file (shard_search.read_rows),
+    and the stores released after each chunk of queries (MineShardQueries), so positives spread over every shard
+    map none of them for long.
 
     Query payloads cross the fan-out to every shard without their vectors (mine_rounds.MineQueries): that
     shuffle held num_shards copies of every query's [p, dim] positives, the largest buffer of the mine stage
@@ -387,14 +391,16 @@ class PositiveVectors:
         from transforms.shard_search import read_rows
 
         found, rows, shards, hashes = np.zeros(len(doc_ids), bool), [], [], []
-        for i, (doc_id, shard) in enumerate(zip(doc_ids.tolist(), shard_of(doc_ids, self.num_shards).tolist())):
-            store = self._store(shard)
-            row = bisect.bisect_left(store["doc_ids"], doc_id)  # shard stores are sorted by doc id
-            if row < len(store["doc_ids"]) and store["doc_ids"][row] == doc_id:
+        ids, of_shard = doc_ids.tolist(), shard_of(doc_ids, self.num_shards).tolist()
+        at_shard = {s: _rows_in_shard(self._store(s)["doc_ids"], [x for x, t in zip(ids, of_shard) if t == s])
+                    for s in set(of_shard)}  # shard stores are sorted by doc id
+        for i, (doc_id, shard) in enumerate(zip(ids, of_shard)):
+            row = at_shard[shard].get(doc_id)
+            if row is not None:
                 found[i] = True
                 rows.append(row)
                 shards.append(shard)
-                hashes.append(store["text_hashes"][row])
+                hashes.append(self._store(shard)["text_hashes"][row])
         matrix = np.zeros((len(rows), dim), np.float32)  # [f, dim] in the order of the found ids
         rows, shards = np.asarray(rows, np.int64), np.asarray(shards, np.int64)
         for shard in np.unique(shards).tolist():  # one read per store: rows read, not mapped
@@ -420,7 +426,7 @@ def with_vectors(payload: QueryPayload, vector: np.ndarray, positives: PositiveV
 
 class _KnownPositives:
     """PositiveVectors' answers for a chunk of queries, each distinct id looked up once (the queries of a topic
-    share most of their positives; a lookup bisects a memory-mapped store)."""
+    share most of their positives; a lookup reads a memory-mapped store)."""
 
     def __init__(self, source: PositiveVectors, payloads: list[QueryPayload], dim: int):
         ids = sorted({x for p in payloads for x in p.positives.ids.tolist()})

@@ -87,6 +87,24 @@ class StringColumn:
         fixed = n and width and int(offsets[-1]) == width * n and np.array_equal(offsets, np.arange(n + 1) * width)
         return self.data.view(f"S{width}") if fixed else None
 
+    def rows_of(self, values: Iterable[str]) -> dict[str, int]:
+        """{value: first row holding it} for the values the column holds: one hashed pass over the column (Arrow's
+        index_in on a zero-copy view of data and offsets), never a decode per comparison (issue 15: bisecting a
+        memory-mapped column per id decoded ~11 rows per lookup)."""
+        import pyarrow.compute as pc
+
+        wanted = pa.array(list(dict.fromkeys(values)), type=pa.large_string())
+        if not len(wanted) or not len(self):
+            return {}
+        column = pa.LargeStringArray.from_buffers(len(self), pa.py_buffer(self.offsets), pa.py_buffer(self.data))
+        found = pc.index_in(column, value_set=wanted)  # [n] index into wanted, null where absent
+        rows = np.flatnonzero(found.is_valid().to_numpy(zero_copy_only=False))
+        which = found.drop_null().to_numpy(zero_copy_only=False)
+        out: dict[str, int] = {}
+        for value, row in zip(wanted.take(pa.array(which)).to_pylist(), rows.tolist()):
+            out.setdefault(value, row)
+        return out
+
     def _decode(self, i: int) -> str:
         return bytes(self.data[int(self.offsets[i]) : int(self.offsets[i + 1])]).decode("utf-8")
 

@@ -92,7 +92,8 @@ def _contextual(config: BuildConfig, pairs, docs, out: RunLayout):
 def build_mine_pipeline(pipeline, config: BuildConfig, run: RunLayout, out: RunLayout, stats_path: str) -> None:
     """Add the whole mine stage to `pipeline` (nothing runs until pipeline.run())."""
     # validate=False: these are earlier stages' outputs, absent while a --dry_run builds the job graph
-    docs_source = ReadFromParquet(_parquet(run.inputs_table("docs")), columns=["doc_id", "passage"], validate=False)
+    docs_columns = ["doc_id", "passage", "text_hash"]  # text_hash: the rows' negative_text_hash, hashed once at ingest
+    docs_source = ReadFromParquet(_parquet(run.inputs_table("docs")), columns=docs_columns, validate=False)
     docs = pipeline | "ReadDocs" >> docs_source
     queries = pipeline | "ReadQueries" >> ReadFromParquet(_parquet(run.inputs_table("queries")), validate=False)
     pairs = pipeline | "ReadPairs" >> ReadFromParquet(_parquet(run.inputs_table("pairs")), validate=False)

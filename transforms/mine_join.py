@@ -214,6 +214,9 @@ def bucket_of(doc_id: str, buckets: int) -> int:
 def _requests_per_bucket(request: tuple[str, list[str]], buckets: int):
     """(query_id, doc ids) -> (bucket, (query_id, its doc ids in the bucket)) per bucket the query needs."""
     query_id, doc_ids = request
+    if buckets == 1:
+        yield 0, request
+        return
     per_bucket: dict[int, list[str]] = {}
     for doc_id in doc_ids:
         per_bucket.setdefault(bucket_of(doc_id, buckets), []).append(doc_id)

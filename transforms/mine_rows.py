@@ -1,8 +1,8 @@
 """Rows of the negatives dataset from a query's mined negatives and the texts joined to it (BuildRowsFn).
 
-Rows are built as columns (numpy indices into the query's arrays, Arrow takes), one Arrow table per query and
-tier: on dense qrels a query has hundreds of rows, and a dict per row then Arrow from the dicts cost more than
-mining them (issue 15).
+Rows are built as columns (numpy indices into the query's arrays), one schemas.negatives.RowColumns per query and
+tier, made Arrow once per written row group: on dense qrels a query has hundreds of rows, and a dict per row then
+Arrow from the dicts cost more than mining them (issue 15).
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from schemas.negatives import NEGATIVES_SCHEMA, token_set
+from schemas.negatives import RowColumns, token_set
 from transforms.mine_types import (
     CONTEXTUAL_PAIRS,
     MINED_TIERS,
@@ -52,7 +51,7 @@ class _Rows:
 
 class BuildRowsFn(beam.DoFn):
     """(query_id, {'mined', 'texts': QueryTexts per bucket, 'query'}) -> the query's negatives rows, one (tier,
-    Arrow table in NEGATIVES_SCHEMA) per tier (transforms/write_negatives.py: ~240 rows per query on dense qrels,
+    RowColumns) per tier (transforms/write_negatives.py: ~240 rows per query on dense qrels,
     so no Beam step runs per row); with contextual on, also one element per (query, positive) on
     'contextual_pairs'. A row whose positive or negative has no text is skipped and counted (rows_missing_text)."""
 
@@ -105,50 +104,47 @@ class BuildRowsFn(beam.DoFn):
         return _Rows(pair_of[entries], members[entries], entries)
 
     def _tables(self, query_id, anchor, mined, texts, rows: _Rows, positive_text, negative_text):
-        """(tier, table) per tier with rows, each table's rows in the query's row order."""
+        """(tier, RowColumns) per tier with rows, each batch's rows in the query's row order."""
         positives = mined.payload.positives
-        passages, hashes = pa.array(texts.passages, pa.string()), pa.array(texts.text_hashes, pa.string())
+        positive_ids, negative_ids = positives.ids.tolist(), mined.negative_ids.tolist()
         overlap = self._overlaps(texts, positive_text[rows.pairs], negative_text[rows.negatives])  # [r] float64
         tiers = np.asarray(mined.tiers)[rows.negatives]  # [r]
         for code in np.unique(tiers).tolist():
             tier = MINED_TIERS[code]
             sel = np.flatnonzero(tiers == code)  # rows of this tier, in row order
-            j, n, e = rows.pairs[sel], rows.negatives[sel], rows.entries[sel]
-            k = len(sel)
-            rank = np.asarray(mined.ranks)[n].astype(np.int32)
-            columns = {
-                "query_id": _constant(query_id, k),
-                "positive_id": pa.array(positives.ids[j].tolist(), pa.string()),
-                "negative_id": pa.array(mined.negative_ids[n].tolist(), pa.string()),
-                "anchor": _constant(anchor, k),
-                "positive": passages.take(positive_text[j]),
-                "negative": passages.take(negative_text[n]),
-                "tier": pa.DictionaryArray.from_arrays(pa.array(np.zeros(k, np.int32)), pa.array([tier])),  # TIER_TYPE
-                "rank": pa.array(rank, pa.int32(), mask=np.full(k, tier == "random")),  # random: no rank
-                "score_positive": pa.array(np.asarray(positives.scores, np.float64)[j].astype(np.float32)),
-                "score_negative": pa.array(np.asarray(mined.scores, np.float64)[n].astype(np.float32)),
-                "similarity_to_positive": pa.array(np.asarray(mined.pair_sims, np.float32)[e]),
-                "generator": _constant("uniform" if tier == "random" else mined.generator, k),
-                "edit": pa.nulls(k, pa.string()),
+            j, n, e, k = rows.pairs[sel], rows.negatives[sel], rows.entries[sel], len(sel)
+            positive_at, negative_at = positive_text[j].tolist(), negative_text[n].tolist()
+            yield tier, RowColumns({
+                "query_id": [query_id] * k,
+                "positive_id": [positive_ids[i] for i in j.tolist()],
+                "negative_id": [negative_ids[i] for i in n.tolist()],
+                "anchor": [anchor] * k,
+                "positive": [texts.passages[i] for i in positive_at],
+                "negative": [texts.passages[i] for i in negative_at],
+                "tier": [tier] * k,
+                # random: no rank (-1: null)
+                "rank": np.full(k, -1, np.int32) if tier == "random" else np.asarray(mined.ranks)[n].astype(np.int32),
+                "score_positive": np.asarray(positives.scores, np.float64)[j].astype(np.float32),
+                "score_negative": np.asarray(mined.scores, np.float64)[n].astype(np.float32),
+                "similarity_to_positive": np.asarray(mined.pair_sims, np.float32)[e],
+                "generator": ["uniform" if tier == "random" else mined.generator] * k,
+                "edit": [None] * k,
                 # text_hash of the negative's text, as ingest hashed the passage (inputs/docs)
-                "negative_text_hash": hashes.take(negative_text[n]),
-                "lexical_overlap": pa.array(overlap[sel].astype(np.float32)),
-            }
-            yield tier, pa.Table.from_arrays([columns[f.name] for f in NEGATIVES_SCHEMA], schema=NEGATIVES_SCHEMA)
+                "negative_text_hash": [texts.text_hashes[i] for i in negative_at],
+                "lexical_overlap": overlap[sel].astype(np.float32),
+            })
 
     def _overlaps(self, texts: QueryTexts, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """[r] float64 schemas.negatives.lexical_overlap(passages[a[i]], passages[b[i]]): each document's token set
-        computed once per worker (up to TOKEN_CACHE_DOCS), not once per query."""
-        tokens = {}
+        computed once per worker (up to TOKEN_CACHE_DOCS), not once per query; per row only the intersection is
+        built (|A u B| = |A| + |B| - |A n B|), and the division is numpy's, as exact as Python's."""
+        sets: list = [frozenset()] * len(texts.doc_ids)
         for i in np.unique(np.concatenate([a, b])).tolist():
-            tokens[i] = self._token_set(texts.doc_ids[i], texts.passages[i])
-        out = np.empty(len(a), np.float64)
-        for r, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
-            ta, tb = tokens[x], tokens[y]
-            inter = len(ta & tb)
-            union = len(ta) + len(tb) - inter  # == len(ta | tb), without building it
-            out[r] = 1.0 if union == 0 else inter / union
-        return out
+            sets[i] = self._tokens.get(texts.doc_ids[i]) or self._token_set(texts.doc_ids[i], texts.passages[i])
+        sizes = np.array([len(s) for s in sets], np.int64)  # [texts]
+        inter = np.array([len(sets[x] & sets[y]) for x, y in zip(a.tolist(), b.tolist())], np.int64)  # [r]
+        union = sizes[a] + sizes[b] - inter  # [r]
+        return np.divide(inter, union, out=np.ones(len(a), np.float64), where=union > 0)  # two empty texts: 1.0
 
     def _token_set(self, doc_id: str, passage: str) -> frozenset:
         cached = self._tokens.get(doc_id)
@@ -157,11 +153,6 @@ class BuildRowsFn(beam.DoFn):
                 self._tokens.clear()
             cached = self._tokens[doc_id] = token_set(passage)
         return cached
-
-
-def _constant(value: str, k: int) -> pa.Array:
-    """[k] string array of one value."""
-    return pa.array([value], pa.string()).take(pa.array(np.zeros(k, np.int32)))
 
 
 def _contextual_pair(mined: MinedQuery, j: int, anchor: str, positive: str) -> dict:

@@ -8,6 +8,7 @@ part behind.
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import apache_beam as beam
@@ -17,7 +18,7 @@ from apache_beam.io.parquetio import WriteToParquetBatched
 from apache_beam.transforms.window import GlobalWindows
 
 from schemas.layout import RunLayout
-from schemas.negatives import NEGATIVES_SCHEMA, TIERS, rows_to_table
+from schemas.negatives import NEGATIVES_SCHEMA, TIERS, RowColumns, columns_to_table, rows_to_table
 
 logger = logging.getLogger(__name__)
 
@@ -34,44 +35,35 @@ def as_batch(row: dict) -> tuple[str, list[dict]]:
     return row.get("tier"), [row]
 
 
-def tier_index(batch: tuple[str, pa.Table | list[dict]], num_partitions: int, tiers: tuple[str, ...] = TIERS) -> int:
+def tier_index(batch: tuple[str, RowColumns | list[dict]], num_partitions: int, tiers: tuple[str, ...] = TIERS) -> int:
     """beam.Partition function: the position of the batch's tier in `tiers`."""
     tier, rows = batch
     if tier not in tiers:
-        raise UnknownTierError(f"row of query {_first_query(rows)!r} has tier {tier!r}; allowed: {', '.join(tiers)}")
+        query = None
+        if len(rows):
+            query = rows.columns["query_id"][0] if isinstance(rows, RowColumns) else rows[0].get("query_id")
+        raise UnknownTierError(f"row of query {query!r} has tier {tier!r}; allowed: {', '.join(tiers)}")
     return tiers.index(tier)
 
 
-def _first_query(rows: pa.Table | list[dict]):
-    if not len(rows):
-        return None
-    return rows.column("query_id")[0].as_py() if isinstance(rows, pa.Table) else rows[0].get("query_id")
-
-
 class RowGroupsFn(beam.DoFn):
-    """Row batches (Arrow tables, or lists of row dicts) -> Arrow tables of up to `rows` rows (one Parquet row
-    group each), batches kept whole; a bundle's last table is emitted at its end. Deterministic sizes
-    (beam.BatchElements adapts its sizes to timings, and with an element size it may emit an empty batch first).
-    Tables are concatenated as they come; consecutive row dicts (contextual rows, one per element) become one
-    table when the group is emitted."""
+    """Row batches (RowColumns, or lists of row dicts) -> Arrow tables of up to `rows` rows (one Parquet row group
+    each), batches kept whole; a bundle's last table is emitted at its end. Deterministic sizes (beam.BatchElements
+    adapts its sizes to timings, and with an element size it may emit an empty batch first). Arrow is built once
+    per table from the batches it holds (contextual rows arrive one dict per element)."""
 
     def __init__(self, rows: int):
         self.rows = rows
 
     def start_bundle(self):
-        self._pieces: list[pa.Table | list[dict]] = []
+        self._batches: list[RowColumns | list[dict]] = []
         self._count = 0
 
     def process(self, batch):
         rows = batch[1]
         if self._count and self._count + len(rows) > self.rows:
             yield self._table()
-        if isinstance(rows, pa.Table):
-            self._pieces.append(rows)
-        elif self._pieces and isinstance(self._pieces[-1], list):
-            self._pieces[-1].extend(rows)
-        else:
-            self._pieces.append(list(rows))
+        self._batches.append(rows)
         self._count += len(rows)
 
     def finish_bundle(self):
@@ -79,8 +71,12 @@ class RowGroupsFn(beam.DoFn):
             yield GlobalWindows.windowed_value(self._table())
 
     def _table(self) -> pa.Table:
-        tables = [piece if isinstance(piece, pa.Table) else rows_to_table(piece) for piece in self._pieces]
-        self._pieces, self._count = [], 0
+        """The held batches as one table: each run of consecutive batches of one kind converted at once."""
+        tables = []
+        for columnar, run in itertools.groupby(self._batches, key=lambda b: isinstance(b, RowColumns)):
+            run = list(run)
+            tables.append(columns_to_table(run) if columnar else rows_to_table([r for rows in run for r in rows]))
+        self._batches, self._count = [], 0
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
@@ -89,8 +85,8 @@ def part_prefix(out: RunLayout, tier: str) -> str:
 
 
 class WriteNegatives(beam.PTransform):
-    """PCollection of row batches ((tier, Arrow table in NEGATIVES_SCHEMA), e.g. one query's rows of one tier, or
-    (tier, [row dicts]): as_batch makes one of a single row) -> one Parquet folder per tier; returns the written
+    """PCollection of row batches ((tier, RowColumns), e.g. one query's rows of one tier, or (tier, [row dicts in
+    NEGATIVES_SCHEMA]): as_batch makes one of a single row) -> one Parquet folder per tier; returns the written
     paths. Batches, not rows, are the elements: on dense qrels a query has hundreds of rows, and a Beam step per
     row cost more than building them (issue 15)."""
 

@@ -122,6 +122,25 @@ def keep_keyed(element, wanted) -> bool:
     return wanted is not None and element[0] in wanted
 
 
+class BitPositionsFn(beam.DoFn):
+    """A batch of ids -> (bit_count, bloom_positions_of the ids not seen earlier in the bundle): adding an id to a
+    Bloom filter twice changes nothing, and a popular document is requested by many queries (on dense qrels
+    ~430k requests name 5,000 documents). The ids seen are forgotten every SEEN_IDS (bounded memory)."""
+
+    SEEN_IDS = 100_000
+
+    def start_bundle(self):
+        self._seen: set[str] = set()
+
+    def process(self, keys, bit_count: int):
+        if len(self._seen) > self.SEEN_IDS:
+            self._seen.clear()
+        fresh = [key for key in dict.fromkeys(keys) if key not in self._seen]
+        self._seen.update(fresh)
+        if fresh:
+            yield bit_count, bloom_positions_of(fresh, bit_count)
+
+
 class BuildIdFilter(beam.PTransform):
     """ids (batched=True: lists of ids, one element per query) -> one IdFilter of them (None when none came),
     sized from their count, duplicates included."""
@@ -140,7 +159,7 @@ class BuildIdFilter(beam.PTransform):
         )
         return (
             batches
-            | "BitPositions" >> beam.Map(lambda keys, n: (n, bloom_positions_of(keys, n)), n=bit_count)
+            | "BitPositions" >> beam.ParDo(BitPositionsFn(), bit_count)
             | "WantedIdFilter" >> beam.CombineGlobally(BuildIdFilterFn())
         )
 

@@ -80,6 +80,7 @@ def test_filter_estimates_its_distinct_ids_for_the_bucket_count():
     assert wanted.estimated_ids() == pytest.approx(30_000, rel=0.03)
     assert bucket_count(wanted) == 2 and bucket_count(None) == 1
     assert bucket_count(_id_filter(distinct[:100])) == 1
+    assert bucket_count(mine_join.IdFilter(bloom_bit_count(5_000_000), bytes(8))) == 3  # many requests, few ids
 
 
 def test_requests_split_by_bucket_and_meet_their_texts():

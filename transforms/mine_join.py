@@ -216,14 +216,17 @@ class BuildQueryPayloads(beam.PTransform):
 
 
 DOCS_PER_BUCKET = 20_000  # requested documents per bucket of the text join: bounds the passages one bucket holds
+REQUESTS_PER_BUCKET = 2_000_000  # (query, document) requests per bucket: a bucket's group is served by one worker
 
 
 def bucket_count(wanted: IdFilter | None) -> int:
-    """Buckets of the text join, from the distinct requested ids the filter holds: ~DOCS_PER_BUCKET each (500
-    buckets for a 10M-document corpus whose every document is requested)."""
+    """Buckets of the text join: ~DOCS_PER_BUCKET distinct requested ids each (500 buckets for a 10M-document
+    corpus whose every document is requested), and at most ~REQUESTS_PER_BUCKET requests each, so that a small
+    corpus under a huge query set still spreads over workers. The filter was sized from the request count."""
     if wanted is None:
         return 1
-    return max(1, math.ceil(wanted.estimated_ids() / DOCS_PER_BUCKET))
+    requests = wanted.bit_count // BLOOM_BITS_PER_ID
+    return max(1, math.ceil(wanted.estimated_ids() / DOCS_PER_BUCKET), math.ceil(requests / REQUESTS_PER_BUCKET))
 
 
 def bucket_of(doc_id: str, buckets: int) -> int:

@@ -6,8 +6,8 @@ Recipe (docs/CONTRACT.md "Mining semantics"):
   2. on every shard, the per-shard mining fn takes each pair group's window below its margin threshold and
      guards it there (transforms/mine_shard.py; the window grows x4 per round while the shard is loaded);
   3. merge each group's shard windows per query, pick tiers;
-  4. join texts by id (CoGroupByKey: the corpus travels through a shuffle, not a side input), build rows
-     (one batch per query and tier: no Beam step runs per row);
+  4. join texts by id (CoGroupByKey on buckets of doc ids, one request per query and bucket: the corpus travels
+     through a shuffle, not a side input), build rows (columns per query and tier: no Beam step runs per row);
   5. optional contextual negatives; write every tier; sum the per-query statistics into stats/mine.json.
 
 Shard-count independence: a group's list is the merge of the shards' windows below its threshold, cut at the

@@ -7,8 +7,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from transforms import mine_join
 from transforms.mine_join import (
-    BitPositionsFn,
     BuildIdFilterFn,
+    FreshIdsFn,
     KeepIds,
     bloom_bit_count,
     bloom_positions,
@@ -78,9 +78,9 @@ def test_filter_estimates_its_distinct_ids_for_the_bucket_count():
     distinct = [f"doc-{i}" for i in range(30_000)]
     wanted = _id_filter(distinct * 3)  # sized for 90,000 requests, as the join sizes it
     assert wanted.estimated_ids() == pytest.approx(30_000, rel=0.03)
-    assert bucket_count(wanted) == 2 and bucket_count(None) == 1
-    assert bucket_count(_id_filter(distinct[:100])) == 1
-    assert bucket_count(mine_join.IdFilter(bloom_bit_count(5_000_000), bytes(8))) == 3  # many requests, few ids
+    assert bucket_count(wanted, 90_000) == 2 and bucket_count(None, 0) == 1
+    assert bucket_count(_id_filter(distinct[:100]), 100) == 1
+    assert bucket_count(_id_filter(distinct[:100]), 5_000_000) == 3  # a huge query set: bounded requests per bucket
 
 
 def test_requests_split_by_bucket_and_meet_their_texts():
@@ -95,10 +95,17 @@ def test_requests_split_by_bucket_and_meet_their_texts():
     assert served == [("q1", QueryTexts(["d2", "d1"], ["two", "one"], ["h2", "h1"])), ("q2", QueryTexts([], [], []))]
 
 
-def test_bit_positions_skip_ids_already_added_in_the_bundle():
-    fn = BitPositionsFn()
+def test_fresh_ids_skip_ids_already_seen_in_the_bundle():
+    fn = FreshIdsFn()
     fn.start_bundle()
-    first = list(fn.process(["d1", "d2", "d1"], 640))
-    assert len(first) == 1 and first[0][1].tolist() == bloom_positions_of(["d1", "d2"], 640).tolist()
-    assert list(fn.process(["d2", "d1"], 640)) == []  # nothing new: no element
-    assert [p.tolist() for _, p in fn.process(["d2", "d3"], 640)] == [bloom_positions("d3", 640)]
+    assert list(fn.process(["d1", "d2", "d1"])) == [["d1", "d2"]]
+    assert list(fn.process(["d2", "d1"])) == []  # nothing new: no element
+    assert list(fn.process(["d2", "d3"])) == [["d3"]]
+
+
+def test_keep_ids_of_batches_keeps_the_needed_ids():
+    corpus = [(f"d{i}", f"passage {i}") for i in range(10)]
+    with BeamTestPipeline() as p:
+        keyed = p | "Corpus" >> beam.Create(corpus)
+        needed = p | "Needed" >> beam.Create([["d2", "d7"], ["d2"], [], ["d42", "d7"]])
+        assert_that(keyed | KeepIds(needed, batched=True), equal_to([("d2", "passage 2"), ("d7", "passage 7")]))

@@ -1,7 +1,7 @@
 """The joins around mining, as Beam transforms (CoGroupByKey: big inputs travel through shuffles, not side inputs).
 
     {"embeddings", "pairs"} | BuildQueryPayloads(mining) -> QueryPayload per query (vector, judged positive ids)
-    MinedQuery | JoinTexts(docs, queries, contextual)    -> row batches (+ contextual pair elements)
+    MinedQuery | JoinTexts(docs, queries, contextual)    -> row batches per query and tier (+ contextual pairs)
 
 Corpus-sized inputs (doc vectors, passages) are filtered to the ids the join needs before its shuffle
 (KeepIds: the needed ids as one Bloom filter side input, 2 bytes per needed id; the joins are exact, so the few
@@ -122,28 +122,28 @@ def keep_keyed(element, wanted) -> bool:
     return wanted is not None and element[0] in wanted
 
 
-class BitPositionsFn(beam.DoFn):
-    """A batch of ids -> (bit_count, bloom_positions_of the ids not seen earlier in the bundle): adding an id to a
-    Bloom filter twice changes nothing, and a popular document is requested by many queries (on dense qrels
-    ~430k requests name 5,000 documents). The ids seen are forgotten every SEEN_IDS (bounded memory)."""
+class FreshIdsFn(beam.DoFn):
+    """A batch of ids -> the list of those not seen earlier in the bundle (nothing when none is new): an id added to
+    a Bloom filter twice changes nothing but its size, and a popular document is requested by many queries (on
+    dense qrels ~430k requests name 5,000 documents). The ids seen are forgotten every SEEN_IDS (bounded memory)."""
 
     SEEN_IDS = 100_000
 
     def start_bundle(self):
         self._seen: set[str] = set()
 
-    def process(self, keys, bit_count: int):
+    def process(self, keys):
         if len(self._seen) > self.SEEN_IDS:
             self._seen.clear()
         fresh = [key for key in dict.fromkeys(keys) if key not in self._seen]
         self._seen.update(fresh)
         if fresh:
-            yield bit_count, bloom_positions_of(fresh, bit_count)
+            yield fresh
 
 
 class BuildIdFilter(beam.PTransform):
-    """ids (batched=True: lists of ids, one element per query) -> one IdFilter of them (None when none came),
-    sized from their count, duplicates included."""
+    """ids (batched=True: lists of ids, e.g. one per query) -> one IdFilter of them (None when none came), sized
+    from their count after the duplicates each bundle drops (FreshIdsFn)."""
 
     def __init__(self, batched: bool = False):
         super().__init__()
@@ -151,15 +151,16 @@ class BuildIdFilter(beam.PTransform):
 
     def expand(self, ids):
         batches = ids if self.batched else ids | "AsBatches" >> beam.Map(lambda key: [key])
+        fresh = batches | "FreshIds" >> beam.ParDo(FreshIdsFn())
         bit_count = beam.pvalue.AsSingleton(
-            batches
+            fresh
             | "CountIds" >> beam.Map(len)
             | "SumIds" >> beam.CombineGlobally(sum)
             | "FilterBits" >> beam.Map(bloom_bit_count)
         )
         return (
-            batches
-            | "BitPositions" >> beam.ParDo(BitPositionsFn(), bit_count)
+            fresh
+            | "BitPositions" >> beam.Map(lambda keys, n: (n, bloom_positions_of(keys, n)), n=bit_count)
             | "WantedIdFilter" >> beam.CombineGlobally(BuildIdFilterFn())
         )
 
@@ -219,13 +220,12 @@ DOCS_PER_BUCKET = 20_000  # requested documents per bucket of the text join: bou
 REQUESTS_PER_BUCKET = 2_000_000  # (query, document) requests per bucket: a bucket's group is served by one worker
 
 
-def bucket_count(wanted: IdFilter | None) -> int:
+def bucket_count(wanted: IdFilter | None, requests: int) -> int:
     """Buckets of the text join: ~DOCS_PER_BUCKET distinct requested ids each (500 buckets for a 10M-document
-    corpus whose every document is requested), and at most ~REQUESTS_PER_BUCKET requests each, so that a small
-    corpus under a huge query set still spreads over workers. The filter was sized from the request count."""
+    corpus whose every document is requested), and at most ~REQUESTS_PER_BUCKET of the `requests` (query,
+    document) requests each, so that a small corpus under a huge query set still spreads over workers."""
     if wanted is None:
         return 1
-    requests = wanted.bit_count // BLOOM_BITS_PER_ID
     return max(1, math.ceil(wanted.estimated_ids() / DOCS_PER_BUCKET), math.ceil(requests / REQUESTS_PER_BUCKET))
 
 
@@ -268,15 +268,15 @@ def _serve_texts(element):
 
 
 class JoinTexts(beam.PTransform):
-    """MinedQuery -> row batches, (tier, Arrow table in NEGATIVES_SCHEMA) per query and tier (+ contextual pair
+    """MinedQuery -> row batches, (tier, schemas.negatives.RowColumns) per query and tier (+ contextual pair
     elements on 'contextual_pairs'), texts joined by id.
 
     docs: rows with doc_id, passage, text_hash (inputs/docs). The join is a shuffle on buckets of doc ids, not one
     element per (query, document): each query sends one request per bucket it needs (its doc ids as a list), a
     bucket meets its passages (the requested ones, via KeepIds) in one group, and one element per (query,
     bucket) goes on to the query's rows (issue 15: ~430k request elements and ~430k text elements became ~2.5k
-    each on dense qrels). The bucket count grows with the distinct requested ids, so a bucket holds
-    ~DOCS_PER_BUCKET passages whatever the corpus size.
+    each on dense qrels). The bucket count grows with the distinct requested ids (and the requests), so a bucket
+    holds ~DOCS_PER_BUCKET passages whatever the corpus size.
     """
 
     def __init__(self, docs, queries, contextual: bool):
@@ -285,8 +285,12 @@ class JoinTexts(beam.PTransform):
 
     def expand(self, mined):
         requests = mined | "TextRequests" >> beam.Map(text_requests)  # (query_id, [doc_id]) per query
-        wanted = requests | "RequestedIds" >> beam.Values() | "RequestedIdFilter" >> BuildIdFilter(batched=True)
-        buckets = beam.pvalue.AsSingleton(wanted | "BucketCount" >> beam.Map(bucket_count))
+        requested = requests | "RequestedIds" >> beam.Values()
+        wanted = requested | "RequestedIdFilter" >> BuildIdFilter(batched=True)
+        request_count = requested | "CountRequests" >> beam.Map(len) | "SumRequests" >> beam.CombineGlobally(sum)
+        buckets = beam.pvalue.AsSingleton(
+            wanted | "BucketCount" >> beam.Map(bucket_count, beam.pvalue.AsSingleton(request_count))
+        )
         passages = (
             self.docs
             | "PassageById" >> beam.Map(lambda r: (r["doc_id"], r))

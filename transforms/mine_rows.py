@@ -83,7 +83,7 @@ class BuildRowsFn(beam.DoFn):
         negative_text = np.array([index.get(d, -1) for d in mined.negative_ids.tolist()], np.int64)  # [n]
         rows = self._rows(mined, positive_text, negative_text)
         if len(rows.entries):
-            yield from self._tables(query_id, anchors[0], mined, texts, rows, positive_text, negative_text)
+            yield from self._batches(query_id, anchors[0], mined, texts, rows, positive_text, negative_text)
         if self.contextual:
             for j in np.flatnonzero(positive_text >= 0).tolist():
                 positive = texts.passages[positive_text[j]]
@@ -103,7 +103,7 @@ class BuildRowsFn(beam.DoFn):
         entries = np.flatnonzero(with_positive & with_negative)  # [r]
         return _Rows(pair_of[entries], members[entries], entries)
 
-    def _tables(self, query_id, anchor, mined, texts, rows: _Rows, positive_text, negative_text):
+    def _batches(self, query_id, anchor, mined, texts, rows: _Rows, positive_text, negative_text):
         """(tier, RowColumns) per tier with rows, each batch's rows in the query's row order."""
         positives = mined.payload.positives
         positive_ids, negative_ids = positives.ids.tolist(), mined.negative_ids.tolist()

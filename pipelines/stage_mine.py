@@ -6,8 +6,8 @@ Recipe (docs/CONTRACT.md "Mining semantics"):
   2. on every shard, the per-shard mining fn takes each pair group's window below its margin threshold and
      guards it there (transforms/mine_shard.py; the window grows x4 per round while the shard is loaded);
   3. merge each group's shard windows per query, pick tiers;
-  4. join texts by id (CoGroupByKey: the corpus travels through a shuffle, not a side input), build rows
-     (one batch per query and tier: no Beam step runs per row);
+  4. join texts by id (CoGroupByKey on buckets of doc ids, one request per query and bucket: the corpus travels
+     through a shuffle, not a side input), build rows (columns per query and tier: no Beam step runs per row);
   5. optional contextual negatives; write every tier; sum the per-query statistics into stats/mine.json.
 
 Shard-count independence: a group's list is the merge of the shards' windows below its threshold, cut at the
@@ -92,7 +92,8 @@ def _contextual(config: BuildConfig, pairs, docs, out: RunLayout):
 def build_mine_pipeline(pipeline, config: BuildConfig, run: RunLayout, out: RunLayout, stats_path: str) -> None:
     """Add the whole mine stage to `pipeline` (nothing runs until pipeline.run())."""
     # validate=False: these are earlier stages' outputs, absent while a --dry_run builds the job graph
-    docs_source = ReadFromParquet(_parquet(run.inputs_table("docs")), columns=["doc_id", "passage"], validate=False)
+    docs_columns = ["doc_id", "passage", "text_hash"]  # text_hash: the rows' negative_text_hash, hashed once at ingest
+    docs_source = ReadFromParquet(_parquet(run.inputs_table("docs")), columns=docs_columns, validate=False)
     docs = pipeline | "ReadDocs" >> docs_source
     queries = pipeline | "ReadQueries" >> ReadFromParquet(_parquet(run.inputs_table("queries")), validate=False)
     pairs = pipeline | "ReadPairs" >> ReadFromParquetBatched(

@@ -6,8 +6,12 @@ Column names and meanings are fixed by docs/CONTRACT.md; bump SCHEMA_VERSION on 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
@@ -77,4 +81,34 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
             arrays.append(pa.array(columns["tier"], pa.string()).dictionary_encode().cast(TIER_TYPE))
         else:
             arrays.append(pa.array(columns[f.name], f.type))
+    return pa.Table.from_arrays(arrays, schema=NEGATIVES_SCHEMA)
+
+
+@dataclass
+class RowColumns:
+    """Rows in NEGATIVES_SCHEMA as columns: every column name -> a list of str (None: null) or a 1-D numpy array
+    of the column's type (float32, int32; `rank` -1: null, ranks are 1-based). What the mine stage's row builder
+    emits per query and tier: a dict per row, or Arrow arrays per query, cost more than the mining (issue 15);
+    columns_to_table builds Arrow once per written row group."""
+
+    columns: dict[str, list | np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["query_id"])
+
+
+def columns_to_table(parts: Sequence[RowColumns]) -> pa.Table:
+    """One table in NEGATIVES_SCHEMA of the rows of `parts`, in order (the table rows_to_table builds from the
+    same rows as dicts)."""
+    arrays = []
+    for f in NEGATIVES_SCHEMA:
+        values = [part.columns[f.name] for part in parts]
+        if isinstance(values[0], np.ndarray):
+            merged = np.concatenate(values)
+            arrays.append(pa.array(merged, f.type, mask=merged < 0 if f.name == "rank" else None))
+        elif f.name == "tier":
+            tiers = pa.array(list(itertools.chain.from_iterable(values)), pa.string())
+            arrays.append(tiers.dictionary_encode().cast(TIER_TYPE))
+        else:
+            arrays.append(pa.array(list(itertools.chain.from_iterable(values)), f.type))
     return pa.Table.from_arrays(arrays, schema=NEGATIVES_SCHEMA)

@@ -1,10 +1,22 @@
-"""KeepIds: corpus-sized inputs are cut to the ids a join needs before its shuffle."""
+"""KeepIds: corpus-sized inputs are cut to the ids a join needs before its shuffle; the text join's buckets."""
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.mine_join import BuildIdFilterFn, KeepIds, bloom_bit_count, bloom_positions, keep_keyed
+from transforms import mine_join
+from transforms.mine_join import (
+    BuildIdFilterFn,
+    FreshIdsFn,
+    KeepIds,
+    bloom_bit_count,
+    bloom_positions,
+    bloom_positions_of,
+    bucket_count,
+    keep_keyed,
+)
+from transforms.mine_rows import QueryTexts
 
 
 def test_keep_keyed_checks_the_key_only():
@@ -22,6 +34,7 @@ def _id_filter(ids: list[str], parts: int = 3):
         accumulator = fn.create_accumulator()
         for key in ids[part::parts]:
             accumulator = fn.add_input(accumulator, (n, bloom_positions(key, n)))
+        accumulator = fn.add_input(accumulator, (n, bloom_positions_of(ids[part::parts], n)))  # again: no change
         accumulators.append(accumulator)
     return fn.extract_output(fn.merge_accumulators(accumulators))
 
@@ -51,3 +64,48 @@ def test_keep_ids_with_no_needed_ids_keeps_nothing():
         keyed = p | "Corpus" >> beam.Create([("d1", "x")])
         needed = p | "Needed" >> beam.Create([])
         assert_that(keyed | KeepIds(needed), equal_to([]))
+
+
+@pytest.mark.parametrize("bit_count", [64, 160_000, 2**40 + 8, 2**63 - 8])
+def test_positions_of_many_ids_are_those_of_each_id(bit_count):
+    """The numpy path (a query's ids at once) and the per-id path agree, also where 64-bit sums wrap."""
+    keys = [f"doc-{i}" for i in range(50)] + ["é-ünïcode", ""]
+    many = bloom_positions_of(keys, bit_count).reshape(len(keys), -1)  # [ids, hashes]
+    assert [row.tolist() for row in many] == [bloom_positions(key, bit_count) for key in keys]
+
+
+def test_filter_estimates_its_distinct_ids_for_the_bucket_count():
+    distinct = [f"doc-{i}" for i in range(30_000)]
+    wanted = _id_filter(distinct * 3)  # sized for 90,000 requests, as the join sizes it
+    assert wanted.estimated_ids() == pytest.approx(30_000, rel=0.03)
+    assert bucket_count(wanted, 90_000) == 2 and bucket_count(None, 0) == 1
+    assert bucket_count(_id_filter(distinct[:100]), 100) == 1
+    assert bucket_count(_id_filter(distinct[:100]), 5_000_000) == 3  # a huge query set: bounded requests per bucket
+
+
+def test_requests_split_by_bucket_and_meet_their_texts():
+    ids = [f"d{i}" for i in range(40)]
+    per_bucket = list(mine_join._requests_per_bucket(("q1", ids), 3))
+    assert len({b for b, _ in per_bucket}) == len(per_bucket) == 3  # one request per bucket
+    assert sorted(d for _, (_, part) in per_bucket for d in part) == sorted(ids)
+    assert all(mine_join.bucket_of(d, 3) == b and q == "q1" for b, (q, part) in per_bucket for d in part)
+    assert list(mine_join._requests_per_bucket(("q1", ids), 1)) == [(0, ("q1", ids))]
+    docs = [("d1", "one", "h1"), ("d2", "two", "h2"), ("d1", "dup", "hx")]  # d1 twice: the first is kept
+    served = list(mine_join._serve_texts((0, {"doc": docs, "request": [("q1", ["d2", "d9", "d1"]), ("q2", ["d9"])]})))
+    assert served == [("q1", QueryTexts(["d2", "d1"], ["two", "one"], ["h2", "h1"])), ("q2", QueryTexts([], [], []))]
+
+
+def test_fresh_ids_skip_ids_already_seen_in_the_bundle():
+    fn = FreshIdsFn()
+    fn.start_bundle()
+    assert list(fn.process(["d1", "d2", "d1"])) == [["d1", "d2"]]
+    assert list(fn.process(["d2", "d1"])) == []  # nothing new: no element
+    assert list(fn.process(["d2", "d3"])) == [["d3"]]
+
+
+def test_keep_ids_of_batches_keeps_the_needed_ids():
+    corpus = [(f"d{i}", f"passage {i}") for i in range(10)]
+    with BeamTestPipeline() as p:
+        keyed = p | "Corpus" >> beam.Create(corpus)
+        needed = p | "Needed" >> beam.Create([["d2", "d7"], ["d2"], [], ["d42", "d7"]])
+        assert_that(keyed | KeepIds(needed, batched=True), equal_to([("d2", "passage 2"), ("d7", "passage 7")]))

@@ -213,3 +213,14 @@ def test_rows_do_not_depend_on_the_query_groups(mined, tmp_path):
     out, _ = mine(tmp_path, "groups", mining=replace(MINING, query_group_size=1))
     sort = lambda r: r.sort(IDENTITY_COLUMNS, nulls_last=True)  # noqa: E731
     assert sort(read_rows(out)).equals(sort(rows))
+
+
+def test_rows_do_not_depend_on_the_text_join_buckets(mined, tmp_path, monkeypatch):
+    """Texts joined in buckets of ~10 requested documents (several buckets) give exactly the rows of one bucket."""
+    from transforms import mine_join
+
+    _, _, _, rows = mined
+    monkeypatch.setattr(mine_join, "DOCS_PER_BUCKET", 10)
+    out, _ = mine(tmp_path, "buckets")
+    sort = lambda r: r.sort(IDENTITY_COLUMNS, nulls_last=True)  # noqa: E731
+    assert sort(read_rows(out)).equals(sort(rows))

@@ -1,7 +1,7 @@
 """The joins around mining, as Beam transforms (CoGroupByKey: big inputs travel through shuffles, not side inputs).
 
     {"embeddings", "pairs"} | BuildQueryPayloads(mining) -> QueryPayload per query (vector, judged positive ids)
-    MinedQuery | JoinTexts(docs, queries, contextual)    -> row batches (+ contextual pair elements)
+    MinedQuery | JoinTexts(docs, queries, contextual)    -> row batches per query and tier (+ contextual pairs)
 
 Corpus-sized inputs (doc vectors, passages) are filtered to the ids the join needs before its shuffle
 (KeepIds: the needed ids as one Bloom filter side input, 2 bytes per needed id; the joins are exact, so the few
@@ -11,13 +11,16 @@ others it lets through change nothing).
 from __future__ import annotations
 
 import hashlib
+import math
+import zlib
 from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
 
+from schemas.negatives import text_hash
 from transforms import mining_math as mm
-from transforms.mine_rows import BuildRowsFn, text_requests
+from transforms.mine_rows import BuildRowsFn, QueryTexts, text_requests
 from transforms.mine_types import CONTEXTUAL_PAIRS, QueryPayload
 from transforms.string_column import as_object_strings
 
@@ -35,6 +38,8 @@ def _vectors_of(table, kind: str):
 
 BLOOM_BITS_PER_ID = 16  # 2 bytes per needed id: 0.05% of other ids pass (11 hashes)
 BLOOM_HASHES = 11
+_MASK64 = (1 << 64) - 1
+_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.int64)  # set bits of each byte value
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,15 @@ class IdFilter:
         bits = self.bits
         return all(bits[p >> 3] & (1 << (p & 7)) for p in bloom_positions(key, self.bit_count))
 
+    def estimated_ids(self) -> float:
+        """The number of distinct ids added, estimated from the set bits (Swamidass & Baldi 2007:
+        n = -(m / k) ln(1 - X / m)); within a few percent while the filter is far from full, as it is here (it
+        is sized for every request, duplicates included)."""
+        set_bits = int(_POPCOUNT[np.frombuffer(self.bits, np.uint8)].sum())
+        if set_bits >= self.bit_count:  # full: no estimate; at most one id per bit is what it can tell apart
+            return float(self.bit_count)
+        return -self.bit_count / BLOOM_HASHES * math.log1p(-set_bits / self.bit_count)
+
 
 def bloom_bit_count(ids: int) -> int:
     """Bits of the filter for `ids` ids: a whole number of bytes, at least 64 bits."""
@@ -59,14 +73,25 @@ def bloom_bit_count(ids: int) -> int:
 
 
 def bloom_positions(key: str, bit_count: int) -> list[int]:
-    """The BLOOM_HASHES bit positions of an id (double hashing of a 128-bit blake2b; the same on every worker)."""
+    """The BLOOM_HASHES bit positions of an id: double hashing of a 128-bit blake2b, in 64-bit wrapping
+    arithmetic so that bloom_positions_of (many ids at once, numpy) gives the same positions on every worker."""
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
     h1, h2 = int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little") | 1
-    return [(h1 + i * h2) % bit_count for i in range(BLOOM_HASHES)]
+    return [((h1 + i * h2) & _MASK64) % bit_count for i in range(BLOOM_HASHES)]
+
+
+def bloom_positions_of(keys, bit_count: int) -> np.ndarray:
+    """[len(keys) * BLOOM_HASHES] uint64: bloom_positions of every key, one blake2b call per key and the rest in
+    numpy (a query requests hundreds of texts: issue 15)."""
+    digests = b"".join(hashlib.blake2b(k.encode("utf-8"), digest_size=16).digest() for k in keys)
+    halves = np.frombuffer(digests, "<u8").reshape(-1, 2)  # [n, 2]
+    h1, h2 = halves[:, :1], halves[:, 1:] | np.uint64(1)
+    steps = np.arange(BLOOM_HASHES, dtype=np.uint64)  # [k]
+    return ((h1 + steps * h2) % np.uint64(bit_count)).ravel()  # uint64 arithmetic wraps like & _MASK64
 
 
 class BuildIdFilterFn(beam.CombineFn):
-    """(bit_count, positions of one id) -> IdFilter (None when no id came)."""
+    """(bit_count, bit positions of one or more ids) -> IdFilter (None when no id came)."""
 
     def create_accumulator(self):
         return None
@@ -74,9 +99,10 @@ class BuildIdFilterFn(beam.CombineFn):
     def add_input(self, accumulator, element):
         bit_count, positions = element
         if accumulator is None:
-            accumulator = bytearray(bit_count // 8)
-        for p in positions:
-            accumulator[p >> 3] |= 1 << (p & 7)
+            accumulator = np.zeros(bit_count // 8, np.uint8)
+        positions = np.asarray(positions, np.uint64)  # [ids * BLOOM_HASHES]
+        masks = np.left_shift(1, positions & np.uint64(7)).astype(np.uint8)
+        np.bitwise_or.at(accumulator, positions >> np.uint64(3), masks)
         return accumulator
 
     def merge_accumulators(self, accumulators):
@@ -84,14 +110,11 @@ class BuildIdFilterFn(beam.CombineFn):
         for accumulator in accumulators:
             if accumulator is None:
                 continue
-            if merged is None:
-                merged = bytearray(accumulator)
-            else:
-                merged = bytearray((np.frombuffer(merged, np.uint8) | np.frombuffer(accumulator, np.uint8)).tobytes())
+            merged = accumulator.copy() if merged is None else merged | accumulator
         return merged
 
     def extract_output(self, accumulator):
-        return None if accumulator is None else IdFilter(len(accumulator) * 8, bytes(accumulator))
+        return None if accumulator is None else IdFilter(len(accumulator) * 8, accumulator.tobytes())
 
 
 def keep_keyed(element, wanted) -> bool:
@@ -99,29 +122,64 @@ def keep_keyed(element, wanted) -> bool:
     return wanted is not None and element[0] in wanted
 
 
+class FreshIdsFn(beam.DoFn):
+    """A batch of ids -> the list of those not seen earlier in the bundle (nothing when none is new): an id added to
+    a Bloom filter twice changes nothing but its size, and a popular document is requested by many queries (on
+    dense qrels ~430k requests name 5,000 documents). The ids seen are forgotten every SEEN_IDS (bounded memory)."""
+
+    SEEN_IDS = 100_000
+
+    def start_bundle(self):
+        self._seen: set[str] = set()
+
+    def process(self, keys):
+        if len(self._seen) > self.SEEN_IDS:
+            self._seen.clear()
+        fresh = [key for key in dict.fromkeys(keys) if key not in self._seen]
+        self._seen.update(fresh)
+        if fresh:
+            yield fresh
+
+
+class BuildIdFilter(beam.PTransform):
+    """ids (batched=True: lists of ids, e.g. one per query) -> one IdFilter of them (None when none came), sized
+    from their count after the duplicates each bundle drops (FreshIdsFn)."""
+
+    def __init__(self, batched: bool = False):
+        super().__init__()
+        self.batched = batched
+
+    def expand(self, ids):
+        batches = ids if self.batched else ids | "AsBatches" >> beam.Map(lambda key: [key])
+        fresh = batches | "FreshIds" >> beam.ParDo(FreshIdsFn())
+        bit_count = beam.pvalue.AsSingleton(
+            fresh
+            | "CountIds" >> beam.Map(len)
+            | "SumIds" >> beam.CombineGlobally(sum)
+            | "FilterBits" >> beam.Map(bloom_bit_count)
+        )
+        return (
+            fresh
+            | "BitPositions" >> beam.Map(lambda keys, n: (n, bloom_positions_of(keys, n)), n=bit_count)
+            | "WantedIdFilter" >> beam.CombineGlobally(BuildIdFilterFn())
+        )
+
+
 class KeepIds(beam.PTransform):
-    """(id, value) elements -> those whose id is in `ids` (a PCollection of ids, duplicates allowed), plus ~0.05%
-    of the others, so a corpus-sized input enters a shuffle with the rows a join needs, not the whole corpus.
+    """(id, value) elements -> those whose id is in `ids` (a PCollection of ids, duplicates allowed; batched=True:
+    of lists of ids), plus ~0.05% of the others, so a corpus-sized input enters a shuffle with the rows a join
+    needs, not the whole corpus.
 
     The ids reach every worker as one Bloom filter side input (IdFilter, 2 bytes per id, sized from their count),
     not as a set (~100 bytes per id per worker process): the few others it lets through find nothing to join.
     """
 
-    def __init__(self, ids):
+    def __init__(self, ids, batched: bool = False):
         super().__init__()
-        self.ids = ids
+        self.ids, self.batched = ids, batched
 
     def expand(self, keyed):
-        bit_count = beam.pvalue.AsSingleton(
-            self.ids
-            | "CountIds" >> beam.combiners.Count.Globally()
-            | "FilterBits" >> beam.Map(bloom_bit_count)
-        )
-        wanted = (
-            self.ids
-            | "BitPositions" >> beam.Map(lambda key, n: (n, bloom_positions(key, n)), n=bit_count)
-            | "WantedIdFilter" >> beam.CombineGlobally(BuildIdFilterFn())
-        )
+        wanted = self.ids | "IdFilter" >> BuildIdFilter(self.batched)
         return keyed | "KeepWanted" >> beam.Filter(keep_keyed, wanted=beam.pvalue.AsSingleton(wanted))
 
 
@@ -169,29 +227,86 @@ class BuildQueryPayloads(beam.PTransform):
         )
 
 
-def _text_to_queries(element):
-    """(doc_id, {'doc': [passage], 'request': [query_id, ...]}) -> (query_id, (doc_id, passage)) per request,
-    yielded one by one (a popular negative is requested by many queries)."""
-    doc_id, groups = element
-    for passage in groups["doc"][:1]:
-        for query_id in groups["request"]:
-            yield query_id, (doc_id, passage)
+DOCS_PER_BUCKET = 20_000  # requested documents per bucket of the text join: bounds the passages one bucket holds
+REQUESTS_PER_BUCKET = 2_000_000  # (query, document) requests per bucket: a bucket's group is served by one worker
+
+
+def bucket_count(wanted: IdFilter | None, requests: int) -> int:
+    """Buckets of the text join: ~DOCS_PER_BUCKET distinct requested ids each (500 buckets for a 10M-document
+    corpus whose every document is requested), and at most ~REQUESTS_PER_BUCKET of the `requests` (query,
+    document) requests each, so that a small corpus under a huge query set still spreads over workers."""
+    if wanted is None:
+        return 1
+    return max(1, math.ceil(wanted.estimated_ids() / DOCS_PER_BUCKET), math.ceil(requests / REQUESTS_PER_BUCKET))
+
+
+def bucket_of(doc_id: str, buckets: int) -> int:
+    return zlib.crc32(doc_id.encode("utf-8")) % buckets
+
+
+def _requests_per_bucket(request: tuple[str, list[str]], buckets: int):
+    """(query_id, doc ids) -> (bucket, (query_id, its doc ids in the bucket)) per bucket the query needs."""
+    query_id, doc_ids = request
+    if buckets == 1:
+        yield 0, request
+        return
+    per_bucket: dict[int, list[str]] = {}
+    for doc_id in doc_ids:
+        per_bucket.setdefault(bucket_of(doc_id, buckets), []).append(doc_id)
+    for bucket, ids in per_bucket.items():
+        yield bucket, (query_id, ids)
+
+
+def _passage_in_bucket(row: dict, buckets: int):
+    """A docs row -> (bucket, (doc_id, passage, text_hash)); inputs/docs holds text_hash(passage) (ingest), so no
+    text is hashed here."""
+    passage = row["passage"]
+    hashed = row.get("text_hash") or text_hash(passage)
+    return bucket_of(row["doc_id"], buckets), (row["doc_id"], passage, hashed)
+
+
+def _serve_texts(element):
+    """(bucket, {'doc': [(doc_id, passage, text_hash)], 'request': [(query_id, doc ids)]}) -> (query_id,
+    QueryTexts) per request: the bucket's passages are held once (~DOCS_PER_BUCKET), the requests stream past."""
+    _, groups = element
+    docs: dict[str, tuple[str, str]] = {}
+    for doc_id, passage, hashed in groups["doc"]:
+        docs.setdefault(doc_id, (passage, hashed))  # ids are unique in inputs/docs; keep the first regardless
+    for query_id, doc_ids in groups["request"]:
+        found = [doc_id for doc_id in doc_ids if doc_id in docs]
+        texts = [docs[doc_id] for doc_id in found]
+        yield query_id, QueryTexts(found, [t[0] for t in texts], [t[1] for t in texts])
 
 
 class JoinTexts(beam.PTransform):
-    """MinedQuery -> row batches, (tier, [row dicts]) per query and tier (+ contextual pair elements on
-    'contextual_pairs'), texts joined by id."""
+    """MinedQuery -> row batches, (tier, schemas.negatives.RowColumns) per query and tier (+ contextual pair
+    elements on 'contextual_pairs'), texts joined by id.
+
+    docs: rows with doc_id, passage, text_hash (inputs/docs). The join is a shuffle on buckets of doc ids, not one
+    element per (query, document): each query sends one request per bucket it needs (its doc ids as a list), a
+    bucket meets its passages (the requested ones, via KeepIds) in one group, and one element per (query,
+    bucket) goes on to the query's rows (issue 15: ~430k request elements and ~430k text elements became ~2.5k
+    each on dense qrels). The bucket count grows with the distinct requested ids (and the requests), so a bucket
+    holds ~DOCS_PER_BUCKET passages whatever the corpus size.
+    """
 
     def __init__(self, docs, queries, contextual: bool):
         super().__init__()
         self.docs, self.queries, self.contextual = docs, queries, contextual
 
     def expand(self, mined):
-        requests = mined | "TextRequests" >> beam.FlatMap(text_requests)
+        requests = mined | "TextRequests" >> beam.Map(text_requests)  # (query_id, [doc_id]) per query
+        requested = requests | "RequestedIds" >> beam.Values()
+        wanted = requested | "RequestedIdFilter" >> BuildIdFilter(batched=True)
+        request_count = requested | "CountRequests" >> beam.Map(len) | "SumRequests" >> beam.CombineGlobally(sum)
+        buckets = beam.pvalue.AsSingleton(
+            wanted | "BucketCount" >> beam.Map(bucket_count, beam.pvalue.AsSingleton(request_count))
+        )
         passages = (
             self.docs
-            | "PassageById" >> beam.Map(lambda r: (r["doc_id"], r["passage"]))
-            | "KeepRequestedPassages" >> KeepIds(requests | "RequestedDocIds" >> beam.Keys())
+            | "PassageById" >> beam.Map(lambda r: (r["doc_id"], r))
+            | "KeepRequestedPassages" >> beam.Filter(keep_keyed, wanted=beam.pvalue.AsSingleton(wanted))
+            | "PassageBucket" >> beam.Map(lambda kv, n: _passage_in_bucket(kv[1], n), n=buckets)
         )
         query_texts = (
             self.queries
@@ -199,9 +314,9 @@ class JoinTexts(beam.PTransform):
             | "KeepMinedQueryTexts" >> KeepIds(mined | "MinedQueryIds" >> beam.Map(lambda m: m.query_id))
         )
         texts_per_query = (
-            {"doc": passages, "request": requests}
+            {"doc": passages, "request": requests | "RequestBuckets" >> beam.FlatMap(_requests_per_bucket, buckets)}
             | "JoinDocTexts" >> beam.CoGroupByKey()
-            | "TextsToQueries" >> beam.FlatMap(_text_to_queries)
+            | "TextsToQueries" >> beam.FlatMap(_serve_texts)
         )
         return (
             {

@@ -8,15 +8,17 @@ part behind.
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquetBatched
 from apache_beam.transforms.window import GlobalWindows
 
 from schemas.layout import RunLayout
-from schemas.negatives import NEGATIVES_SCHEMA, TIERS, rows_to_table
+from schemas.negatives import NEGATIVES_SCHEMA, TIERS, RowColumns, columns_to_table, rows_to_table
 
 logger = logging.getLogger(__name__)
 
@@ -33,36 +35,49 @@ def as_batch(row: dict) -> tuple[str, list[dict]]:
     return row.get("tier"), [row]
 
 
-def tier_index(batch: tuple[str, list[dict]], num_partitions: int, tiers: tuple[str, ...] = TIERS) -> int:
+def tier_index(batch: tuple[str, RowColumns | list[dict]], num_partitions: int, tiers: tuple[str, ...] = TIERS) -> int:
     """beam.Partition function: the position of the batch's tier in `tiers`."""
     tier, rows = batch
     if tier not in tiers:
-        query = rows[0].get("query_id") if rows else None
+        query = None
+        if len(rows):
+            query = rows.columns["query_id"][0] if isinstance(rows, RowColumns) else rows[0].get("query_id")
         raise UnknownTierError(f"row of query {query!r} has tier {tier!r}; allowed: {', '.join(tiers)}")
     return tiers.index(tier)
 
 
 class RowGroupsFn(beam.DoFn):
-    """Row batches -> Arrow tables of up to `rows` rows (one Parquet row group each), batches kept whole; a
-    bundle's last table is emitted at its end. Deterministic sizes (beam.BatchElements adapts its sizes to timings,
-    and with an element size it may emit an empty batch first)."""
+    """Row batches (RowColumns, or lists of row dicts) -> Arrow tables of up to `rows` rows (one Parquet row group
+    each), batches kept whole; a bundle's last table is emitted at its end. Deterministic sizes (beam.BatchElements
+    adapts its sizes to timings, and with an element size it may emit an empty batch first). Arrow is built once
+    per table from the batches it holds (contextual rows arrive one dict per element)."""
 
     def __init__(self, rows: int):
         self.rows = rows
 
     def start_bundle(self):
-        self._rows: list[dict] = []
+        self._batches: list[RowColumns | list[dict]] = []
+        self._count = 0
 
     def process(self, batch):
-        if self._rows and len(self._rows) + len(batch[1]) > self.rows:
-            yield rows_to_table(self._rows)
-            self._rows = []
-        self._rows.extend(batch[1])
+        rows = batch[1]
+        if self._count and self._count + len(rows) > self.rows:
+            yield self._table()
+        self._batches.append(rows)
+        self._count += len(rows)
 
     def finish_bundle(self):
-        if self._rows:
-            yield GlobalWindows.windowed_value(rows_to_table(self._rows))
-        self._rows = []
+        if self._count:
+            yield GlobalWindows.windowed_value(self._table())
+
+    def _table(self) -> pa.Table:
+        """The held batches as one table: each run of consecutive batches of one kind converted at once."""
+        tables = []
+        for columnar, run in itertools.groupby(self._batches, key=lambda b: isinstance(b, RowColumns)):
+            run = list(run)
+            tables.append(columns_to_table(run) if columnar else rows_to_table([r for rows in run for r in rows]))
+        self._batches, self._count = [], 0
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def part_prefix(out: RunLayout, tier: str) -> str:
@@ -70,10 +85,10 @@ def part_prefix(out: RunLayout, tier: str) -> str:
 
 
 class WriteNegatives(beam.PTransform):
-    """PCollection of row batches ((tier, [row dicts in NEGATIVES_SCHEMA]), e.g. one query's rows of one tier;
-    as_batch makes one of a single row) -> one Parquet folder per tier; returns the written paths. Batches, not
-    rows, are the elements: on dense qrels a query has hundreds of rows, and a Beam step per row cost more than
-    building them (issue 15)."""
+    """PCollection of row batches ((tier, RowColumns), e.g. one query's rows of one tier, or (tier, [row dicts in
+    NEGATIVES_SCHEMA]): as_batch makes one of a single row) -> one Parquet folder per tier; returns the written
+    paths. Batches, not rows, are the elements: on dense qrels a query has hundreds of rows, and a Beam step per
+    row cost more than building them (issue 15)."""
 
     def __init__(self, out: RunLayout, tiers: tuple[str, ...] = TIERS, rows_per_group: int = ROWS_PER_ROW_GROUP):
         super().__init__()

@@ -2,7 +2,8 @@
 embeddings and sharded index, written as negatives/tier=<tier>/part-*.parquet.
 
 Recipe (docs/CONTRACT.md "Mining semantics"):
-  1. payloads: join each query's vector with its judged positives' vectors and text hashes (CoGroupByKey);
+  1. payloads: join each query's vector with its judged positive ids (CoGroupByKey; one element per query and
+     batch of pairs); every shard completes them from the index's stores (vectors, text hashes);
   2. on every shard, the per-shard mining fn takes each pair group's window below its margin threshold and
      guards it there (transforms/mine_shard.py; the window grows x4 per round while the shard is loaded);
   3. merge each group's shard windows per query, pick tiers;

@@ -6,16 +6,16 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms import mine_join
-from transforms.mine_join import (
+from transforms.id_filter import (
     BuildIdFilterFn,
     FreshIdsFn,
     KeepIds,
     bloom_bit_count,
     bloom_positions,
     bloom_positions_of,
-    bucket_count,
     keep_keyed,
 )
+from transforms.mine_join import bucket_count
 from transforms.mine_rows import QueryTexts
 
 

@@ -297,9 +297,8 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
     groups = mm.pair_groups(payload.positives, mining.margin_reference)
     rows, starts, stops, complete, (detail_groups, detail_pos), sure_above = scan.windows(groups.references)
     final = len(rows)
-    delta = np.zeros(final + 1, np.int64)  # +1 where a window starts, -1 where it stops: covered where > 0
-    np.add.at(delta, starts, 1)
-    np.add.at(delta, stops, -1)
+    # +1 where a window starts, -1 where it stops: covered where > 0
+    delta = np.bincount(starts, minlength=final + 1) - np.bincount(stops, minlength=final + 1)
     covered = np.cumsum(delta[:final]) > 0  # [final] in some group's window
     before = np.concatenate([[0], np.cumsum(covered)])  # [final + 1] union rows before each position
     union = rows[covered]  # in the list's order: (-rounded score, id)
@@ -351,7 +350,8 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
         draw_ids=np.asarray(shard.doc_ids[drawn[:sent]], dtype=object),
         draw_codes=d_codes[:sent],
         draw_scores=d_scores[:sent],
-        draw_sims=_details(shard, drawn[:sent], payload),
+        draw_sims=_details(shard, drawn[:sent], payload) if sent else np.zeros((0, len(payload.positives.ids)),
+                                                                                np.float32),
         rounds=scan.rounds,
         payload=(payload if keep_vectors else without_vectors(payload)) if shard.shard == 0 else None,
     )

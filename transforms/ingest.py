@@ -52,12 +52,12 @@ from transforms.beir import beir_paths
 from transforms.parse import DocRecord, PairRecord, QueryRecord, RowRef
 from transforms.read import (
     ByteRange,
-    CountLineBreaks,
     ReadRangeLinesFn,
     SourceLine,
     SpreadRanges,
     first_line_numbers,
     iter_range_lines,
+    line_breaks,
     plan_ranges,
 )
 from transforms.read import location as line_location
@@ -583,7 +583,7 @@ class IngestInputs(beam.PTransform):
     def expand(self, pbegin):
         sources = input_sources(self.ingest)
         ranges = plan_ranges(sources, self.range_bytes)
-        newlines = pvalue.AsSingleton(pbegin | "CountLineBreaks" >> CountLineBreaks(ranges))
+        newlines = line_breaks(pbegin, ranges)
         rows = (
             pbegin
             | "ParseRanges" >> SpreadRanges(ranges)

@@ -214,8 +214,12 @@ def _unusable(kind: str, key: str, accepted: bool, marks: list[DeadMark]) -> tup
 
 def check_pair_docs(doc_id: str, pairs: list[PairRecord], has_doc: bool, marks: list[DeadMark]) -> Outcome:
     """Keep the pairs whose doc was accepted (keyed by query id); dead-letter the others."""
+    return _pairs_outcome(pairs, _unusable("doc", doc_id, has_doc, marks))
+
+
+def _pairs_outcome(pairs: list[PairRecord], problem: tuple[str, str] | None) -> Outcome:
+    """main: (query id, pair) of every pair in row order when problem is None; else every pair dead-lettered."""
     out = Outcome()
-    problem = _unusable("doc", doc_id, has_doc, marks)
     for pair in sorted(pairs, key=lambda p: _order(p.ref)):
         if problem is None:
             out.main.append((pair.query_id, pair))
@@ -241,6 +245,19 @@ def doc_keys(values, paths: list[str]) -> list[DocKey]:
     ]
 
 
+def decide_doc_rows(
+    doc_id: str, keys: list[DocKey], marks: list[DeadMark]
+) -> tuple[Outcome, list[RowRef], tuple[str, str] | None]:
+    """Merge the rows of one doc id: (their issues and ledger, refs of the rows not kept, why pairs cannot use
+    the doc: (reason, detail), or None when they can). Issue rows come with raw None (see decide_doc)."""
+    decided = resolve_duplicates(doc_id, keys, settle_accepted=True) if keys else Outcome()
+    kept = decided.main[0][1].record.ref if decided.main else None
+    dropped = [key.ref for key in keys if key.ref != kept]
+    problem = _unusable("doc", doc_id, kept is not None, marks + [mark for _, mark in decided.dead])
+    decided.main, decided.dead = [], []
+    return decided, dropped, problem
+
+
 def decide_doc(
     doc_id: str, keys: list[DocKey], pairs: list[PairRecord], marks: list[DeadMark]
 ) -> tuple[Outcome, list[RowRef]]:
@@ -249,10 +266,8 @@ def decide_doc(
     outcome.main: (query id, pair) of the pairs whose doc was accepted. The doc rows' issue rows come with
     raw None (the caller routes them to the rows' second read).
     """
-    decided = resolve_duplicates(doc_id, keys, settle_accepted=True) if keys else Outcome()
-    kept = decided.main[0][1].record.ref if decided.main else None
-    dropped = [key.ref for key in keys if key.ref != kept]
-    checked = check_pair_docs(doc_id, pairs, kept is not None, marks + [mark for _, mark in decided.dead])
+    decided, dropped, problem = decide_doc_rows(doc_id, keys, marks)
+    checked = _pairs_outcome(pairs, problem)
     checked.deadletter[:0] = decided.deadletter
     checked.warnings[:0] = decided.warnings
     checked.ledger[:0] = decided.ledger
@@ -404,7 +419,8 @@ class AnchorConflictsFn(beam.DoFn):
 class DecideDocsFn(_TallyLedgerFn):
     """(doc id, [(DOC|PAIR|MARK, packed)]) -> (query id, (PAIR, packed pair)) for pairs whose doc was accepted.
 
-    Tagged: dropped (source, line) of doc rows not kept; deadletter, warnings, ledger (decide_doc).
+    Tagged: dropped (source, line) of doc rows not kept; deadletter, warnings, ledger. The same decisions as
+    decide_doc, which the tests check; the pairs of an accepted doc go on packed, never unpacked.
     """
 
     def __init__(self, paths: list[str]) -> None:
@@ -418,13 +434,16 @@ class DecideDocsFn(_TallyLedgerFn):
             if kind == DOC:
                 docs.append(value)
             elif kind == PAIR:
-                pairs.append(self.packing.unpair(value))
+                pairs.append(value)
             else:
                 marks.append(RecordPacking.unmark(value))
-        out, dropped = decide_doc(doc_id, doc_keys(docs, self.paths), pairs, marks)
-        for query_id, pair in out.main:
-            yield query_id, (PAIR, self.packing.pair(pair))
-        yield from self._issues(out)
+        decided, dropped, problem = decide_doc_rows(doc_id, doc_keys(docs, self.paths), marks)
+        yield from self._issues(decided)
+        if problem is None:  # the usual case: every pair goes on as packed, in row order (as decide_doc's)
+            for pair in sorted(pairs, key=lambda p: (self.paths[p[3]], p[4])):  # (source path, line)
+                yield pair[0], (PAIR, pair)
+        else:
+            yield from self._issues(_pairs_outcome([self.packing.unpair(p) for p in pairs], problem))
         for ref in dropped:
             yield pvalue.TaggedOutput("dropped", (ref.source, ref.line))
 

@@ -42,6 +42,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from schemas.build_config import IngestConfig
@@ -52,13 +53,13 @@ from transforms.beir import beir_paths
 from transforms.parse import DocRecord, PairRecord, QueryRecord, RowRef
 from transforms.read import (
     ByteRange,
-    ReadRangeLinesFn,
     SourceLine,
     SpreadRanges,
     first_line_numbers,
     iter_range_lines,
     line_breaks,
     plan_ranges,
+    read_range,
 )
 from transforms.read import location as line_location
 from transforms.write_tables import part_name, write_part
@@ -342,7 +343,7 @@ class _TallyLedgerFn(beam.DoFn):
 
 
 class ParseRowsFn(_TallyLedgerFn):
-    """(row kind, SourceLine) -> packed records (RecordPacking), dead-letter and warning rows, ledger.
+    """ByteRange -> the packed records (RecordPacking) of its lines, their dead-letter and warning rows, ledger.
 
     Tag by_doc: everything the doc decision needs, keyed by doc id and ready for one GroupByKey (a
     CoGroupByKey would add a Flatten, one more pass of every doc through a worker on the local runner):
@@ -352,12 +353,21 @@ class ParseRowsFn(_TallyLedgerFn):
     packed DeadMark) of a dead-lettered query row whose id could be read. See the module docstring.
     """
 
-    def __init__(self, max_text_chars: int, sources: list[tuple[str, str]]) -> None:
-        self.max_text_chars = max_text_chars
+    def __init__(self, ranges: list[ByteRange], ingest: IngestConfig, sources: list[tuple[str, str]]) -> None:
+        self.ranges = ranges
+        self.max_text_chars = ingest.max_text_chars
+        self.max_line_bytes = ingest.max_line_bytes
         self.packing = RecordPacking([path for _, path in sources])
+        self.lines_read = Metrics.counter(self.__class__, "lines_read")
 
-    def process(self, element: tuple[str, SourceLine]):
-        kind, line = element
+    def process(self, piece: ByteRange, newlines: dict):
+        count = 0
+        for line in read_range(self.ranges, piece, newlines, self.max_line_bytes):
+            count += 1
+            yield from self._parse(piece.kind, line)
+        self.lines_read.inc(count)
+
+    def _parse(self, kind: str, line: SourceLine):
         parsed = parse.parse_line(kind, line, self.max_text_chars)
         if parsed.header:
             return
@@ -606,8 +616,7 @@ class IngestInputs(beam.PTransform):
         rows = (
             pbegin
             | "ParseRanges" >> SpreadRanges(ranges)
-            | "ReadLines" >> beam.ParDo(ReadRangeLinesFn(ranges, self.ingest.max_line_bytes), newlines)
-            | "ParseRows" >> beam.ParDo(ParseRowsFn(self.ingest.max_text_chars, sources)).with_outputs(*_PARSE_TAGS)
+            | "ParseRows" >> beam.ParDo(ParseRowsFn(ranges, self.ingest, sources), newlines).with_outputs(*_PARSE_TAGS)
         )
         paths = [path for _, path in sources]
         queries = _group(rows["queries"], "Queries", lambda r: r[0], ResolveQueriesFn(paths), *_ISSUE_TAGS, "ledger")

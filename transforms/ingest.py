@@ -556,8 +556,8 @@ class WriteDocPartsFn(beam.DoFn):
 class SettleQueryFn(_TallyLedgerFn):
     """(query id, [(KEPT|MARK|PAIR, packed)]) -> query row; tagged: accepted pair rows, dead-letter, ledger.
 
-    One GroupByKey of values tagged by their producers, not a CoGroupByKey: that one tags, flattens and
-    regroups every pair once more in Python (issue 15).
+    One GroupByKey of values tagged by their producers, not a CoGroupByKey: Beam's Python CoGroupByKey adds a
+    tagging Map per input and copies every group into per-input lists, a Python step per pair (issue 15).
     """
 
     def __init__(self, paths: list[str]) -> None:

@@ -133,7 +133,12 @@ class RecordPacking:
         return RowRef(self.paths[source], line, where, raw)
 
     def pair(self, pair: PairRecord) -> tuple:
+        """(query id, doc id, score, source index, line, location, raw)."""
         return pair.query_id, pair.doc_id, pair.score, *self.ref(pair.ref)
+
+    def pair_order(self, packed: tuple) -> tuple[str, int]:
+        """A packed pair's (source, line): the order in which the decisions take pairs (_order)."""
+        return self.paths[packed[3]], packed[4]
 
     def unpair(self, packed: tuple) -> PairRecord:
         query_id, doc_id, score, *ref = packed
@@ -450,7 +455,7 @@ class DecideDocsFn(_TallyLedgerFn):
         decided, dropped, problem = decide_doc_rows(doc_id, doc_keys(docs, self.paths), marks)
         yield from self._issues(decided)
         if problem is None:  # the usual case: every pair goes on as packed, in row order (as decide_doc's)
-            for pair in sorted(pairs, key=lambda p: (self.paths[p[3]], p[4])):  # (source path, line)
+            for pair in sorted(pairs, key=self.packing.pair_order):
                 yield pair[0], (PAIR, pair)
         else:
             yield from self._issues(_pairs_outcome([self.packing.unpair(p) for p in pairs], problem))
@@ -586,9 +591,9 @@ class SettleQueryFn(_TallyLedgerFn):
         has a pair (its rows accepted), else its rows are out_of_split. test_ingest_parse checks it against
         settle_query; unpacking 100k pairs was ~5% of issue 15's ingest."""
         paths = self.packing.paths
-        for pair in sorted(pairs, key=lambda p: p[1]):
-            self._ledger[paths[pair[3]], ACCEPTED] += 1
-            yield pvalue.TaggedOutput("pairs", {"query_id": query_id, "positive_id": pair[1], "score": pair[2]})
+        for _, doc_id, score, source, *_ in sorted(pairs, key=lambda p: p[1]):  # RecordPacking.pair, by doc id
+            self._ledger[paths[source], ACCEPTED] += 1
+            yield pvalue.TaggedOutput("pairs", {"query_id": query_id, "positive_id": doc_id, "score": score})
         self._ledger.update((ref.source, ACCEPTED if pairs else OUT_OF_SPLIT) for ref in kept.copies)
         if pairs:
             yield {"query_id": query_id, "text": kept.record.text}

@@ -13,7 +13,8 @@ Files are read in byte ranges (plan_ranges: RANGE_BYTES each; a compressed file 
 sought), so many workers parse one big corpus without any shuffle of its lines: only the small ByteRange
 descriptors are reshuffled. A range owns the lines that START inside it (a line may run past its end); line
 numbers stay exact because a cheap first pass counts the line breaks of every range (CountRangeLinesFn) and
-each range starts numbering after the breaks of the ranges before it (first_line_numbers).
+each range starts numbering after the breaks of the ranges before it (first_line_numbers). When every file is
+one range (a small input) there is nothing to count and the pass is not built (line_breaks).
 """
 
 from __future__ import annotations

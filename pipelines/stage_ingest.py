@@ -65,7 +65,8 @@ def build_ingest(pipeline: beam.Pipeline, ingest: IngestConfig, out: RunLayout, 
             written | "WrittenKeys" >> beam.Map(lambda kv: {kv[0]: kv[1]}),
         ]
         | "AllCounts" >> beam.Flatten()
-        | "SumCounts" >> beam.CombineGlobally(SumCountsFn())
+        # never empty (every table part written is counted), so the combine needs no default-injection steps
+        | "SumCounts" >> beam.CombineGlobally(SumCountsFn()).without_defaults()
         | "WriteStats" >> WriteJson(stats_path, _counts_payload)
     )
     return stats_path

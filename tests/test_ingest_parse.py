@@ -215,6 +215,47 @@ def test_settle_query_writes_queries_with_a_pair_and_splits_out_the_rest():
     assert [r["reason"] for r in settle_query("q9", [], [], pairs[:1]).deadletter] == ["unknown_query_id"]
 
 
+def _settle_fn_outputs(query_id: str, kept: list, marks: list, pairs: list) -> dict:
+    """What SettleQueryFn emits for one query (records packed as they arrive): {tag: [values]}, ledger counts."""
+    from collections import Counter
+
+    from apache_beam import pvalue
+
+    from transforms.ingest import KEPT, MARK, PAIR, RecordPacking, SettleQueryFn
+
+    packing = RecordPacking(["qrels.tsv", "queries.jsonl"])
+    values = [(KEPT, packing.kept(k)) for k in kept] + [(MARK, packing.mark(m)) for m in marks]
+    values += [(PAIR, packing.pair(p)) for p in pairs]
+    fn = SettleQueryFn(packing.paths)
+    fn.start_bundle()
+    outputs: dict = {"main": [], "pairs": [], "deadletter": [], "warnings": []}
+    for item in fn.process((query_id, values)):
+        if isinstance(item, pvalue.TaggedOutput):
+            outputs[item.tag].append(item.value)
+        else:
+            outputs["main"].append(item)
+    outputs["ledger"] = Counter(fn._ledger)
+    return outputs
+
+
+def test_settle_query_fn_on_packed_pairs_matches_settle_query():
+    """SettleQueryFn settles the usual query without unpacking its pairs; every case matches settle_query."""
+    from collections import Counter
+
+    query = parse.QueryRecord("q1", "text", "h", parse.RowRef("queries.jsonl", 1, "line 1", "raw"))
+    kept = Kept(query, (query.ref, parse.RowRef("queries.jsonl", 5, "line 5", "raw")))
+    plain = [_pair("q1", "d3", 1, 2), _pair("q1", "d1", 2, 3), _pair("q1", "d2", 1, 9)]
+    repeated = plain + [_pair("q1", "d1", 2, 4), _pair("q1", "d2", 3, 5)]
+    dead = DeadMark("anchor_conflicting_query_id", "two ids", derived_only=True, final=True)
+    cases = [([kept], [], plain), ([kept], [], []), ([kept], [], repeated), ([kept], [dead], plain), ([], [], plain)]
+    for kept_rows, marks, pairs in cases:
+        expected = settle_query("q1", kept_rows, marks, pairs)
+        got = _settle_fn_outputs("q1", kept_rows, marks, pairs)
+        assert got["main"] == expected.main and got["pairs"] == expected.pairs
+        assert got["deadletter"] == expected.deadletter and got["warnings"] == expected.warnings
+        assert got["ledger"] == Counter(expected.ledger)
+
+
 @pytest.mark.parametrize(
     ("name", "bad", "message"),
     [

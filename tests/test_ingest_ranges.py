@@ -116,13 +116,10 @@ class _GroupInputs(PipelineVisitor):
 
     def __init__(self) -> None:
         self.found: list = []
-        self.lines = None  # the parsed lines (the control: the probe must see texts there)
 
     def visit_transform(self, node) -> None:
         if isinstance(node.transform, beam.GroupByKey):
             self.found.append((node.full_label, node.inputs[0]))
-        if node.full_label.endswith("/ReadLines"):
-            self.lines = next(iter(node.outputs.values()))
 
     def enter_composite_transform(self, node) -> None:
         self.visit_transform(node)
@@ -154,8 +151,15 @@ def _probe_ingest(tmp_path, ingest: IngestConfig, texts: frozenset[str]) -> tupl
         for i, (label, pcoll) in enumerate(visitor.found)
     ] | "AllLeaks" >> beam.Flatten()
     assert_that(leaks, equal_to([]), label="NoDocTextInAnyGroupByKey")
-    # Control: the same probe on the lines read does see the texts, so the empty result above means something.
-    seen = visitor.lines | "ProbeLines" >> beam.Filter(_has_text, texts) | "Seen" >> beam.combiners.Count.Globally()
+    # Control: the same probe on the input lines (SourceLines, as ParseRowsFn reads them) does see the texts, so
+    # the empty result above means something.
+    lines = [line for _, path in _sources(ingest) for line in read.iter_source_lines(path)]
+    seen = (
+        pipeline
+        | "InputLines" >> beam.Create(lines)
+        | "ProbeLines" >> beam.Filter(_has_text, texts)
+        | "Seen" >> beam.combiners.Count.Globally()
+    )
     assert_that(seen, _positive, label="ProbeSeesTheLines")
     pipeline.run().wait_until_finish()
     with open(stats_path) as handle:

@@ -191,6 +191,8 @@ def _usable_id(value: str | None) -> str | None:
 
 
 def _check_id(value: str, name: str) -> str:
+    if value.isascii() and len(value) <= MAX_ID_BYTES:  # the usual id, checked in O(1): ASCII is 1 byte a char
+        return value
     if not _encodable(value):
         raise _Reject(INVALID_TEXT, f"{name} holds text that cannot be encoded as UTF-8 (an unpaired surrogate)")
     size = len(value.encode("utf-8"))
@@ -287,7 +289,8 @@ def parse_query(line: SourceLine, max_chars: int) -> Parsed:
 
 
 def parse_qrel(line: SourceLine, max_chars: int) -> Parsed:
-    fields = [f.strip() for f in _decode(line).split("\t")]
+    text = _decode(line)
+    fields = [f.strip() for f in text.split("\t")]
     if line.line == 1 and len(fields) == 3 and not _is_int(fields[2]):
         return Parsed(header=True)
     if len(fields) != 3:
@@ -299,9 +302,12 @@ def parse_qrel(line: SourceLine, max_chars: int) -> Parsed:
         raise _Reject(MISSING_ID, f"empty {'query-id' if not query_id else 'corpus-id'} ({_QRELS_FIELDS})")
     _check_id(query_id, "query-id")
     _check_id(doc_id, "corpus-id")
-    if int(score) <= 0:  # a judged non-relevant pair: not a positive of this split
+    relevance = int(score)
+    if relevance <= 0:  # a judged non-relevant pair: not a positive of this split
         return Parsed(out_of_split=True)
-    return Parsed(records=(PairRecord(query_id, doc_id, int(score), _ref(line)),))
+    # raw: the strict decoding is what _lossy would give, but for line 1, which lost a byte-order mark
+    ref = RowRef(line.source, line.line, line.location, text if line.line != 1 else _lossy(line.data))
+    return Parsed(records=(PairRecord(query_id, doc_id, relevance, ref),))
 
 
 def _is_int(text: str) -> bool:

@@ -13,7 +13,8 @@ Files are read in byte ranges (plan_ranges: RANGE_BYTES each; a compressed file 
 sought), so many workers parse one big corpus without any shuffle of its lines: only the small ByteRange
 descriptors are reshuffled. A range owns the lines that START inside it (a line may run past its end); line
 numbers stay exact because a cheap first pass counts the line breaks of every range (CountRangeLinesFn) and
-each range starts numbering after the breaks of the ranges before it (first_line_numbers).
+each range starts numbering after the breaks of the ranges before it (first_line_numbers). When every file is
+one range (a small input) there is nothing to count and the pass is not built (line_breaks).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
+from apache_beam import pvalue
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -244,28 +245,22 @@ class CountRangeLinesFn(beam.DoFn):
             yield piece.index, count_newlines(piece.path, *piece.newline_span())
 
 
-class ReadRangeLinesFn(beam.DoFn):
-    """ByteRange -> (kind, SourceLine) for every non-blank line starting in it; side input: its first line."""
+def read_range(ranges: list[ByteRange], piece: ByteRange, newlines: dict, max_line_bytes: int) -> Iterator[SourceLine]:
+    """The non-blank lines starting in `piece`, one of `ranges`, numbered from `newlines` (line_breaks).
 
-    def __init__(self, ranges: list[ByteRange], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
-        self.ranges = ranges
-        self.max_line_bytes = max_line_bytes
-        self.lines_read = Metrics.counter(self.__class__, "lines_read")
-        self.bytes_read = Metrics.counter(self.__class__, "bytes_read")
-
-    def process(self, piece: ByteRange, newlines: dict):
-        first = first_line_numbers(self.ranges, newlines)[piece.index]
-        count = 0
-        for line in iter_range_lines(piece.path, piece.start, piece.end, first, self.max_line_bytes):
-            count += 1
-            self.bytes_read.inc(len(line.data))
-            yield piece.kind, line
-        self.lines_read.inc(count)
-        logger.info("read %d non-blank lines from %s bytes %d-%s", count, piece.path, piece.start, piece.end or "end")
+    A function, not a DoFn of its own: the parser reads its range itself, so no line passes from one step to
+    the next through the runner (issue 15: that hop was a fixed cost per line).
+    """
+    first = first_line_numbers(ranges, newlines)[piece.index]
+    count = 0
+    for line in iter_range_lines(piece.path, piece.start, piece.end, first, max_line_bytes):
+        count += 1
+        yield line
+    logger.info("read %d non-blank lines from %s bytes %d-%s", count, piece.path, piece.start, piece.end or "end")
 
 
 class SpreadRanges(beam.PTransform):
-    """PBegin -> PCollection[ByteRange], reshuffled so the ranges spread over workers (only they are shuffled).
+    """PBegin -> PCollection[ByteRange], grouped by index so the ranges spread over workers (only they are shuffled).
 
     Each pass over the files (line-break counts, parsing, writing) starts its own: a pass whose side input is
     computed from another pass's ranges must not consume the same PCollection, or the local runner fuses them
@@ -277,17 +272,21 @@ class SpreadRanges(beam.PTransform):
         self.ranges = list(ranges)
 
     def expand(self, pbegin):
+        # A GroupByKey on the range index spreads and unfuses the ranges as beam.Reshuffle does, in 4 steps
+        # instead of its 7 (the ranges live in the global window: no timestamps to keep); steps are a fixed
+        # cost of building and running the pipeline (issue 15)
         return (
             pbegin
             | "Start" >> beam.Impulse()
-            | "Ranges" >> beam.FlatMap(lambda _, ranges: ranges, self.ranges)  # lighter than Create
-            | "Spread" >> beam.Reshuffle()
+            | "Ranges" >> beam.FlatMap(lambda _, ranges: [(r.index, r) for r in ranges], self.ranges)
+            | "Spread" >> beam.GroupByKey()
+            | "Unkey" >> beam.FlatMap(lambda indexed: indexed[1])
         )
 
 
 class CountLineBreaks(beam.PTransform):
-    """PBegin -> singleton {range index: line breaks in its newline_span}: the side input of ReadRangeLinesFn
-    (and of any later pass that reads the ranges again)."""
+    """PBegin -> singleton {range index: line breaks in its newline_span}: the side input of every pass that
+    reads the ranges (read_range)."""
 
     def __init__(self, ranges: list[ByteRange]) -> None:
         super().__init__()
@@ -300,3 +299,15 @@ class CountLineBreaks(beam.PTransform):
             | "Count" >> beam.ParDo(CountRangeLinesFn())
             | "ByRange" >> beam.combiners.ToDict()
         )
+
+
+def line_breaks(pbegin, ranges: list[ByteRange]):
+    """What numbers the lines of `ranges`, as an extra argument of the ParDos that read them ({range index: line
+    breaks in its newline_span}): a side input computed by CountLineBreaks or, when every file is one range, {}.
+
+    One range per file (a small input) needs no count: each range's lines number from 1. Skipping the pass then
+    saves its Impulse, Reshuffle and combine stages, a fixed cost of the local runner (issue 15).
+    """
+    if all(piece.end is None for piece in ranges):
+        return {}
+    return pvalue.AsSingleton(pbegin | "CountLineBreaks" >> CountLineBreaks(ranges))

@@ -102,6 +102,14 @@ def _near_copy_rows(shard: ShardView, payloads: list[QueryPayload], mining: Mini
     return near
 
 
+def _positives_shared(payloads: list[QueryPayload]) -> bool:
+    """Whether the chunk's queries share their positives (at most half as many distinct positives as pairs): then
+    screening each distinct positive against the whole shard once (_near_copy_rows) costs less than screening
+    every query's candidates against its own positives; with one positive per query it would double the scan."""
+    pairs = sum(len(p.positives.ids) for p in payloads)
+    return 2 * len({x for p in payloads for x in p.positives.ids.tolist()}) <= pairs
+
+
 def _guard_codes(scan: _QueryScan, local: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """[n] int8 candidate codes of local rows whose exact scores are known: each candidate is guarded once.
 
@@ -478,7 +486,8 @@ class MineShardQueries:
             # Small matrix products per query: BLAS threads only contend (10x slower on a busy 2-core machine);
             # parallelism comes from Beam's workers.
             with threadpool_limits(limits=1, user_api="blas"):
-                near = _near_copy_rows(searcher, payloads, self.mining) if self.mining.near_copy_guard else None
+                near = _near_copy_rows(searcher, payloads, self.mining) if self.mining.near_copy_guard \
+                    and _positives_shared(payloads) else None  # else each query screens its own candidates
                 approx = scan_scores(searcher.vectors, queries)  # [c, n]: queries @ vectors.T in aligned blocks
                 answers = [
                     shard_answer(searcher, payload, approx[i], self.mining, self.seed, self.keep_vectors, here,

@@ -65,7 +65,6 @@ def cosine_rows_at(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> 
     q = np.asarray(query, dtype=np.float64)
     out = np.empty(len(rows), np.float64)
     block = min(COSINE_BLOCK_ROWS, len(rows))
-    gathered = np.empty((block, source.shape[1]), source.dtype)
     products = np.empty((block, source.shape[1]), np.float64)
     every = len(rows) == len(source) and bool(np.all(rows[1:] > rows[:-1]))  # rows 0..n-1: read in place
     for start in range(0, len(rows), COSINE_BLOCK_ROWS):
@@ -73,9 +72,8 @@ def cosine_rows_at(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> 
         m = len(part)
         if every:
             products[:m] = source[start : start + m]
-        else:
-            np.take(source, part, axis=0, out=gathered[:m])
-            products[:m] = gathered[:m]  # float32 -> float64, as np.asarray(vectors, dtype=np.float64)
+        else:  # fancy indexing, not np.take: take copies a whole unaligned (np.savez member) store per call
+            products[:m] = source[part]  # float32 -> float64, as np.asarray(vectors, dtype=np.float64)
         np.multiply(products[:m], q, out=products[:m])
         np.sum(products[:m], axis=-1, out=out[start : start + m])
     return out

@@ -216,6 +216,17 @@ class _FakeShard:
         self.doc_ids, self.text_hashes, self.ntotal = ids, hashes, len(ids)
 
 
+def _tied_corpus(rng: np.random.Generator, n: int, dim: int):
+    """(vectors [n, dim] unit float32, ids, text hashes) where the second half repeats the first: exact score ties
+    between documents, broken by id."""
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors[n // 2 :] = vectors[: n // 2]
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.array([f"d{i:04d}" for i in range(n)], dtype=object)
+    hashes = np.array([f"h{i:04d}" for i in range(n)], dtype=object)
+    return vectors, ids, hashes
+
+
 @pytest.mark.parametrize("reference, sampling", [("lowest", "top"), ("pair", "top"), ("pair", "uniform")])
 def test_shard_windows_merge_into_the_picks_and_ranks_of_the_whole_list(reference, sampling):
     """Each shard mines a window below every pair group's margin threshold (MineShardQueries); merging them gives,
@@ -227,13 +238,8 @@ def test_shard_windows_merge_into_the_picks_and_ranks_of_the_whole_list(referenc
     from transforms.search_api import QueryBlock
     from transforms.topk import order_by_score_then_id
 
-    rng = np.random.default_rng(4)
-    n, dim = 400, 6
-    vectors = rng.normal(size=(n, dim)).astype(np.float32)
-    vectors[n // 2 :] = vectors[: n // 2]  # exact score ties between documents: broken by id
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ids = np.array([f"d{i:04d}" for i in range(n)], dtype=object)
-    hashes = np.array([f"h{i:04d}" for i in range(n)], dtype=object)
+    rng, n = np.random.default_rng(4), 400
+    vectors, ids, hashes = _tied_corpus(rng, n, 6)
     query = vectors[7] + 0.2 * vectors[11]
     query = (query / np.linalg.norm(query)).astype(np.float32)
     scores = mm.cosine_rows(vectors, query)
@@ -287,13 +293,8 @@ def test_merged_negatives_and_stats_do_not_depend_on_the_shard_count(extra):
     from transforms.search_api import QueryBlock
     from transforms.topk import order_by_score_then_id
 
-    rng = np.random.default_rng(8)
-    n, dim = 300, 5
-    vectors = rng.normal(size=(n, dim)).astype(np.float32)
-    vectors[n // 2 :] = vectors[: n // 2]  # exact score ties between documents: broken by id
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ids = np.array([f"d{i:04d}" for i in range(n)], dtype=object)
-    hashes = np.array([f"h{i:04d}" for i in range(n)], dtype=object)
+    rng, n = np.random.default_rng(8), 300
+    vectors, ids, hashes = _tied_corpus(rng, n, 5)
     query = vectors[3]
     scores = mm.cosine_rows(vectors, query)
     chosen = order_by_score_then_id(scores, ids)[[2, 9, 30, 31, 90, 200]]

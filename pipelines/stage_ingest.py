@@ -21,8 +21,9 @@ from schemas.build_config import BuildConfig, IngestConfig
 from schemas.inputs import DEADLETTER_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA, WARNINGS_SCHEMA
 from schemas.layout import RunLayout
 from transforms.counts import SumCountsFn, WriteJson
-from transforms.ingest import OUTCOMES, READ, IngestInputs, input_sources
+from transforms.ingest import IngestInputs, input_sources
 from transforms.ingest_checks import validate_inputs
+from transforms.ingest_rules import OUTCOMES, READ
 from transforms.write_tables import TableSpec, write_tables
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import pytest
 
 from schemas.negatives import text_hash
 from transforms import parse, read
-from transforms.ingest import DeadMark, Kept, check_pair_docs, resolve_duplicates, settle_query
+from transforms.ingest_rules import DeadMark, Kept, check_pair_docs, resolve_duplicates, settle_query
 from transforms.parse import parse_line
 from transforms.read import SourceLine, iter_source_lines
 
@@ -221,7 +221,8 @@ def _settle_fn_outputs(query_id: str, kept: list, marks: list, pairs: list) -> d
 
     from apache_beam import pvalue
 
-    from transforms.ingest import KEPT, MARK, PAIR, RecordPacking, SettleQueryFn
+    from transforms.ingest import KEPT, MARK, PAIR, SettleQueryFn
+    from transforms.ingest_rules import RecordPacking
 
     packing = RecordPacking(["qrels.tsv", "queries.jsonl"])
     values = [(KEPT, packing.kept(k)) for k in kept] + [(MARK, packing.mark(m)) for m in marks]

@@ -27,7 +27,8 @@ from schemas.inputs import DEADLETTER_SCHEMA, DOCS_SCHEMA, PAIRS_SCHEMA, QUERIES
 from schemas.layout import RunLayout
 from tests.test_ingest_stage import _read_table
 from transforms import parse, read
-from transforms.ingest import DocKey, ExceptionsFn, decide_doc
+from transforms.ingest import ExceptionsFn
+from transforms.ingest_rules import DocKey, decide_doc
 from transforms.parse import PairRecord, RowRef
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"

@@ -1,6 +1,7 @@
 """Pure row parsing for ingest: one SourceLine (raw bytes) -> records, or the reason it is rejected.
 
-No Beam here; transforms/ingest.py wraps these functions in DoFns. Kinds of input rows:
+No Beam here; transforms/ingest.py wraps these functions (and transforms/ingest_rules.py's) in DoFns.
+Kinds of input rows:
 - docs:    BEIR corpus.jsonl rows {"_id", "title", "text"} (also a pair file's --corpus)
 - queries: BEIR queries.jsonl rows {"_id", "text"}
 - qrels:   BEIR qrels/<split>.tsv rows "query-id<TAB>corpus-id<TAB>score" (header row, possibly CRLF)

@@ -7,6 +7,8 @@ import pytest
 
 from schemas.build_config import ConfigError, MiningConfig
 from transforms import mining_math as mm
+from transforms import mining_windows as mw
+from transforms import random_tier as rt
 
 
 def _positives(scores, ids=("p1",), hashes=("hp1",), dim=4) -> mm.Positives:
@@ -116,12 +118,12 @@ def test_uniform_window_needs_the_whole_window():
 
 def test_depth_rounds_reach_max_depth():
     mining = MiningConfig(range_max=30, max_depth=2000)
-    assert mm.initial_depth(mining, 2) == 32
-    depth, rounds = mm.initial_depth(mining, 1), 0
+    assert mw.initial_depth(mining, 2) == 32
+    depth, rounds = mw.initial_depth(mining, 1), 0
     while depth < mining.max_depth:
-        depth, rounds = mm.next_depth(depth, mining), rounds + 1
+        depth, rounds = mw.next_depth(depth, mining), rounds + 1
     assert (depth, rounds) == (2000, 4)  # 31 -> 124 -> 496 -> 1984 -> 2000 (capped)
-    assert mm.rounds_for(2000, mining, 1) == 4
+    assert mw.rounds_for(2000, mining, 1) == 4
 
 
 def test_pick_random_is_uniform_excludes_and_is_deterministic():
@@ -129,8 +131,8 @@ def test_pick_random_is_uniform_excludes_and_is_deterministic():
     ids = [np.array([f"a{i}" for i in range(30)]), np.array([f"b{i}" for i in range(10)])]
     ok = [np.ones(30, bool), np.ones(10, bool)]
     ok[0][0] = False
-    first = mm.pick_random(sizes, ok, ids, 3, {"a1"}, np.random.default_rng(5))
-    assert first == mm.pick_random(sizes, ok, ids, 3, {"a1"}, np.random.default_rng(5))
+    first = rt.pick_random(sizes, ok, ids, 3, {"a1"}, np.random.default_rng(5))
+    assert first == rt.pick_random(sizes, ok, ids, 3, {"a1"}, np.random.default_rng(5))
     chosen = [ids[s][i] for s, i in first]
     assert len(set(chosen)) == 3
     counts = {"a": 0, "b": 0}
@@ -138,12 +140,12 @@ def test_pick_random_is_uniform_excludes_and_is_deterministic():
         rng = np.random.default_rng(seed)
         perms = [rng.permutation(30), rng.permutation(10)]
         p_ids, p_ok = [ids[s][perms[s]] for s in (0, 1)], [ok[s][perms[s]] for s in (0, 1)]
-        for s, i in mm.pick_random(sizes, p_ok, p_ids, 1, {"a1"}, rng):
+        for s, i in rt.pick_random(sizes, p_ok, p_ids, 1, {"a1"}, rng):
             assert p_ids[s][i] not in ("a0", "a1")
             counts[p_ids[s][i][0]] += 1
     assert 0.6 < counts["a"] / 400 < 0.85  # shard a holds 28 of 38 surviving docs (0.74)
     # shards run dry: never more than the surviving documents
-    assert len(mm.pick_random(sizes, ok, ids, 100, set(), np.random.default_rng(0))) == 39
+    assert len(rt.pick_random(sizes, ok, ids, 100, set(), np.random.default_rng(0))) == 39
 
 
 @pytest.mark.parametrize(
@@ -260,7 +262,7 @@ def test_shard_windows_merge_into_the_picks_and_ranks_of_the_whole_list(referenc
                          ids[order][pick.semi_hard].tolist()))
     assert all(len(hard) == 3 for hard, _, _ in expected) and max(expected[0][1]) > mining.max_depth
 
-    payload = QueryPayload("q", query, pos, depth=mm.initial_depth(mining, len(chosen)))
+    payload = QueryPayload("q", query, pos, depth=mw.initial_depth(mining, len(chosen)))
     for num_shards in (1, 3, 7):
         results = []
         for s in range(num_shards):
@@ -301,7 +303,7 @@ def test_merged_negatives_and_stats_do_not_depend_on_the_shard_count(extra):
     pos = mm.Positives(ids[chosen], hashes[chosen], vectors[chosen], scores[chosen])
     mining = MiningConfig(**{"hard": 3, "semi_hard": 2, "random": 0, "range_max": 10, "semi_hard_pool": 8,
                              "max_depth": 60, **extra})
-    payload = QueryPayload("q", query, pos, depth=mm.initial_depth(mining, len(chosen)))
+    payload = QueryPayload("q", query, pos, depth=mw.initial_depth(mining, len(chosen)))
     merged = []
     for num_shards in (1, 3, 7):
         results = []
@@ -320,7 +322,7 @@ def test_merged_negatives_and_stats_do_not_depend_on_the_shard_count(extra):
 
 def test_rounds_for_follows_the_global_depth_schedule():
     mining = MiningConfig(range_max=10, max_depth=100)
-    assert [mm.rounds_for(used, mining, 1) for used in (0, 11, 12, 44, 45, 100, 400)] == [0, 0, 1, 1, 2, 2, 2]
+    assert [mw.rounds_for(used, mining, 1) for used in (0, 11, 12, 44, 45, 100, 400)] == [0, 0, 1, 1, 2, 2, 2]
 
 
 def _pick_random_one_choice_per_draw(shard_sizes, draws_ok, draws_ids, k, exclude, rng):
@@ -361,7 +363,7 @@ def test_pick_random_draws_exactly_what_one_rng_choice_per_draw_drew():
     for trial in range(200):
         sizes, m, ids, ok, exclude, k = _random_draw_case(rng)
         expected = _pick_random_one_choice_per_draw(sizes, ok, ids, k, exclude, np.random.default_rng(trial))
-        assert mm.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial)) == expected, trial
+        assert rt.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial)) == expected, trial
 
 
 def test_random_visits_are_the_draws_pick_random_visits():
@@ -370,8 +372,8 @@ def test_random_visits_are_the_draws_pick_random_visits():
     rng = np.random.default_rng(11)
     for trial in range(200):
         sizes, m, ids, ok, exclude, k = _random_draw_case(rng)
-        expected = mm.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial))
-        visits = mm.RandomVisits(sizes, m, np.random.default_rng(trial))
+        expected = rt.pick_random(sizes, ok, ids, k, exclude, np.random.default_rng(trial))
+        visits = rt.RandomVisits(sizes, m, np.random.default_rng(trial))
         visits.extend(sum(m))
         accepted = [(s, i) for s, i in zip(visits.shards, visits.draws) if ok[s][i] and str(ids[s][i]) not in exclude]
         assert accepted[:k] == expected, trial
@@ -394,10 +396,10 @@ def test_ordered_windows_equal_the_matrix_windows(margins, semi_hard):
         refs = np.unique(np.round(rng.uniform(-0.2, 1.0, int(rng.integers(1, 8))), 4))
         kept = mm.margin_codes(scores[None, :], refs[:, None], mining) == mm.KEEP
         expected_starts = np.where(kept.any(axis=1), kept.argmax(axis=1) if n else 0, n)
-        starts = mm.margin_starts(scores, refs, mining)
+        starts = mw.margin_starts(scores, refs, mining)
         assert np.array_equal(starts, expected_starts), case
-        ends, pickable = mm.window_ends(scores, codes, refs, starts, mining)
-        got_ends, groups, rows = mm.window_ends_ordered(scores, codes, refs, starts, mining)
+        ends, pickable = mw.window_ends(scores, codes, refs, starts, mining)
+        got_ends, groups, rows = mw.window_ends_ordered(scores, codes, refs, starts, mining)
         assert np.array_equal(got_ends, ends), case
         expected_groups, expected_rows = np.nonzero(pickable)
         assert np.array_equal(groups, expected_groups) and np.array_equal(rows, expected_rows), case

@@ -17,6 +17,7 @@ import numpy as np
 
 from schemas.negatives import text_hash
 from transforms import mining_math as mm
+from transforms import mining_windows as mw
 from transforms.id_filter import BuildIdFilter, IdFilter, KeepIds, keep_keyed
 from transforms.mine_rows import BuildRowsFn, QueryTexts, text_requests
 from transforms.mine_types import CONTEXTUAL_PAIRS, QueryPayload
@@ -46,7 +47,7 @@ def _payload(element, mining) -> list[QueryPayload]:
     p = len(positive_ids)
     pos = mm.Positives(ids=as_object_strings(positive_ids), text_hashes=as_object_strings([""] * p),
                        vectors=np.zeros((p, 0), np.float32), scores=np.zeros(p))
-    return [QueryPayload(query_id, query_vectors[0][0], pos, depth=mm.initial_depth(mining, p))]
+    return [QueryPayload(query_id, query_vectors[0][0], pos, depth=mw.initial_depth(mining, p))]
 
 
 def _positives_of_batch(table) -> list[tuple[str, list[str]]]:

@@ -19,6 +19,8 @@ from apache_beam.metrics import Metrics
 
 from schemas.build_config import MiningConfig
 from transforms import mining_math as mm
+from transforms import mining_windows as mw
+from transforms import random_tier as rt
 from transforms.mine_types import (
     MinedQuery,
     QueryPayload,
@@ -256,7 +258,7 @@ def pick_random_groups(results: list[ShardCandidates], refs: np.ndarray, exclude
                        positive_ids: list, k: int, mining: MiningConfig, rng: np.random.Generator):
     """(groups [r], shards [r], draws [r]): every group's random picks, group by group in draw order.
 
-    mining_math.pick_random for each group, with one visit order for all (mining_math.RandomVisits: each group
+    random_tier.pick_random for each group, with one visit order for all (random_tier.RandomVisits: each group
     draws from a fresh rng of the same per-query stream, and which draw comes next never depends on the guards):
     a group keeps the first k visited draws that passed its guards and are not among its hard and semi-hard picks
     (excluded: (groups [e], ids [e])) or the judged positives. Draws are distinct documents (shards are
@@ -276,7 +278,7 @@ def pick_random_groups(results: list[ShardCandidates], refs: np.ndarray, exclude
     hits = [(g, column[x]) for g, x in zip(excluded[0].tolist(), excluded[1].tolist()) if x in column]
     if hits:
         ok[tuple(np.array(hits).T)] = False
-    visits = mm.RandomVisits(np.array([r.ntotal for r in results]), [r.draw_count for r in results], rng)
+    visits = rt.RandomVisits(np.array([r.ntotal for r in results]), [r.draw_count for r in results], rng)
     want = k + 8
     while True:
         visits.extend(want)
@@ -325,7 +327,7 @@ def query_stats(merged: _Merged, results: list[ShardCandidates], stops: np.ndarr
         "candidates_seen": int(sum(r.union_size for r in results)),
         "dropped": {guard: int(every[i + 1]) for i, guard in enumerate(mm.GUARDS)},
         "dropped_pairs": {guard: int(per_pair[i + 1]) for i, guard in enumerate(mm.GUARDS)},
-        "deeper_search_histogram": {str(mm.rounds_for(int(used.max(initial=0)), mining, p)): 1},
+        "deeper_search_histogram": {str(mw.rounds_for(int(used.max(initial=0)), mining, p)): 1},
         "queries_full": {t: int(pairs_full[t] == p) for t, k in wanted.items() if k > 0},
         "pairs_full": {t: pairs_full[t] for t, k in wanted.items() if k > 0},
         "negatives": {t: len(set(picked[t][1].tolist())) for t in wanted},

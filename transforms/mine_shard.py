@@ -19,6 +19,8 @@ from threadpoolctl import threadpool_limits
 from schemas.build_config import MiningConfig
 from schemas.layout import RunLayout
 from transforms import mining_math as mm
+from transforms import mining_windows as mw
+from transforms import random_tier as rt
 from transforms.mine_types import (
     QueryPayload,
     ShardCandidates,
@@ -198,11 +200,11 @@ class _QueryScan:
         group, positions ascending; above: shard documents above row 0.
 
         A group's window starts at the first document the margins keep against its reference and ends where the
-        group has enough (mining_math.window_ends), at max_depth, or at the shard's end (complete). All groups
+        group has enough (mining_windows.window_ends), at max_depth, or at the shard's end (complete). All groups
         share one exactly ordered head of the shard: candidates are taken best-approximate-first (x DEPTH_GROWTH
         per round, from everything that may sit above the lowest threshold); a candidate is final once its
         exact score clears every candidate not taken yet by the float32 error bound, so the windows are exact.
-        Starts, ends and picks are binary searches in the ordered list (mining_math.margin_starts,
+        Starts, ends and picks are binary searches in the ordered list (mining_windows.margin_starts,
         window_ends_ordered), never [groups, rows] matrices (issue 15: ~40 groups per query under 'pair').
         """
         mining, approx, slack = self.mining, self.approx, self.slack
@@ -227,11 +229,11 @@ class _QueryScan:
             rows, scores = top[order], exact[order]
             final = int(np.count_nonzero(round_scores(scores) > bound + slack))
             rows, scores = rows[:final], scores[:final]
-            starts = mm.margin_starts(scores, refs, mining)  # [g] the margins keep a suffix of the list
+            starts = mw.margin_starts(scores, refs, mining)  # [g] the margins keep a suffix of the list
             codes = np.zeros(final, np.int8)
             first = int(starts.min()) if len(starts) else final
             codes[first:] = self.codes_of(rows[first:])
-            ends, pick_groups, pick_pos = mm.window_ends_ordered(scores, codes, refs, starts, mining)
+            ends, pick_groups, pick_pos = mw.window_ends_ordered(scores, codes, refs, starts, mining)
             everything = take >= len(cand)
             enough = (ends >= 0) & (ends - starts <= mining.max_depth)  # the group has enough inside max_depth
             capped = everything | ((starts < final) & (final - starts >= mining.max_depth))
@@ -240,14 +242,14 @@ class _QueryScan:
                 inside = pick_pos < stops[pick_groups]  # picks start at or after the group's start
                 picks = (pick_groups[inside], pick_pos[inside])
                 return rows, starts, stops, everything & (stops == final), picks, sure_above
-            take = min(len(cand), take * mm.DEPTH_GROWTH)
+            take = min(len(cand), take * mw.DEPTH_GROWTH)
             self.rounds += 1
 
 
 def _draws(scan: _QueryScan, seed: int):
     """(local rows [m] in draw order, exact scores, candidate codes) of the shard's random-tier draws."""
     shard, payload, mining = scan.shard, scan.payload, scan.mining
-    m = mm.random_draw_count(mining, len(payload.positives.ids), shard.ntotal)
+    m = rt.random_draw_count(mining, len(payload.positives.ids), shard.ntotal)
     key = zlib.crc32(payload.query_id.encode("utf-8"))
     rng = np.random.default_rng([seed, key, _SHARD_DRAW_STREAM, shard.shard])
     drawn = rng.choice(shard.ntotal, size=m, replace=False) if m else np.zeros(0, np.int64)  # [m] draw order
@@ -259,7 +261,7 @@ def _draws_needed(drawn: np.ndarray, scores: np.ndarray, codes: np.ndarray, pick
                   refs: np.ndarray, mining: MiningConfig) -> int:
     """How many of the shard's draws (in draw order) any pair group's random picks may reach.
 
-    A group takes draws in order from every shard and stops at K accepted ones (mining_math.pick_random); a draw
+    A group takes draws in order from every shard and stops at K accepted ones (random_tier.pick_random); a draw
     that passed its guards and that the group may not pick as hard or semi-hard here (pickable [g, m]: its
     hard and semi-hard picks on this shard are among those rows) is always accepted, so no group reads this
     shard past its K-th such draw: only that prefix travels (the draw count still does: it steers the shard

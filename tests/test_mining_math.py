@@ -411,3 +411,38 @@ def test_cosine_rows_at_is_cosine_rows_bit_for_bit():
     query = rng.normal(size=24).astype(np.float32)
     for rows in (rng.permutation(700), rng.integers(0, 700, 5), np.zeros(0, np.int64), np.arange(256)):
         assert np.array_equal(mm.cosine_rows_at(vectors, rows, query), mm.cosine_rows(vectors[rows], query))
+
+
+def test_near_copies_screened_once_per_chunk_equal_those_screened_per_query():
+    """Queries sharing positives have their near copies screened once per chunk (mine_shard._near_copy_rows); a
+    query mined alone screens its own candidates. Both give the same shard answers, near-copy drops included."""
+    from transforms.mine_shard import MineShardQueries, _positives_shared
+    from transforms.mine_types import QueryPayload
+    from transforms.search_api import QueryBlock
+
+    rng, n, dim = np.random.default_rng(11), 240, 16
+    base = rng.normal(size=(n // 2, dim))
+    vectors = np.concatenate([base, base + 0.08 * rng.normal(size=base.shape)]).astype(np.float32)  # near twins
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.array([f"d{i:04d}" for i in range(n)], dtype=object)
+    hashes = np.array([f"h{i:04d}" for i in range(n)], dtype=object)
+    shard = _FakeShard(0, vectors, ids, hashes)
+    chosen = np.array([4, 9, 17, 30])
+    queries, payloads = [], []
+    for q in range(3):
+        query = vectors[chosen[q]] + vectors[chosen[q + 1]] + 0.5 * vectors[50 + q]
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        pos = mm.Positives(ids[chosen], hashes[chosen], vectors[chosen], mm.cosine_rows(vectors[chosen], query))
+        queries.append(query)
+        payloads.append(QueryPayload(f"q{q}", query, pos, depth=100))
+    mining = MiningConfig(hard=3, relative_margin=0.05)
+    assert _positives_shared(payloads) and not _positives_shared(payloads[:1])
+    together = [a for _, a in MineShardQueries(mining, 0)(shard, QueryBlock("b", ["q0", "q1", "q2"],
+                                                                            np.stack(queries), payloads))]
+    alone = [a for q, p in zip(queries, payloads)
+             for _, a in MineShardQueries(mining, 0)(shard, QueryBlock("b", [p.query_id], q[None, :], [p]))]
+    near_copy = mm.GUARDS.index("near_copy") + 1
+    assert any((a.codes == near_copy).any() for a in together)  # the guard fired
+    for a, b in zip(together, alone):
+        for name in ("union", "pick_rows", "above", "lo", "hi", "detail_rows", "sims", "draw_codes"):
+            assert np.array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name))), name

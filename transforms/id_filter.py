@@ -38,7 +38,7 @@ class IdFilter:
     def estimated_ids(self) -> float:
         """The number of distinct ids added, estimated from the set bits (Swamidass & Baldi 2007:
         n = -(m / k) ln(1 - X / m)); within a few percent while the filter is far from full, as it is here (it
-        is sized for every request, duplicates included)."""
+        is sized for the ids each bundle saw first, so ids repeated across bundles leave it roomier still)."""
         set_bits = int(_POPCOUNT[np.frombuffer(self.bits, np.uint8)].sum())
         if set_bits >= self.bit_count:  # full: no estimate; at most one id per bit is what it can tell apart
             return float(self.bit_count)

@@ -140,7 +140,7 @@ class BuildRowsFn(beam.DoFn):
         built (|A u B| = |A| + |B| - |A n B|), and the division is numpy's, as exact as Python's."""
         sets: list = [frozenset()] * len(texts.doc_ids)
         for i in np.unique(np.concatenate([a, b])).tolist():
-            sets[i] = self._tokens.get(texts.doc_ids[i]) or self._token_set(texts.doc_ids[i], texts.passages[i])
+            sets[i] = self._token_set(texts.doc_ids[i], texts.passages[i])
         sizes = np.array([len(s) for s in sets], np.int64)  # [texts]
         inter = np.array([len(sets[x] & sets[y]) for x, y in zip(a.tolist(), b.tolist())], np.int64)  # [r]
         union = sizes[a] + sizes[b] - inter  # [r]

@@ -37,6 +37,12 @@ SHARD_CHUNK = 256  # queries of a block mined together on a shard (bounds the pe
 _SCAN_BYTES = 64 * 2**20  # float32 [queries, shard docs] approximate scores computed at once
 
 
+def _float32_slack(dim: int) -> float:
+    """How far a float32 dot product of unit vectors may be from its float64 value, plus the grid steps (rounding,
+    margin arithmetic): a screen at threshold - slack never misses a document the exact decision keeps."""
+    return 2 * dim * float(np.finfo(np.float32).eps) + 4 * SCORE_GRID
+
+
 def _fixed_width(column) -> np.ndarray | None:
     """A shard column's fixed-width bytes view (StringColumn.fixed_width), None for other sequences."""
     return column.fixed_width if isinstance(column, StringColumn) else None
@@ -89,7 +95,7 @@ def _near_copy_rows(shard: ShardView, payloads: list[QueryPayload], mining: Mini
         return {}
     ids = list(first)
     vectors = np.asarray(np.stack([first[x] for x in ids]), np.float32)  # [f, dim]
-    slack = 2 * vectors.shape[1] * float(np.finfo(np.float32).eps) + 4 * SCORE_GRID
+    slack = _float32_slack(vectors.shape[1])
     step = max(1, _SCAN_BYTES // (4 * shard.ntotal))
     near: dict[str, np.ndarray] = {}
     for start in range(0, len(ids), step):
@@ -173,8 +179,7 @@ class _QueryScan:
         self.approx = approx  # [n] float32 scores (BLAS): exact within slack
         self.exact = np.full(len(approx), np.nan)  # [n] float64 mining_math.cosine_rows, once computed
         self.codes = np.full(len(approx), -1, np.int8)  # [n] candidate codes, once computed
-        # float32 error bound of a dot product of unit vectors, plus the grid steps (rounding, margin arithmetic)
-        self.slack = 2 * shard.vectors.shape[1] * float(np.finfo(np.float32).eps) + 4 * SCORE_GRID
+        self.slack = _float32_slack(shard.vectors.shape[1])
         self.rounds = 0
 
     def exact_of(self, local: np.ndarray) -> np.ndarray:
@@ -279,8 +284,8 @@ def _draws_needed(drawn: np.ndarray, scores: np.ndarray, codes: np.ndarray, pick
 
 def _details(shard: ShardView, local: np.ndarray, payload: QueryPayload) -> np.ndarray:
     """[r, p] float32 cos(positive, candidate) of local rows: one float64 matrix product."""
-    vectors = np.asarray(shard.vectors[local], dtype=np.float32)  # [r, dim]
-    return (np.asarray(vectors, np.float64) @ np.asarray(payload.positives.vectors, np.float64).T).astype(np.float32)
+    vectors = np.asarray(shard.vectors[local], dtype=np.float64)  # [r, dim]
+    return (vectors @ np.asarray(payload.positives.vectors, np.float64).T).astype(np.float32)
 
 
 def _pack(column, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -292,8 +297,6 @@ def _pack(column, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
     return column.data[index], offsets
-
-
 
 
 def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mining: MiningConfig, seed: int,
@@ -360,8 +363,7 @@ def shard_answer(shard: ShardView, payload: QueryPayload, approx: np.ndarray, mi
         draw_ids=np.asarray(shard.doc_ids[drawn[:sent]], dtype=object),
         draw_codes=d_codes[:sent],
         draw_scores=d_scores[:sent],
-        draw_sims=_details(shard, drawn[:sent], payload) if sent else np.zeros((0, len(payload.positives.ids)),
-                                                                                np.float32),
+        draw_sims=_details(shard, drawn[:sent], payload),
         rounds=scan.rounds,
         payload=(payload if keep_vectors else without_vectors(payload)) if shard.shard == 0 else None,
     )

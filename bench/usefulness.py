@@ -18,18 +18,24 @@ where a row uses negatives, MNRL / InfoNCE at temperature 0.05 (scale 20), 1 epo
                                  whole corpus) + its trainer: ST's own pipeline, the anchor
            nf_hard_st            negforge `hard` tier (ranks 1-3) fed to ST's trainer as n-tuples
            nf_hard               negforge `hard` tier through negforge's trainer
+  long     st_mined_3ep, nf_hard_st_3ep, nf_hard_3ep      the same at 3 epochs
   recipes  nf_hsr_st             negforge hard #1 + semi_hard #1 + random #1 through ST's trainer
            nf_hsr                hard:0.5, semi_hard:0.3, random:0.2 through negforge's trainer
            nf_hard_ctx           hard:0.67, contextual:0.33 through negforge's trainer
            nf_inbatch            negforge's trainer, in-batch only (the trainers' parity check)
-  long     st_mined_3ep, nf_hard_st_3ep, nf_hard_3ep      the same at 3 epochs
-  levers   nf_hard_3ep_refresh   nf_hard_3ep + in-training refresh twice per epoch (trainer/refresh.py)
+  levers   nf_pool8_3ep          nf_hard_3ep drawing 3 of each pair's 8 hardest afresh every epoch (--hard 8)
+           nf_hard_3ep_sym       nf_hard_3ep + the symmetric loss (doc_to_query, one softmax per direction)
+           nf_pool8_3ep_sym      both
            nf_hard_3ep_t03       nf_hard_3ep at temperature 0.03 (scale 33)
-           nf_hsr_bank_curr_3ep  nf_hsr at 3 epochs + memory bank 512 + fixed curriculum
            nf_hard_ctx_3ep       nf_hard_ctx at 3 epochs
+           nf_hard_3ep_refresh   nf_hard_3ep + in-training refresh twice per epoch (trainer/refresh.py)
+           nf_hsr_bank_curr_3ep  nf_hsr at 3 epochs + memory bank 512 + fixed curriculum
 Training data: SciFact train pairs from the BEIR folder; negforge's negatives from a compact Parquet file
 (`--negatives`, trainer.data.compact_negatives), made from `--run-dir RUN_DIR`, or mined here with
-`negforge build` (hard 3, semi_hard 3, random 3, contextual 3, relative margin 0.05: the only Beam step).
+`negforge build` (hard 3, semi_hard 3, random 3, contextual 3, relative margin 0.05: the only Beam step),
+plus each pair's hard negatives 4-8 from the same build with --hard 8 (`--pool-run-dir`) for the pool8 rows;
+every other row keeps each pair's 3 hardest. `--parallel N` runs N rows at once, each its own process on
+the same device, and merges their rows into the one table as they finish.
 The training/eval part imports only torch, sentence-transformers, pyarrow (and `datasets` for ST's
 trainer): a GPU box needs neither Beam, faiss nor Polars (bench/usefulness_device.sh).
 
@@ -67,6 +73,9 @@ QUICK_BUDGET = {"batch_size": 4, "max_seq_length": 32, "max_steps": 2}
 ST_MINING = {"num_negatives": 3, "relative_margin": 0.05, "sampling_strategy": "top"}
 HSR = "hard:0.5,semi_hard:0.3,random:0.2"
 HARD_CTX = "hard:0.67,contextual:0.33"
+HARD_POOL = 3  # each pair's hard negatives a row draws from (the 3 hardest) unless it names "hard_pool"
+TRAINER_SETTINGS = ("tiers", "temperature", "memory_bank", "curriculum", "loss_directions", "loss_partition")
+SYMMETRIC = {"loss_directions": "query_to_doc,doc_to_query", "loss_partition": "per_direction"}
 # name -> (group, trainer, negatives, settings); trainer: none | st | negforge
 SCHEMES: dict[str, tuple[str, str, str, dict]] = {
     "base": ("core", "none", "none", {}),
@@ -82,15 +91,21 @@ SCHEMES: dict[str, tuple[str, str, str, dict]] = {
     "st_mined_3ep": ("long", "st", "st mine_hard_negatives k=3, relative margin 0.05", {"epochs": 3, "st": "mined"}),
     "nf_hard_st_3ep": ("long", "st", "negforge hard ranks 1-3", {"epochs": 3, "st": (("hard", 3),)}),
     "nf_hard_3ep": ("long", "negforge", "negforge hard", {"epochs": 3, "tiers": "hard"}),
-    "nf_hard_3ep_refresh": ("levers", "negforge", "negforge hard, refreshed twice per epoch",
-                            {"epochs": 3, "tiers": "hard", "refresh_per_epoch": 2}),
+    "nf_pool8_3ep": ("levers", "negforge", "negforge 8 hardest, 3 drawn per pair each epoch",
+                     {"epochs": 3, "tiers": "hard", "hard_pool": 8}),
+    "nf_hard_3ep_sym": ("levers", "negforge", "negforge hard, symmetric loss (+ doc_to_query, per direction)",
+                        {"epochs": 3, "tiers": "hard", **SYMMETRIC}),
+    "nf_pool8_3ep_sym": ("levers", "negforge", "negforge 8 hardest, 3 drawn per epoch, symmetric loss",
+                         {"epochs": 3, "tiers": "hard", "hard_pool": 8, **SYMMETRIC}),
     "nf_hard_3ep_t03": ("levers", "negforge", "negforge hard, temperature 0.03",
                         {"epochs": 3, "tiers": "hard", "temperature": 0.03}),
+    "nf_hard_ctx_3ep": ("levers", "negforge", f"negforge {HARD_CTX}", {"epochs": 3, "tiers": HARD_CTX}),
+    "nf_hard_3ep_refresh": ("levers", "negforge", "negforge hard, refreshed twice per epoch",
+                            {"epochs": 3, "tiers": "hard", "refresh_per_epoch": 2}),
     "nf_hsr_bank_curr_3ep": ("levers", "negforge", f"negforge {HSR} + memory bank 512 + fixed curriculum",
                              {"epochs": 3, "tiers": HSR, "memory_bank": 512, "curriculum": "fixed"}),
-    "nf_hard_ctx_3ep": ("levers", "negforge", f"negforge {HARD_CTX}", {"epochs": 3, "tiers": HARD_CTX}),
 }
-GROUPS = ("core", "recipes", "long", "levers")
+GROUPS = ("core", "long", "recipes", "levers")  # run order: the 3-epoch goal rows before the 1-epoch recipes
 # --quick's default: one scheme of every row kind (no training, ST in-batch / mined / negforge n-tuples,
 # negforge's trainer with one tier / mixed tiers with contextual / 3 epochs with refresh, bank and curriculum)
 QUICK_SCHEMES = ("base", "st_inbatch", "st_mined", "nf_hard_st", "nf_hsr_st", "nf_hard", "nf_hard_ctx",
@@ -110,7 +125,8 @@ def git_sha() -> str:
 
 
 def log(message: str) -> None:
-    print(f"[usefulness {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    part = os.environ.get("USEFULNESS_PART")
+    print(f"[usefulness{' part ' + part if part else ''} {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # ----------------------------------------------------------------------------- data (no Beam)
@@ -177,6 +193,46 @@ def mine(beir_dir: str, run_dir: str, model: str = "bundled", quick: bool = Fals
     return run_build(config, beam_args)
 
 
+def compact_with_pool(run_dir: str, pool_run_dir: str | None, out_path: str) -> int:
+    """run_dir's negatives as one compact file (trainer.data.compact_negatives), plus, from pool_run_dir (the
+    same flags but a larger --hard), each pair's hard negatives beyond run_dir's: a row that keeps each pair's
+    3 hardest (Bench.negatives_file) sees run_dir's negatives exactly. Refuses a pool that does not extend
+    run_dir's hard tier (a different run or flags). Returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trainer.data import _available_tiers, compact_negatives
+
+    tiers = tuple(t for t in ("hard", "semi_hard", "random", "contextual") if t in _available_tiers(run_dir))
+    count = compact_negatives(run_dir, out_path + ".partial", tiers)
+    if not pool_run_dir:
+        os.replace(out_path + ".partial", out_path)
+        return count
+    compact_negatives(pool_run_dir, out_path + ".pool", ("hard",))
+    base, pool = pq.read_table(out_path + ".partial"), pq.read_table(out_path + ".pool")
+    os.remove(out_path + ".pool")
+    cols = base.to_pydict()
+    hard = {(q, p, n): r for q, p, n, t, r in zip(cols["query_id"], cols["positive_id"], cols["negative_id"],
+                                                 cols["tier"], cols["rank"]) if t == "hard"}
+    pooled = pool.to_pydict()
+    keys = list(zip(pooled["query_id"], pooled["positive_id"], pooled["negative_id"]))
+    deepest = {}
+    for (q, p, _), r in hard.items():
+        deepest[(q, p)] = max(deepest.get((q, p), -1), r)
+    missing = set(hard) - set(keys)
+    extra = [i for i, key in enumerate(keys) if key not in hard]
+    shallower = [i for i in extra if pooled["rank"][i] <= deepest.get(keys[i][:2], -1)]
+    if missing or shallower:
+        os.remove(out_path + ".partial")
+        raise ValueError(f"{pool_run_dir} does not extend the hard tier of {run_dir}: {len(missing)} of its hard "
+                         f"negatives are missing and {len(shallower)} pool negatives rank above them; mine the "
+                         "pool with the same flags and a larger --hard")
+    deeper = pool.take(pa.array(extra, pa.int64())).cast(base.schema)
+    pq.write_table(pa.concat_tables([base, deeper]), out_path + ".partial")
+    os.replace(out_path + ".partial", out_path)
+    return count + deeper.num_rows
+
+
 class Bench:
     """What every row shares: the BEIR folder, negatives, base model, device and budget."""
 
@@ -200,6 +256,7 @@ class Bench:
         self.pairs = [(q, d) for q, d in all_pairs if q not in dev_ids]
         self.st_mined_rows: list[dict] | None = None
         self._ntuples: dict = {}
+        self._negatives_files: dict[int, str] = {}
 
     # ------------------------------------------------------------------ models and scoring
 
@@ -221,6 +278,37 @@ class Bench:
         scores.update({f"dev_{k}": v for k, v in results.get("dev", {}).items()})
         return scores
 
+    # ------------------------------------------------------------------ negatives
+    def negatives_file(self, hard_pool: int) -> str:
+        """The compact negatives with each pair's hard tier cut to its first `hard_pool` by retrieval rank (the
+        file itself when nothing is cut): rows use the 3 hardest unless their settings name a deeper pool."""
+        if hard_pool not in self._negatives_files:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(self.args.negatives)
+            columns = table.select(["query_id", "positive_id", "tier", "rank", "negative_id"]).to_pydict()
+            hard_rows: dict[tuple[str, str], list[int]] = {}
+            for i, tier in enumerate(columns["tier"]):
+                if tier == "hard":
+                    hard_rows.setdefault((columns["query_id"][i], columns["positive_id"][i]), []).append(i)
+            cut = set()
+            for rows in hard_rows.values():
+                rows.sort(key=lambda i: (columns["rank"][i] if columns["rank"][i] is not None else 1 << 30,
+                                         columns["negative_id"][i]))
+                cut.update(rows[hard_pool:])
+            path = self.args.negatives
+            if cut:
+                path = os.path.join(self.args.workdir, f"negatives_hard{hard_pool}.parquet")
+                partial = f"{path}.{os.getpid()}.partial"  # parallel parts share the workdir
+                pq.write_table(table.filter(pa.array([i not in cut for i in range(table.num_rows)])), partial)
+                os.replace(partial, path)
+            kept = sum(min(len(rows), hard_pool) for rows in hard_rows.values())
+            log(f"hard pool {hard_pool}: {kept} hard negatives for {len(hard_rows)} pairs "
+                f"({kept / max(len(hard_rows), 1):.2f} per pair) -> {path}")
+            self._negatives_files[hard_pool] = path
+        return self._negatives_files[hard_pool]
+
     # ------------------------------------------------------------------ training inputs for ST's trainer
 
     def ntuples(self, picks: tuple[tuple[str, int], ...]) -> list[dict]:
@@ -231,8 +319,8 @@ class Bench:
             return self._ntuples[picks]
         import pyarrow.parquet as pq
 
-        table = pq.read_table(self.args.negatives, columns=["query_id", "positive_id", "negative_id", "tier", "rank",
-                                                            "negative"])
+        table = pq.read_table(self.negatives_file(HARD_POOL),
+                              columns=["query_id", "positive_id", "negative_id", "tier", "rank", "negative"])
         by_pair: dict[tuple[str, str], dict[str, list]] = {}
         for q, p, n, tier, rank, text in zip(*(table.column(c).to_pylist() for c in table.column_names)):
             by_pair.setdefault((q, p), {}).setdefault(tier, []).append((rank if rank is not None else 1 << 30, n,
@@ -321,13 +409,13 @@ class Bench:
         flags = {"preset": "none", **budget, "epochs": epochs, "seed": seed, "base_model": self.args.model,
                  "device": self.args.device, "eval_batch_size": self.args.eval_batch_size,
                  "file_negatives": settings.get("file_negatives", self.budget["file_negatives"]),
-                 **{k: v for k, v in settings.items() if k in ("tiers", "temperature", "memory_bank", "curriculum")}}
+                 **{k: v for k, v in settings.items() if k in TRAINER_SETTINGS}}
         config = resolve_train_config(flags)
         tiers = config.tiers
         if settings.get("refresh_per_epoch"):
             tiers = tuple(dict.fromkeys([*tiers, "hard", "semi_hard", "random"]))  # the refresh pool
-        data = load_beir_negatives(self.args.beir, self.args.negatives if tiers else None, tiers,
-                                   beir=self.train_beir)
+        negatives = self.negatives_file(settings.get("hard_pool", HARD_POOL)) if tiers else None
+        data = load_beir_negatives(self.args.beir, negatives, tiers, beir=self.train_beir)
         if settings.get("refresh_per_epoch"):
             from dataclasses import replace
 
@@ -394,6 +482,85 @@ def schedule(schemes: list[str], seeds: list[int]) -> list[tuple[str, int | None
         for seed in seeds:
             order += [(s, seed) for s in members if s != "base"]
     return order
+
+
+def row_cost(scheme: str) -> float:
+    """Rough relative wall time of one row (epochs, plus scoring; a refresh re-encodes the pools)."""
+    settings = SCHEMES[scheme][3]
+    epochs = settings.get("epochs", 0)
+    return 0.5 + epochs * (2.2 if settings.get("refresh_per_epoch") else 1.0)
+
+
+def split_plan(plan: list[tuple[str, int | None]], parts: int) -> list[list[tuple[str, int | None]]]:
+    """`plan` dealt to at most `parts` lists, each row (in plan order) to the least loaded list so far: every
+    part runs the most important rows first and the parts finish close together."""
+    loads, out = [0.0] * parts, [[] for _ in range(parts)]
+    for item in plan:
+        k = min(range(parts), key=lambda i: (loads[i], i))
+        out[k].append(item)
+        loads[k] += row_cost(item[0])
+    return [part for part in out if part]
+
+
+def encode_rows(items: list[tuple[str, int | None]]) -> str:
+    return ",".join(f"{scheme}@{'-' if seed is None else seed}" for scheme, seed in items)
+
+
+def decode_rows(value: str) -> set[tuple[str, int | None]]:
+    out = set()
+    for token in (t.strip() for t in value.split(",") if t.strip()):
+        scheme, _, seed = token.partition("@")
+        out.add((scheme, None if seed in ("", "-") else int(seed)))
+    return out
+
+
+def run_parallel(plan, parts: int, argv: list[str], args, meta: dict, rows: list[dict], path_base: str,
+                 started: float) -> None:
+    """Run `plan` as `parts` processes of this bench on one device (a small model leaves a GPU mostly idle
+    between kernels: several rows at once fill it). Each part writes its own results folder; this process
+    merges their rows into the one table every few seconds, so a capped call still leaves a whole table."""
+    import shutil
+    import signal
+
+    env = dict(os.environ)
+    threads = str(max(1, (os.cpu_count() or 1) // parts))
+    env.setdefault("OMP_NUM_THREADS", threads)
+    env.setdefault("MKL_NUM_THREADS", threads)
+    procs, part_dirs = [], []
+    for k, items in enumerate(split_plan(plan, parts), start=1):
+        part_dir = os.path.join(args.results_dir, "parts", str(k))
+        shutil.rmtree(part_dir, ignore_errors=True)
+        child = [*argv, "--parallel", "1", "--rows", encode_rows(items), "--results-dir", part_dir, "--fresh"]
+        if args.time_budget is not None:
+            child += ["--time-budget", f"{max(0.0, args.time_budget - (time.perf_counter() - started)):.0f}"]
+        log(f"part {k}: {len(items)} rows ({sum(row_cost(s) for s, _ in items):.1f} cost units)")
+        procs.append(subprocess.Popen([sys.executable, "-m", "bench.usefulness", *child], cwd=REPO,
+                                      env=env | {"USEFULNESS_PART": str(k)}))
+        part_dirs.append(part_dir)
+
+    def stop(signum, _frame):  # a timeout's TERM: stop the parts, keep the merged table
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        merge()
+        raise SystemExit(128 + signum)
+
+    def merge() -> int:
+        merged, failed = list(rows), list(meta.get("failed", []))
+        for part_dir in part_dirs:
+            path = os.path.join(part_dir, os.path.basename(path_base) + ".json")
+            if os.path.exists(path):
+                part = json.load(open(path))
+                merged += part["rows"]
+                failed += part.get("failed", [])
+        write_table(path_base, meta | ({"failed": failed} if failed else {}), merged)
+        return len(merged)
+
+    signal.signal(signal.SIGTERM, stop)
+    while any(proc.poll() is None for proc in procs):
+        merge()
+        time.sleep(3)
+    log(f"parts finished (exit codes {[proc.returncode for proc in procs]}); {merge()} rows in {path_base}.json")
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:
@@ -471,6 +638,8 @@ def write_table(path_base: str, meta: dict, rows: list[dict]) -> None:
         f"Budget: batch {meta['budget']['batch_size']}, lr {meta['budget']['lr']}, warmup 10 %, max_seq_length "
         f"{meta['budget']['max_seq_length']}, temperature 0.05 (scale 20) unless named, 3 negatives per pair; every "
         f"row trains on the same SciFact train pairs from the same base model ({dev_note(meta)}).",
+        *([f"train s: wall seconds with up to {meta['parallel']} rows sharing the device at once (--parallel)."]
+          if meta.get("parallel", 1) > 1 else []),
         "",
         "| scheme | trainer | negatives | epochs | pairs | seeds | dev nDCG@10 | nDCG@10 | MRR@10 | Recall@100 "
         "| train s |",
@@ -513,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="BEIR folder of the full SciFact (not shipped); --quick defaults to data/scifact-sample")
     parser.add_argument("--negatives", default=None, help="compact negatives Parquet (trainer.data.compact_negatives)")
     parser.add_argument("--run-dir", default=None, help="a finished `negforge build` RUN_DIR of the BEIR train split")
+    parser.add_argument("--pool-run-dir", default=None,
+                        help="the same build with --hard 8: the deeper hard pool of *pool8* rows (mined if absent)")
     parser.add_argument("--model", default="bundled", help="'bundled' or a sentence-transformers folder")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--eval-batch-size", type=int, default=None, help="default 512 on cuda, 64 on cpu")
@@ -524,9 +695,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of the train queries held out of training for every row and scored as dev "
                              "(picks the best recipe; 0: none)")
     parser.add_argument("--dev-seed", type=int, default=DEV_SEED, help="seed of the dev hold-out (by query id)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="rows at once, each its own process on the same device (a GPU: 4-6 fill an H100)")
+    parser.add_argument("--rows", default=None, help=argparse.SUPPRESS)  # a part of --parallel: scheme@seed,...
     args = parser.parse_args(argv)
     if not 0.0 <= args.dev_fraction < 1.0:
         parser.error(f"--dev-fraction must be in [0, 1), got {args.dev_fraction}")
+    if args.parallel < 1:
+        parser.error(f"--parallel must be >= 1, got {args.parallel}")
     process_started = time.perf_counter()
     if args.beir is None:
         if not args.quick:
@@ -559,18 +735,19 @@ def main(argv: list[str] | None = None) -> int:
     args.eval_batch_size = args.eval_batch_size or (512 if args.torch_device.type == "cuda" else 64)
 
     needs_negatives = any(SCHEMES[s][1] == "negforge" or isinstance(SCHEMES[s][3].get("st"), tuple) for s in schemes)
+    hard_pool = max((SCHEMES[s][3].get("hard_pool", HARD_POOL) for s in schemes), default=HARD_POOL)
     if args.quick and args.negatives is None and args.run_dir is None:  # given negatives come with their slice
         args.beir = write_slice(args.beir, os.path.join(args.workdir, "beir_slice"), seed=13)
     if args.negatives is None and needs_negatives:
-        from trainer.data import _available_tiers, compact_negatives
-
         if args.run_dir is None:  # mine here (Beam)
             args.run_dir = os.path.join(args.workdir, "run_train")
             mine(args.beir, args.run_dir, quick=args.quick)
+        if hard_pool > HARD_POOL and args.pool_run_dir is None:
+            args.pool_run_dir = os.path.join(args.workdir, f"run_train_hard{hard_pool}")
+            mine(args.beir, args.pool_run_dir, quick=args.quick, extra=("--hard", str(hard_pool)))
         args.negatives = os.path.join(args.workdir, "negatives.parquet")
-        tiers = tuple(t for t in ("hard", "semi_hard", "random", "contextual") if t in _available_tiers(args.run_dir))
-        count = compact_negatives(args.run_dir, args.negatives, tiers)
-        log(f"{count} negatives of {args.run_dir} -> {args.negatives}")
+        count = compact_with_pool(args.run_dir, args.pool_run_dir if hard_pool > HARD_POOL else None, args.negatives)
+        log(f"{count} negatives of {args.run_dir} (+ pool {args.pool_run_dir}) -> {args.negatives}")
     args.negatives_rows = 0
     if args.negatives:
         import pyarrow.parquet as pq
@@ -589,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
                      "transformers": transformers.__version__},
         "budget": BUDGET | (QUICK_BUDGET if args.quick else {}),
         "mining_flags": MINING_FLAGS, "st_mining": ST_MINING, "seeds": seeds, "schemes": schemes,
-        "settings": _settings_key(args), "quick": args.quick,
+        "settings": _settings_key(args), "quick": args.quick, "parallel": args.parallel,
     }
     path_base = os.path.join(args.results_dir, f"usefulness{suffix}")
     rows: list[dict] = []
@@ -602,12 +779,20 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{path_base}.json is from another commit or settings; starting a fresh table")
     done = {(r["scheme"], r["seed"]) for r in rows}
     plan = [item for item in schedule(schemes, seeds) if item not in done]
+    if args.rows is not None:  # one part of a --parallel run
+        wanted = decode_rows(args.rows)
+        plan = [item for item in plan if item in wanted]
     log(f"{len(plan)} rows to run on {args.device} ({len(done)} done); negatives {args.negatives}")
     bench = Bench(args)
     meta["dev"] = {"fraction": args.dev_fraction, "seed": args.dev_seed, "queries": len(bench.dev_queries),
                    "train_pairs": len(bench.pairs)}
     log(f"train pairs {len(bench.pairs)} (dev: {len(bench.dev_queries)} queries held out), test queries "
         f"{len(bench.test_queries)}, corpus {len(bench.corpus)}")
+    if args.parallel > 1 and len(plan) > 1:
+        run_parallel(plan, args.parallel, list(sys.argv[1:] if argv is None else argv), args, meta, rows, path_base,
+                     process_started)
+        log(f"table: {path_base}.md ({time.perf_counter() - process_started:.0f} s)")
+        return 0
     for number, (scheme, seed) in enumerate(plan, start=1):
         elapsed = time.perf_counter() - process_started
         if args.time_budget is not None and elapsed > args.time_budget:

@@ -12,7 +12,8 @@
 # huggingface-hub; no network, Beam, faiss or Polars. Results (usefulness.json, usefulness.md,
 # usefulness.log, env.txt) go flat into $OUT (default runs/device-out). Every finished row is written at
 # once: a call cut short still returns the rows done. TIME_BUDGET (s, default 390): no row starts later;
-# HARD_LIMIT (s, default TIME_BUDGET + 50) kills the Python process; DEVICE (default cuda).
+# HARD_LIMIT (s, default TIME_BUDGET + 50) kills the Python process; DEVICE (default cuda); PARALLEL (default 5)
+# rows train at once, each in its own process on the one GPU (MiniLM at batch 32 leaves an H100 mostly idle).
 # bench.usefulness holds 10 % of the train queries out of training for every row (--dev-fraction, seeded by
 # query id) and scores them as dev next to test; pass --dev-fraction 0 for the old all-pairs table.
 set -euo pipefail
@@ -23,6 +24,7 @@ SITE=${SITE:-/tmp/site}
 TIME_BUDGET=${TIME_BUDGET:-390}
 HARD_LIMIT=${HARD_LIMIT:-$((TIME_BUDGET + 50))}
 DEVICE=${DEVICE:-cuda}
+PARALLEL=${PARALLEL:-5}  # rows at once on the one GPU (bench.usefulness --parallel)
 RESULTS=${RESULTS:-/tmp/usefulness-results}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT" "$SITE" "$RESULTS"
@@ -47,10 +49,17 @@ cat "$OUT/env.txt"
 echo "setup $(($(date +%s) - started)) s"
 
 status=0
+# GPU use every 5 s while the table runs: shows whether --parallel fills the device
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 >"$OUT/gpu_use.csv" 2>&1 &
+sampler=$!
 timeout --signal=TERM --kill-after=10 "$HARD_LIMIT" "$PYTHON" -m bench.usefulness --device "$DEVICE" \
     --beir "$GPU_DIR/data/scifact" --negatives "$GPU_DIR/data/negatives.parquet" \
     --model "$GPU_DIR/model/minilm_fp16" --results-dir "$RESULTS" --workdir /tmp/usefulness-work \
-    --time-budget "$TIME_BUDGET" "$@" 2>&1 | tee "$OUT/usefulness.log" || status=$?
+    --time-budget "$TIME_BUDGET" --parallel "$PARALLEL" "$@" 2>&1 | tee "$OUT/usefulness.log" || status=$?
 cp "$RESULTS"/usefulness*.json "$RESULTS"/usefulness*.md "$OUT"/ 2>/dev/null || true
+for part in "$RESULTS"/parts/*/; do  # each part's own rows, in case the merged table was cut short
+    [ -d "$part" ] && cp "$part"usefulness*.json "$OUT/usefulness-part$(basename "$part").json" 2>/dev/null || true
+done
+kill "$sampler" 2>/dev/null || true
 echo "done in $(($(date +%s) - started)) s, exit $status"
 exit "$status"

@@ -1,6 +1,6 @@
 """Fill the folder the GPU run of the usefulness table carries (bench/usefulness_device.sh reads it).
 
-    python -m bench.usefulness_prepare --beir SCIFACT_DIR --run-dir RUN_DIR --out .gpu
+    python -m bench.usefulness_prepare --beir SCIFACT_DIR --run-dir RUN_DIR --pool-run-dir RUN_DIR_HARD8 --out .gpu
 
 Writes (each step skipped when its output is already there, unless --force):
   OUT/wheels/            datasets 5.2.0, dill 0.4.1, multiprocess 0.70.19 for CPython 3.12 (pip download;
@@ -8,7 +8,8 @@ Writes (each step skipped when its output is already there, unless --force):
   OUT/model/minilm_fp16/ the bundled all-MiniLM-L6-v2 in fp16 (~45 MB; trainer.loop casts it to fp32)
   OUT/data/scifact/      corpus.jsonl.gz, queries.jsonl, qrels/{train,test}.tsv
   OUT/data/negatives.parquet  the RUN_DIR's hard, semi_hard, random and contextual negatives as ids
-                         (texts only for contextual edits): trainer.data.compact_negatives; mined for every
+                         (texts only for contextual edits): trainer.data.compact_negatives, plus each pair's
+                         hard negatives 4-8 from RUN_DIR_HARD8 (the same flags, --hard 8); mined for every
                          train query: bench.usefulness's dev queries (--dev-fraction) simply go unused
 and checks the folder stays under 60 MiB (the device call carries 64 MiB with the repository).
 """
@@ -70,8 +71,8 @@ def data(out: str, beir: str, force: bool) -> None:
         shutil.copy(os.path.join(beir, "qrels", f"{split}.tsv"), os.path.join(folder, "qrels"))
 
 
-def negatives(out: str, run_dir: str, force: bool) -> int:
-    from trainer.data import _available_tiers, compact_negatives
+def negatives(out: str, run_dir: str, pool_run_dir: str | None, force: bool) -> int:
+    from bench.usefulness import compact_with_pool
 
     path = os.path.join(out, "data", "negatives.parquet")
     if os.path.exists(path) and not force:
@@ -80,11 +81,9 @@ def negatives(out: str, run_dir: str, force: bool) -> int:
         return pq.ParquetFile(path).metadata.num_rows
     if not os.path.exists(os.path.join(run_dir, "manifest.json")):
         raise SystemExit(f"{run_dir} has no manifest.json: is `negforge build` finished?")
-    tiers = tuple(t for t in ("hard", "semi_hard", "random", "contextual") if t in _available_tiers(run_dir))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    count = compact_negatives(run_dir, path + ".partial", tiers)
-    os.replace(path + ".partial", path)
-    print(f"{count} negatives of tiers {tiers} -> {path}")
+    count = compact_with_pool(run_dir, pool_run_dir, path)
+    print(f"{count} negatives of {run_dir} (+ deeper hard pool of {pool_run_dir}) -> {path}")
     return count
 
 
@@ -92,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.usefulness_prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=".gpu", help="the carried folder (ignore it in git)")
     parser.add_argument("--run-dir", default=None, help="finished `negforge build` RUN_DIR of SciFact train")
+    parser.add_argument("--pool-run-dir", default=None,
+                        help="the same build with --hard 8 (the *pool8* rows' deeper hard pool)")
     parser.add_argument("--beir", required=True, help="BEIR folder of the full SciFact (not shipped)")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     model(args.out, args.force)
     data(args.out, args.beir, args.force)
     if args.run_dir:
-        negatives(args.out, args.run_dir, args.force)
+        negatives(args.out, args.run_dir, args.pool_run_dir, args.force)
     elif not os.path.exists(os.path.join(args.out, "data", "negatives.parquet")):
         print("no --run-dir: data/negatives.parquet still missing", file=sys.stderr)
     size = folder_mib(args.out)

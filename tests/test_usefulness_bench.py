@@ -8,13 +8,25 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.usefulness import Bench, best_by, dev_query_ids, goals, schedule, summarise, write_table
+from bench.usefulness import (
+    Bench,
+    best_by,
+    decode_rows,
+    dev_query_ids,
+    encode_rows,
+    goals,
+    row_cost,
+    schedule,
+    split_plan,
+    summarise,
+    write_table,
+)
 
 
 def test_schedule_runs_groups_in_order_seed_by_seed_and_base_once():
     order = schedule(["base", "st_inbatch", "nf_hard", "nf_hsr", "nf_hard_3ep", "nf_hard_3ep_refresh"], [1, 2])
     assert order[:5] == [("base", None), ("st_inbatch", 1), ("nf_hard", 1), ("st_inbatch", 2), ("nf_hard", 2)]
-    assert order[5:] == [("nf_hsr", 1), ("nf_hsr", 2), ("nf_hard_3ep", 1), ("nf_hard_3ep", 2),
+    assert order[5:] == [("nf_hard_3ep", 1), ("nf_hard_3ep", 2), ("nf_hsr", 1), ("nf_hsr", 2),
                          ("nf_hard_3ep_refresh", 1), ("nf_hard_3ep_refresh", 2)]
 
 
@@ -43,11 +55,11 @@ def test_ntuples_take_ranked_picks_fill_from_later_tiers_and_drop_short_pairs(tm
     pq.write_table(pa.table({k: [r[i] for r in rows] for i, k in enumerate(
         ["query_id", "positive_id", "negative_id", "tier", "rank", "negative"])}), negatives)
     bench = Bench.__new__(Bench)
-    bench.args = SimpleNamespace(negatives=negatives)
+    bench.args = SimpleNamespace(negatives=negatives, workdir=str(tmp_path))
     bench.corpus = {d: f"text {d}" for d in ("d1", "d2", "n1", "n2", "n3")}
     bench.train_queries = {"q1": "query 1", "q2": "query 2"}
     bench.pairs = [("q1", "d1"), ("q2", "d2")]
-    bench._ntuples = {}
+    bench._ntuples, bench._negatives_files = {}, {}
     two_hard = bench.ntuples((("hard", 2),))
     assert two_hard == [{"anchor": "query 1", "positive": "text d1", "negative_1": "text n2",
                          "negative_2": "text n1"}]  # rank order; q2 has one candidate and is left out
@@ -115,3 +127,31 @@ def test_table_shows_dev_and_test_and_says_how_dev_was_held_out(tmp_path):
     assert "81 of the train queries (0.1, seed 13) held out of training for every row as dev" in table
     assert "| `nf_hard` | st | x | 1 | 9 | 2 | 0.7000 ± 0.0000 | 0.6850 ± 0.0071 |" in table
     assert json.loads((tmp_path / "u.json").read_text())["summary"]["nf_hard"]["dev_ndcg@10"] == 0.7
+
+
+def test_hard_pool_keeps_each_pairs_hardest_by_retrieval_rank_unless_a_row_draws_from_a_deeper_pool(tmp_path):
+    negatives = str(tmp_path / "n.parquet")
+    ranks = [10, 3, 40, 7, 22, 5, 9, 15]  # retrieval ranks: not 1..n
+    rows = [("q1", "d1", f"h{r}", "hard", r, None) for r in ranks]
+    rows += [("q2", "d2", "h2", "hard", 2, None), ("q1", "d1", "s1", "semi_hard", 60, None),
+             ("q1", "d1", "c1", "contextual", None, "edited")]
+    pq.write_table(pa.table({k: [r[i] for r in rows] for i, k in enumerate(
+        ["query_id", "positive_id", "negative_id", "tier", "rank", "negative"])}), negatives)
+    bench = Bench.__new__(Bench)
+    bench.args = SimpleNamespace(negatives=negatives, workdir=str(tmp_path))
+    bench._negatives_files = {}
+    cut = pq.read_table(bench.negatives_file(3)).to_pydict()
+    assert sorted(cut["negative_id"]) == ["c1", "h2", "h3", "h5", "h7", "s1"]  # other tiers and pairs stay
+    assert bench.negatives_file(8) == negatives  # nothing to cut: the file itself
+
+
+def test_parallel_parts_balance_cost_keep_plan_order_and_round_trip():
+    plan = schedule(["base", "st_mined", "nf_hard", "nf_hard_3ep", "nf_hard_3ep_refresh"], [1, 2, 3])
+    parts = split_plan(plan, 4)
+    assert sorted(map(str, (item for part in parts for item in part))) == sorted(map(str, plan))
+    for part in parts:
+        assert part == [item for item in plan if item in part]  # each part keeps the priority order
+    loads = [sum(row_cost(s) for s, _ in part) for part in parts]
+    assert max(loads) - min(loads) <= max(row_cost(s) for s, _ in plan)
+    assert split_plan(plan[:2], 4) == [[plan[0]], [plan[1]]]  # never an empty part
+    assert decode_rows(encode_rows(plan)) == set(plan)

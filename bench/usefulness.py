@@ -111,6 +111,7 @@ GROUPS = ("core", "long", "recipes", "levers")  # run order: the 3-epoch goal ro
 QUICK_SCHEMES = ("base", "st_inbatch", "st_mined", "nf_hard_st", "nf_hsr_st", "nf_hard", "nf_hard_ctx",
                  "nf_hard_3ep_refresh", "nf_hsr_bank_curr_3ep")
 ANCHORS = ("st_inbatch", "st_mined", "st_mined_3ep")  # sentence-transformers' own pipeline
+DEFAULT_RECIPE = "nf_hard_3ep"  # what trainer.presets' default (`hard`: hard tier, 3 epochs) trains
 ROW_KEYS = ("scheme", "trainer", "negatives", "seed", "epochs", "pairs", "ndcg@10", "mrr@10", "recall@100",
             "train_s")  # + dev_ndcg@10, dev_mrr@10, dev_recall@100 when a dev split is held out
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
@@ -593,7 +594,9 @@ def best_by(entries: dict[str, dict]) -> tuple[str, str]:
 
 def goals(summary: dict[str, dict]) -> list[str]:
     """The issue's goals, checked on what this run has (a goal whose rows are missing says so). The best
-    negforge recipe and the best st_* anchor are chosen on dev nDCG@10 (when held out); test is reported."""
+    negforge recipe is chosen on dev nDCG@10 (on test when no dev is held out, and the line says so); the
+    anchor is the strongest st_* row on test (anchors are not tuned here: the strongest is the highest bar).
+    At 3 epochs the default train preset's row is judged too: fixed before the run, it is chosen on nothing."""
     lines = []
     nf = {s: e for s, e in summary.items() if s.startswith("nf_")}
     for epochs in (1, 3):
@@ -602,15 +605,18 @@ def goals(summary: dict[str, dict]) -> list[str]:
         if not st or not ours:
             lines.append(f"- {epochs} epoch(s): not enough rows to compare")
             continue
-        best_st, _ = best_by(st)
+        anchor = max(sorted(st), key=lambda s: st[s]["ndcg@10"])
         best_nf, chosen_on = best_by(ours)
-        gap = ours[best_nf]["ndcg@10"] - st[best_st]["ndcg@10"]
-        verdict = "met" if gap >= 0.01 and (epochs == 1 or ours[best_nf]["ndcg@10"] >= 0.72) else "not met"
-        how = ("best chosen on dev nDCG@10, test reported" if chosen_on == "dev"
-               else "best chosen on test, no dev split")
-        lines.append(f"- {epochs} epoch(s): best negforge `{best_nf}` {ours[best_nf]['ndcg@10']:.4f} vs best st_* "
-                     f"`{best_st}` {st[best_st]['ndcg@10']:.4f}: {gap:+.4f} (goal: >= +0.01"
-                     f"{' and >= 0.72' if epochs == 3 else ''}: {verdict}; {how})")
+        judged = [(best_nf, "best chosen on dev nDCG@10, test reported" if chosen_on == "dev"
+                   else "best chosen on test, no dev split")]
+        if epochs == 3 and DEFAULT_RECIPE in ours and DEFAULT_RECIPE != best_nf:
+            judged.append((DEFAULT_RECIPE, "the default train preset, fixed before this run"))
+        for name, how in judged:
+            gap = ours[name]["ndcg@10"] - st[anchor]["ndcg@10"]
+            verdict = "met" if gap >= 0.01 and (epochs == 1 or ours[name]["ndcg@10"] >= 0.72) else "not met"
+            lines.append(f"- {epochs} epoch(s): negforge `{name}` {ours[name]['ndcg@10']:.4f} vs strongest st_* "
+                         f"`{anchor}` {st[anchor]['ndcg@10']:.4f}: {gap:+.4f} (goal: >= +0.01"
+                         f"{' and >= 0.72' if epochs == 3 else ''}: {verdict}; {how})")
     for ours_name, anchor in (("nf_hard_st", "st_mined"), ("nf_hard_st_3ep", "st_mined_3ep")):
         if ours_name in summary and anchor in summary:
             a, b = summary[ours_name]["ndcg@10"], summary[anchor]["ndcg@10"]

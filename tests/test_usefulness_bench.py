@@ -111,9 +111,17 @@ def test_best_recipe_is_chosen_on_dev_and_reported_on_test():
                          row("nf_hsr", 0.65, 0.69)])
     assert best_by({s: summary[s] for s in ("nf_hard", "nf_hsr")}) == ("nf_hard", "dev")
     line = goals(summary)[0]
-    assert "`nf_hard` 0.6700 vs best st_* `st_mined` 0.6500: +0.0200" in line  # not nf_hsr / st_inbatch (test)
+    assert "`nf_hard` 0.6700 vs strongest st_* `st_inbatch` 0.6600: +0.0100" in line  # ours on dev, anchor on test
     assert "best chosen on dev nDCG@10, test reported" in line
     assert "chosen on test, no dev split" in goals(summarise([_row("st_mined", 1, 0.7), _row("nf_hard", 1, 0.8)]))[0]
+
+
+def test_three_epoch_goal_also_judges_the_default_preset_row():
+    lines = goals(summarise([_row("st_mined_3ep", 1, 0.70, 3), _row("nf_hard_3ep", 1, 0.721, 3),
+                             _row("nf_pool8_3ep", 1, 0.725, 3)]))
+    assert "`nf_pool8_3ep` 0.7250" in lines[1] and "best chosen on test" in lines[1]
+    assert "`nf_hard_3ep` 0.7210 vs strongest st_* `st_mined_3ep` 0.7000: +0.0210" in lines[2]
+    assert "met; the default train preset, fixed before this run" in lines[2]
 
 
 def test_table_shows_dev_and_test_and_says_how_dev_was_held_out(tmp_path):
@@ -155,3 +163,17 @@ def test_parallel_parts_balance_cost_keep_plan_order_and_round_trip():
     assert max(loads) - min(loads) <= max(row_cost(s) for s, _ in plan)
     assert split_plan(plan[:2], 4) == [[plan[0]], [plan[1]]]  # never an empty part
     assert decode_rows(encode_rows(plan)) == set(plan)
+
+
+def test_default_recipe_row_trains_what_the_default_train_preset_trains():
+    from bench.usefulness import BUDGET, DEFAULT_RECIPE, SCHEMES
+    from trainer.presets import resolve_train_config
+
+    preset = resolve_train_config({})
+    settings = SCHEMES[DEFAULT_RECIPE][3]
+    assert (preset.tiers, preset.epochs, preset.file_negatives) == (("hard",), settings["epochs"],
+                                                                    BUDGET["file_negatives"])
+    assert (preset.memory_bank, preset.curriculum, preset.refresh_every) == (0, "none", 0)
+    assert (preset.batch_size, preset.lr, preset.temperature) == (BUDGET["batch_size"], BUDGET["lr"],
+                                                                  BUDGET["temperature"])
+    assert set(settings) == {"epochs", "tiers"} and settings["tiers"] == "hard"

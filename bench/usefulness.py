@@ -640,7 +640,8 @@ def write_table(path_base: str, meta: dict, rows: list[dict]) -> None:
 
     lines = [
         f"SciFact test (nDCG@10, MRR@10, Recall@100; mean ± sd over seeds){' -- QUICK SLICE, measures nothing' if meta['quick'] else ''}.",  # noqa: E501
-        f"git {meta['git_sha']}; {meta['machine']}; `{meta['command']}`.",
+        f"git {meta['git_sha']}{' (' + meta['git_sha_note'] + ')' if meta.get('git_sha_note') else ''}; "
+        f"{meta['machine']}; `{meta['command']}`.",
         f"Budget: batch {meta['budget']['batch_size']}, lr {meta['budget']['lr']}, warmup 10 %, max_seq_length "
         f"{meta['budget']['max_seq_length']}, temperature 0.05 (scale 20) unless named, 3 negatives per pair; every "
         f"row trains on the same SciFact train pairs from the same base model ({dev_note(meta)}).",

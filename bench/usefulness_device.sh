@@ -3,6 +3,9 @@
 #
 #   GIT_SHA=<sha> bash bench/usefulness_device.sh [extra bench.usefulness flags]
 #
+# Pass the sha as a literal: the device's git metadata can lag the carried working tree (140e81b ran as
+# "812813e" when GIT_SHA came from `git rev-parse HEAD` there).
+#
 # Run from the repository root with the carried folder $GPU_DIR (default .gpu, ignored by git):
 #   .gpu/wheels/*.whl              datasets, dill, multiprocess (cp312; ST's trainer needs `datasets`)
 #   .gpu/model/minilm_fp16/        the bundled all-MiniLM-L6-v2 saved in fp16 (cast to fp32 on load)

@@ -2,8 +2,9 @@
 
 Presets are sampling rules plus hyperparameters (everything else keeps TrainConfig's defaults:
 batch 32, lr 2e-5, warmup 10 %, temperature 0.05 = scale 20). They follow what measured best on SciFact
-(issue 16; bench/usefulness.py): the hard tier alone beat every mix with semi_hard, random or contextual
-negatives, and 3 epochs beat 1 (0.7155 vs 0.6822 nDCG@10 through sentence-transformers' trainer).
+(issue 16; bench/usefulness.py at 140e81b, 3 seeds per row): the hard tier alone beat every mix with
+semi_hard, random or contextual negatives and every lever tried (deeper pool, refresh, temperature 0.03,
+symmetric loss, memory bank + curriculum), and 3 epochs beat 1 (0.7201 vs 0.6831 nDCG@10 on all train pairs).
 - hard:     the default when no preset is named: 3 file negatives per example from the hard tier, 3 epochs;
             no memory bank, no curriculum.
 - baseline: in-batch negatives + a 512-entry memory bank; no file negatives; 1 epoch.

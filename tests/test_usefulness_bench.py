@@ -177,3 +177,24 @@ def test_default_recipe_row_trains_what_the_default_train_preset_trains():
     assert (preset.batch_size, preset.lr, preset.temperature) == (BUDGET["batch_size"], BUDGET["lr"],
                                                                   BUDGET["temperature"])
     assert set(settings) == {"epochs", "tiers"} and settings["tiers"] == "hard"
+
+
+def test_parallel_parts_merge_into_one_table(tmp_path):
+    """Two rows as two processes (no training on the quick slice's base row; 2 steps for st_inbatch): the
+    merged table holds both parts' rows and says the device was shared."""
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false")
+    done = subprocess.run([sys.executable, "-m", "bench.usefulness", "--quick", "--parallel", "2", "--schemes",
+                           "base,st_inbatch", "--seeds", "1", "--device", "cpu", "--results-dir",
+                           str(tmp_path / "results"), "--workdir", str(tmp_path / "work")],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = json.load(open(tmp_path / "results" / "usefulness-quick.json"))
+    assert sorted((r["scheme"], r["seed"]) for r in table["rows"]) == [("base", None), ("st_inbatch", 1)]
+    assert table["parallel"] == 2 and sorted(os.listdir(tmp_path / "results" / "parts")) == ["1", "2"]
+    assert "rows sharing the device" in open(tmp_path / "results" / "usefulness-quick.md").read()

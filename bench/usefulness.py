@@ -531,7 +531,10 @@ def run_parallel(plan, parts: int, argv: list[str], args, meta: dict, rows: list
     for k, items in enumerate(split_plan(plan, parts), start=1):
         part_dir = os.path.join(args.results_dir, "parts", str(k))
         shutil.rmtree(part_dir, ignore_errors=True)
-        child = [*argv, "--parallel", "1", "--rows", encode_rows(items), "--results-dir", part_dir, "--fresh"]
+        child = [*argv, "--parallel", "1", "--rows", encode_rows(items), "--results-dir", part_dir, "--fresh",
+                 "--beir", args.beir]  # the parent's slice and negatives: no part slices or mines again
+        if args.negatives:
+            child += ["--negatives", args.negatives]
         if args.time_budget is not None:
             child += ["--time-budget", f"{max(0.0, args.time_budget - (time.perf_counter() - started)):.0f}"]
         log(f"part {k}: {len(items)} rows ({sum(row_cost(s) for s, _ in items):.1f} cost units)")

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from bench.usefulness import (
     Bench,
@@ -198,3 +199,39 @@ def test_parallel_parts_merge_into_one_table(tmp_path):
     assert sorted((r["scheme"], r["seed"]) for r in table["rows"]) == [("base", None), ("st_inbatch", 1)]
     assert table["parallel"] == 2 and sorted(os.listdir(tmp_path / "results" / "parts")) == ["1", "2"]
     assert "rows sharing the device" in open(tmp_path / "results" / "usefulness-quick.md").read()
+
+
+def _fake_run(folder, hard_ranks: dict[str, int], semi: dict[str, int] | None = None):
+    """The parts of a RUN_DIR that trainer.data.compact_negatives reads: inputs/docs and negatives/tier=*."""
+    import os
+
+    os.makedirs(folder / "inputs" / "docs")
+    pq.write_table(pa.table({"doc_id": ["d1", *hard_ranks, *(semi or {})]}), folder / "inputs" / "docs" / "p.parquet")
+    for tier, ranks in (("hard", hard_ranks), ("semi_hard", semi)):
+        if ranks:
+            os.makedirs(folder / "negatives" / f"tier={tier}")
+            pq.write_table(pa.table({"query_id": ["q1"] * len(ranks), "positive_id": ["d1"] * len(ranks),
+                                     "negative_id": list(ranks), "rank": pa.array(list(ranks.values()), pa.int32()),
+                                     "negative": [f"text {n}" for n in ranks]}),
+                           folder / "negatives" / f"tier={tier}" / "p.parquet")
+
+
+def test_pool_run_adds_each_pairs_deeper_hard_negatives_and_refuses_a_pool_that_does_not_extend_the_run(tmp_path):
+    from bench.usefulness import compact_with_pool
+
+    _fake_run(tmp_path / "run", {"n2": 2, "n5": 5, "n9": 9}, semi={"s40": 40})
+    _fake_run(tmp_path / "pool", {"n2": 2, "n5": 5, "n9": 9, "n11": 11, "n14": 14}, semi={"s60": 60})
+    out = str(tmp_path / "negatives.parquet")
+    assert compact_with_pool(str(tmp_path / "run"), str(tmp_path / "pool"), out) == 6
+    table = pq.read_table(out).to_pydict()
+    assert sorted(zip(table["tier"], table["negative_id"])) == [
+        ("hard", "n11"), ("hard", "n14"), ("hard", "n2"), ("hard", "n5"), ("hard", "n9"), ("semi_hard", "s40")]
+    bench = Bench.__new__(Bench)
+    bench.args = SimpleNamespace(negatives=out, workdir=str(tmp_path))
+    bench._negatives_files = {}
+    kept = pq.read_table(bench.negatives_file(3)).column("negative_id").to_pylist()
+    assert sorted(kept) == ["n2", "n5", "n9", "s40"]  # the --hard 3 run exactly
+
+    _fake_run(tmp_path / "other", {"n2": 2, "n3": 3, "n5": 5, "n9": 9})  # n3 outranks the run's n5, n9
+    with pytest.raises(ValueError, match="does not extend the hard tier"):
+        compact_with_pool(str(tmp_path / "run"), str(tmp_path / "other"), str(tmp_path / "bad.parquet"))

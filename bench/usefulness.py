@@ -746,7 +746,8 @@ def main(argv: list[str] | None = None) -> int:
 
     needs_negatives = any(SCHEMES[s][1] == "negforge" or isinstance(SCHEMES[s][3].get("st"), tuple) for s in schemes)
     hard_pool = max((SCHEMES[s][3].get("hard_pool", HARD_POOL) for s in schemes), default=HARD_POOL)
-    if args.quick and args.negatives is None and args.run_dir is None:  # given negatives come with their slice
+    if args.quick and args.negatives is None and args.run_dir is None and args.rows is None:
+        # given negatives come with their slice; a --parallel part gets its parent's slice as --beir
         args.beir = write_slice(args.beir, os.path.join(args.workdir, "beir_slice"), seed=13)
     if args.negatives is None and needs_negatives:
         if args.run_dir is None:  # mine here (Beam)

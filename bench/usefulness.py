@@ -125,6 +125,21 @@ def git_sha() -> str:
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
+def code_digest() -> str:
+    """sha256 of the Python sources that train and score (the packages below the repository root, sorted by
+    path): names the code that ran even where a device's git metadata lags the carried working tree."""
+    import glob
+    import hashlib
+
+    digest = hashlib.sha256()
+    for package in ("bench", "trainer", "schemas", "pipelines", "transforms", "audit", "storage"):
+        for path in sorted(glob.glob(os.path.join(REPO, package, "**", "*.py"), recursive=True)):
+            digest.update(os.path.relpath(path, REPO).encode() + b"\0")
+            with open(path, "rb") as handle:
+                digest.update(handle.read() + b"\0")
+    return digest.hexdigest()
+
+
 def log(message: str) -> None:
     part = os.environ.get("USEFULNESS_PART")
     print(f"[usefulness{' part ' + part if part else ''} {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -770,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {
         "git_sha": git_sha(),
+        "code_digest": code_digest(),  # `python -c "import bench.usefulness as u; print(u.code_digest())"` at a commit
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
                    + (torch.cuda.get_device_name(0) if args.torch_device.type == "cuda" else "cpu only"),
         "command": " ".join(["python", "-m", "bench.usefulness", *(sys.argv[1:] if argv is None else argv)]),

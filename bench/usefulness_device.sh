@@ -4,7 +4,8 @@
 #   GIT_SHA=<sha> bash bench/usefulness_device.sh [extra bench.usefulness flags]
 #
 # Pass the sha as a literal: the device's git metadata can lag the carried working tree (140e81b ran as
-# "812813e" when GIT_SHA came from `git rev-parse HEAD` there).
+# "812813e" when GIT_SHA came from `git rev-parse HEAD` there). The table's json also records `code_digest`,
+# a sha256 of the sources, to check against `python -c "import bench.usefulness as u; print(u.code_digest())"`.
 #
 # Run from the repository root with the carried folder $GPU_DIR (default .gpu, ignored by git):
 #   .gpu/wheels/*.whl              datasets, dill, multiprocess (cp312; ST's trainer needs `datasets`)

@@ -235,3 +235,15 @@ def test_pool_run_adds_each_pairs_deeper_hard_negatives_and_refuses_a_pool_that_
     _fake_run(tmp_path / "other", {"n2": 2, "n3": 3, "n5": 5, "n9": 9})  # n3 outranks the run's n5, n9
     with pytest.raises(ValueError, match="does not extend the hard tier"):
         compact_with_pool(str(tmp_path / "run"), str(tmp_path / "other"), str(tmp_path / "bad.parquet"))
+
+
+def test_code_digest_names_the_sources_and_changes_with_them(tmp_path, monkeypatch):
+    import bench.usefulness as usefulness
+
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "loop.py").write_text("a = 1\n")
+    monkeypatch.setattr(usefulness, "REPO", str(tmp_path))
+    first = usefulness.code_digest()
+    assert len(first) == 64 and first == usefulness.code_digest()
+    (tmp_path / "trainer" / "loop.py").write_text("a = 2\n")
+    assert usefulness.code_digest() != first

@@ -564,16 +564,19 @@ def run_parallel(plan, parts: int, argv: list[str], args, meta: dict, rows: list
         merge()
         raise SystemExit(128 + signum)
 
+    part_files = [os.path.join(d, os.path.basename(path_base) + ".json") for d in part_dirs]
+    last = {"stamp": None, "rows": len(rows)}  # the part files' (name, mtime) behind the table last written
+
     def merge() -> int:
-        merged, failed = list(rows), list(meta.get("failed", []))
-        for part_dir in part_dirs:
-            path = os.path.join(part_dir, os.path.basename(path_base) + ".json")
-            if os.path.exists(path):
-                part = json.load(open(path))
-                merged += part["rows"]
-                failed += part.get("failed", [])
-        write_table(path_base, meta | ({"failed": failed} if failed else {}), merged)
-        return len(merged)
+        """Rewrite the one table from the parts' files when one of them changed since the last time."""
+        stamp = [(path, os.stat(path).st_mtime_ns) for path in part_files if os.path.exists(path)]
+        if stamp != last["stamp"]:
+            parts = [json.load(open(path)) for path, _ in stamp]
+            merged = list(rows) + [row for part in parts for row in part["rows"]]
+            failed = list(meta.get("failed", [])) + [f for part in parts for f in part.get("failed", [])]
+            write_table(path_base, meta | ({"failed": failed} if failed else {}), merged)
+            last.update(stamp=stamp, rows=len(merged))
+        return last["rows"]
 
     signal.signal(signal.SIGTERM, stop)
     while any(proc.poll() is None for proc in procs):

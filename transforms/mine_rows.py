@@ -109,6 +109,10 @@ class BuildRowsFn(beam.DoFn):
         positive_ids, negative_ids = positives.ids.tolist(), mined.negative_ids.tolist()
         overlap = self._overlaps(texts, positive_text[rows.pairs], negative_text[rows.negatives])  # [r] float64
         tiers = np.asarray(mined.tiers)[rows.negatives]  # [r]
+        ranks = np.asarray(mined.ranks).astype(np.int32)  # [n]
+        score_positive = np.asarray(positives.scores, np.float64).astype(np.float32)  # [p]
+        score_negative = np.asarray(mined.scores, np.float64).astype(np.float32)  # [n]
+        pair_sims = np.asarray(mined.pair_sims, np.float32)  # [e]
         for code in np.unique(tiers).tolist():
             tier = MINED_TIERS[code]
             sel = np.flatnonzero(tiers == code)  # rows of this tier, in row order
@@ -123,10 +127,10 @@ class BuildRowsFn(beam.DoFn):
                 "negative": [texts.passages[i] for i in negative_at],
                 "tier": [tier] * k,
                 # random: no rank (-1: null)
-                "rank": np.full(k, -1, np.int32) if tier == "random" else np.asarray(mined.ranks)[n].astype(np.int32),
-                "score_positive": np.asarray(positives.scores, np.float64)[j].astype(np.float32),
-                "score_negative": np.asarray(mined.scores, np.float64)[n].astype(np.float32),
-                "similarity_to_positive": np.asarray(mined.pair_sims, np.float32)[e],
+                "rank": np.full(k, -1, np.int32) if tier == "random" else ranks[n],
+                "score_positive": score_positive[j],
+                "score_negative": score_negative[n],
+                "similarity_to_positive": pair_sims[e],
                 "generator": ["uniform" if tier == "random" else mined.generator] * k,
                 "edit": [None] * k,
                 # text_hash of the negative's text, as ingest hashed the passage (inputs/docs)
